@@ -1,0 +1,1 @@
+"""Authentication: registration, confirmation, sessions and password reset."""

@@ -1,0 +1,260 @@
+"""Typed settings, read once from the environment (and a local ``.env`` file).
+
+Nothing else in the application reads the environment: everything it needs is a field
+of :class:`Settings`. Each field's environment variable is its name in upper case.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from collections.abc import Mapping
+from functools import cache, lru_cache
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import msgspec
+from dotenv import dotenv_values
+
+logger = logging.getLogger(__name__)
+
+SmtpTls = Literal["none", "starttls", "ssl"]
+Environment = Literal["development", "production", "test"]
+
+
+class SettingsError(ValueError):
+    """A setting has a bad value; the message names the environment variable."""
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """Every setting of the service, with the embedded defaults.
+
+    The documentation's configuration page is generated from the field comments below
+    (``docs/conf.py`` reads them), so keep one ``#:`` line per field.
+    """
+
+    #: ``development``, ``test`` or ``production``; production refuses a missing ``SECRET_KEY``.
+    app_env: Environment = "development"
+    #: SQLAlchemy URL of the database (``postgresql+asyncpg://...`` for PostgreSQL).
+    database_url: str = "sqlite+aiosqlite:///./contacts.db"
+    #: Connections kept in the pool per worker (PostgreSQL).
+    db_pool_size: int = 10
+    #: Extra connections allowed beyond the pool under bursts (PostgreSQL).
+    db_max_overflow: int = 10
+    #: Redis URL for the shared store; unset keeps an in-memory store (one process only).
+    redis_url: str | None = None
+    #: Key that signs JWTs; generated once into ``SECRET_KEY_FILE`` when unset outside production.
+    secret_key: str = ""
+    #: Where a generated development secret key is kept.
+    secret_key_file: str = ".secret_key"  # noqa: S105 - a file name
+    #: Lifetime of access tokens, in minutes.
+    access_token_minutes: int = 15
+    #: Lifetime of refresh tokens, in days.
+    refresh_token_days: int = 7
+    #: Lifetime of email confirmation links, in hours.
+    confirm_token_hours: int = 24
+    #: Lifetime of password reset links, in minutes (at most 60).
+    reset_token_minutes: int = 30
+    #: bcrypt cost factor for password hashes.
+    bcrypt_rounds: int = 12
+    #: How long a cached user snapshot lives in the store, in seconds.
+    user_cache_ttl: int = 300
+    #: Base URL the links in mails are built from.
+    public_base_url: str = "http://127.0.0.1:8000"
+    #: SMTP server host; unset writes mails to the log instead of sending them.
+    smtp_host: str | None = None
+    #: SMTP server port.
+    smtp_port: int = 587
+    #: SMTP user name (optional).
+    smtp_username: str | None = None
+    #: SMTP password (optional).
+    smtp_password: str | None = None
+    #: SMTP transport security: ``none``, ``starttls`` or ``ssl``.
+    smtp_tls: SmtpTls = "starttls"
+    #: Sender address of every mail.
+    mail_from: str = "Contacts API <no-reply@contacts.local>"
+    #: Cloudinary URL (``cloudinary://key:secret@cloud``); unset stores avatars under ``MEDIA_DIR``.
+    cloudinary_url: str | None = None
+    #: Directory for locally stored avatars, served at ``/media``.
+    media_dir: str = "./media"
+    #: Largest accepted avatar upload, in bytes.
+    avatar_max_bytes: int = 5 * 1024 * 1024
+    #: Largest accepted avatar, in pixels (width x height), against decompression bombs.
+    avatar_max_pixels: int = 40_000_000
+    #: Largest accepted JSON request body, in bytes.
+    max_request_bytes: int = 1024 * 1024
+    #: Largest accepted contacts import file, in bytes.
+    import_max_bytes: int = 2 * 1024 * 1024
+    #: Whether rate limits apply (benchmarks turn them off).
+    rate_limit_enabled: bool = True
+    #: Requests per minute per client to ``/api/users/me``.
+    rate_limit_me_per_minute: int = 120
+    #: Requests per minute per client to login, register, request_email and update_password.
+    rate_limit_auth_per_minute: int = 10
+    #: Comma-separated proxy addresses whose ``X-Forwarded-For`` is trusted to name the client.
+    trusted_proxies: tuple[str, ...] = ()
+    #: Comma-separated origins allowed by CORS; empty disables CORS.
+    cors_origins: tuple[str, ...] = ()
+    #: Apply pending migrations at start-up (safe with several replicas).
+    auto_migrate: bool = True
+    #: Region used to read phone numbers written without a country code (ISO 3166 alpha-2).
+    default_phone_region: str = "UA"
+    #: Time zone that decides what "today" is for birthdays.
+    timezone: str = "UTC"
+    #: Seconds the health check waits for the database.
+    health_timeout: float = 2.0
+    #: Log level of the application loggers.
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    #: Maximum examples per operation in the schema fuzzing test.
+    fuzz_examples: int = 20
+
+    @property
+    def is_sqlite(self) -> bool:
+        """Whether the database is SQLite (the embedded default)."""
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def tz(self) -> ZoneInfo:
+        """The configured time zone as a :class:`~zoneinfo.ZoneInfo`."""
+        return ZoneInfo(self.timezone)
+
+
+_LIST_FIELDS = {"trusted_proxies", "cors_origins"}
+
+
+def _env_name(field: str) -> str:
+    return field.upper()
+
+
+def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path | None = ".env") -> Settings:
+    """Build :class:`Settings` from the environment, with ``env_file`` filling the gaps.
+
+    Args:
+        environ: The variables to read; defaults to :data:`os.environ`.
+        env_file: A dotenv file whose values apply where ``environ`` has none; ``None`` skips it.
+
+    Returns:
+        The validated settings.
+
+    Raises:
+        SettingsError: A variable has a bad value; the message names it.
+    """
+    source: dict[str, Any] = {}
+    if env_file is not None and Path(env_file).is_file():
+        source.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+    source.update(os.environ if environ is None else environ)
+
+    raw: dict[str, Any] = {}
+    for field in msgspec.structs.fields(Settings):
+        value = source.get(_env_name(field.name))
+        if value is None:
+            continue
+        value = value.strip()
+        if field.name in _LIST_FIELDS:
+            raw[field.name] = tuple(part.strip() for part in value.split(",") if part.strip())
+        elif value == "" and field.default is None:
+            raw[field.name] = None
+        else:
+            raw[field.name] = value
+        try:
+            msgspec.convert({field.name: raw[field.name]}, _single_field(field.name), strict=False)
+        except msgspec.ValidationError as exc:
+            reason = str(exc).split(" - at ")[0]
+            msg = f"{_env_name(field.name)}: {reason} (got {value!r})"
+            raise SettingsError(msg) from None
+    settings = msgspec.convert(raw, Settings, strict=False)
+    _check(settings)
+    return _with_secret_key(settings)
+
+
+@cache
+def _single_field(name: str) -> type[msgspec.Struct]:
+    """A one-field Struct used to validate (and name) a single variable."""
+    field = next(f for f in msgspec.structs.fields(Settings) if f.name == name)
+    return msgspec.defstruct(f"_{name}", [(name, field.type)], kw_only=True)
+
+
+def _check(settings: Settings) -> None:
+    """Cross-field and range checks msgspec's types cannot express."""
+    positive = (
+        "access_token_minutes",
+        "refresh_token_days",
+        "confirm_token_hours",
+        "reset_token_minutes",
+        "user_cache_ttl",
+        "avatar_max_bytes",
+        "avatar_max_pixels",
+        "max_request_bytes",
+        "import_max_bytes",
+        "db_pool_size",
+        "rate_limit_me_per_minute",
+        "rate_limit_auth_per_minute",
+        "fuzz_examples",
+    )
+    for name in positive:
+        if getattr(settings, name) <= 0:
+            msg = f"{_env_name(name)}: must be a positive number (got {getattr(settings, name)!r})"
+            raise SettingsError(msg)
+    if settings.reset_token_minutes > 60:
+        msg = f"RESET_TOKEN_MINUTES: must be at most 60 (got {settings.reset_token_minutes})"
+        raise SettingsError(msg)
+    if not 4 <= settings.bcrypt_rounds <= 16:
+        msg = f"BCRYPT_ROUNDS: must be between 4 and 16 (got {settings.bcrypt_rounds})"
+        raise SettingsError(msg)
+    if not settings.database_url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+        msg = "DATABASE_URL: must start with sqlite+aiosqlite:// or postgresql+asyncpg://"
+        raise SettingsError(msg)
+    if settings.redis_url is not None and not settings.redis_url.startswith(
+        ("redis://", "rediss://", "unix://")
+    ):
+        msg = "REDIS_URL: must start with redis://, rediss:// or unix://"
+        raise SettingsError(msg)
+    if not settings.public_base_url.startswith(("http://", "https://")):
+        msg = f"PUBLIC_BASE_URL: must start with http:// or https:// (got {settings.public_base_url!r})"
+        raise SettingsError(msg)
+    if settings.cloudinary_url is not None and not settings.cloudinary_url.startswith("cloudinary://"):
+        msg = "CLOUDINARY_URL: must start with cloudinary://"
+        raise SettingsError(msg)
+    try:
+        ZoneInfo(settings.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        msg = f"TIMEZONE: unknown time zone {settings.timezone!r}"
+        raise SettingsError(msg) from None
+    import phonenumbers  # local: only the check needs it at start-up
+
+    if settings.default_phone_region not in phonenumbers.SUPPORTED_REGIONS:
+        msg = f"DEFAULT_PHONE_REGION: unknown region {settings.default_phone_region!r}"
+        raise SettingsError(msg)
+
+
+def _with_secret_key(settings: Settings) -> Settings:
+    """Return settings with a secret key, generating a development one when allowed."""
+    if settings.secret_key:
+        if len(settings.secret_key) < 32:
+            msg = "SECRET_KEY: must be at least 32 characters"
+            raise SettingsError(msg)
+        return settings
+    if settings.app_env == "production":
+        msg = "SECRET_KEY: required when APP_ENV=production"
+        raise SettingsError(msg)
+    path = Path(settings.secret_key_file)
+    if path.is_file():
+        key = path.read_text().strip()
+    else:
+        key = secrets.token_urlsafe(48)
+        path.write_text(key)
+        path.chmod(0o600)
+        logger.warning("SECRET_KEY is not set: generated one into %s (set SECRET_KEY in production)", path)
+    return msgspec.structs.replace(settings, secret_key=key)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read on first use.
+
+    Returns:
+        The settings of this process.
+    """
+    return load_settings()

@@ -1,0 +1,93 @@
+"""Central mapping of exceptions to HTTP answers, in Litestar's error shape."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from advanced_alchemy.exceptions import DuplicateKeyError, IntegrityError, NotFoundError
+from litestar import MediaType, Response
+from litestar.exceptions import HTTPException
+from litestar.status_codes import (
+    HTTP_401_UNAUTHORIZED,
+    HTTP_404_NOT_FOUND,
+    HTTP_409_CONFLICT,
+    HTTP_429_TOO_MANY_REQUESTS,
+    HTTP_500_INTERNAL_SERVER_ERROR,
+)
+
+from app.logs import request_id_of
+
+if TYPE_CHECKING:
+    from litestar import Request
+    from litestar.types import ExceptionHandlersMap
+
+logger = logging.getLogger("app.errors")
+
+
+def _body(status_code: int, detail: str, extra: Any = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"status_code": status_code, "detail": detail}
+    if extra is not None:
+        body["extra"] = extra
+    return body
+
+
+def http_exception_handler(request: Request, exc: HTTPException) -> Response:
+    """Answer an :class:`HTTPException` in the standard shape, adding the headers the contract wants.
+
+    Args:
+        request: The failing request.
+        exc: The exception raised by a handler, guard or middleware.
+
+    Returns:
+        The error response.
+    """
+    headers = dict(exc.headers or {})
+    if exc.status_code == HTTP_401_UNAUTHORIZED:
+        headers.setdefault("WWW-Authenticate", "Bearer")
+    if exc.status_code == HTTP_429_TOO_MANY_REQUESTS:
+        headers.setdefault("Retry-After", "60")
+    extra = exc.extra if exc.extra not in (None, {}, []) else None
+    return Response(
+        _body(exc.status_code, exc.detail, extra),
+        status_code=exc.status_code,
+        headers=headers,
+        media_type=MediaType.JSON,
+    )
+
+
+def not_found_handler(_request: Request, _exc: NotFoundError) -> Response:
+    """Map a repository ``NotFoundError`` to ``404`` (without the query's details)."""
+    return Response(_body(HTTP_404_NOT_FOUND, "Not found"), status_code=HTTP_404_NOT_FOUND)
+
+
+def conflict_handler(_request: Request, exc: IntegrityError) -> Response:
+    """Map a uniqueness or integrity violation to ``409`` (without the database's message)."""
+    detail = "Already exists" if isinstance(exc, DuplicateKeyError) else "Conflicts with existing data"
+    return Response(_body(HTTP_409_CONFLICT, detail), status_code=HTTP_409_CONFLICT)
+
+
+def internal_error_handler(request: Request, exc: Exception) -> Response:
+    """Log an unexpected exception with the request id and answer ``500`` without internals."""
+    request_id = request_id_of(request.scope)
+    logger.error(
+        "unhandled %s on %s %s (request_id=%s)",
+        type(exc).__name__,
+        request.method,
+        request.url.path,
+        request_id,
+        exc_info=exc,
+    )
+    return Response(
+        _body(HTTP_500_INTERNAL_SERVER_ERROR, "Internal server error", {"request_id": request_id}),
+        status_code=HTTP_500_INTERNAL_SERVER_ERROR,
+    )
+
+
+#: The handlers registered on the application.
+EXCEPTION_HANDLERS: ExceptionHandlersMap = {
+    HTTPException: http_exception_handler,
+    NotFoundError: not_found_handler,
+    IntegrityError: conflict_handler,
+    Exception: internal_error_handler,
+}

@@ -1,0 +1,100 @@
+"""Logging set-up and the request log: one structured line per request, with a request id."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+if TYPE_CHECKING:
+    from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+access_logger = logging.getLogger("app.access")
+_REQUEST_ID_KEY = "request_id"
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_encode = msgspec.json.Encoder().encode
+
+
+def configure_logging(level: str) -> None:
+    """Send application logs to stderr, one line each.
+
+    Args:
+        level: The level name for the ``app`` loggers.
+    """
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    app_logger = logging.getLogger("app")
+    app_logger.handlers[:] = [handler]
+    app_logger.setLevel(level)
+    app_logger.propagate = False
+
+
+def request_id_of(scope: Scope) -> str:
+    """The id given to this request by :class:`RequestLogMiddleware` (``"-"`` outside it)."""
+    return scope.get("state", {}).get(_REQUEST_ID_KEY, "-")
+
+
+class RequestLogMiddleware:
+    """Pure ASGI middleware: assigns a request id, echoes it, and logs one JSON line per request.
+
+    Only the method, path (never the query string, which may carry tokens), status, duration
+    and id are logged. An ``X-Request-ID`` sent by a proxy is kept when it looks sane.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Handle one ASGI call."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _incoming_request_id(scope) or uuid.uuid4().hex
+        scope.setdefault("state", {})[_REQUEST_ID_KEY] = request_id
+        started = time.perf_counter()
+        status = 500
+        header = (b"x-request-id", request_id.encode())
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), header]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            if access_logger.isEnabledFor(logging.INFO):
+                access_logger.info(
+                    _encode(
+                        {
+                            "method": scope["method"],
+                            "path": _safe_path(scope["path"]),
+                            "status": status,
+                            "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                            "request_id": request_id,
+                        }
+                    ).decode()
+                )
+
+
+_TOKEN_IN_PATH = re.compile(r"/(confirmed_email|confirm_update_password)/[^/]+")
+
+
+def _safe_path(path: str) -> str:
+    """Mask the tokens that some routes carry in their path."""
+    return _TOKEN_IN_PATH.sub(r"/\1/***", path)
+
+
+def _incoming_request_id(scope: Any) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            candidate = value.decode("latin-1")
+            return candidate if _VALID_REQUEST_ID.match(candidate) else None
+    return None

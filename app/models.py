@@ -1,0 +1,10 @@
+"""All models, imported in one place so that Alembic and the app see the whole metadata."""
+
+from advanced_alchemy.base import orm_registry
+
+from app.users.models import User, UserSession
+
+#: The metadata of every table (Alembic's target).
+metadata = orm_registry.metadata
+
+__all__ = ("User", "UserSession", "metadata")

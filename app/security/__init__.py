@@ -1,0 +1,1 @@
+"""Security primitives: password hashing, typed tokens, authentication and guards."""

@@ -1,0 +1,180 @@
+"""JWT bearer authentication with the current user read from the store.
+
+The middleware is Litestar's own (:class:`OAuth2PasswordBearerAuth`, so that the API UI's
+"Authorize" button can log in with the password flow). Its user lookup reads a
+msgspec-encoded :class:`CurrentUser` from the ``user_cache`` store; on a miss or a store
+error it loads the user and their live sessions from the database and refills the store.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+import msgspec
+from litestar.security.jwt import OAuth2PasswordBearerAuth, Token
+from sqlalchemy import select
+
+from app import cache
+from app.security.tokens import ALGORITHM, AUDIENCE, ISSUER, Purpose
+from app.users.models import User, UserSession
+from app.users.schemas import CurrentUser
+
+if TYPE_CHECKING:
+    from advanced_alchemy.extensions.litestar import SQLAlchemyAsyncConfig
+    from litestar.connection import ASGIConnection
+    from litestar.datastructures import State
+    from litestar.stores.base import Store
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from app.config import Settings
+
+logger = logging.getLogger(__name__)
+
+_encode = msgspec.msgpack.Encoder().encode
+_decoder = msgspec.msgpack.Decoder(CurrentUser)
+
+#: Paths reachable without a token.
+PUBLIC_PATHS = [
+    "^/api/auth/(register|login|refresh_token|confirmed_email|request_email|update_password|confirm_update_password)",
+    "^/api/healthchecker",
+    "^/schema",
+    "^/media",
+]
+
+
+async def load_current_user(session: AsyncSession, user_id: UUID) -> CurrentUser | None:
+    """Read a user and their live session ids from the database.
+
+    Args:
+        session: A database session.
+        user_id: The user's id.
+
+    Returns:
+        The snapshot, or ``None`` if there is no such user.
+    """
+    user = await session.scalar(select(User).where(User.id == user_id))
+    if user is None:
+        return None
+    now = datetime.now(UTC)
+    sids = await session.scalars(
+        select(UserSession.id).where(
+            UserSession.user_id == user_id, UserSession.revoked_at.is_(None), UserSession.expires_at > now
+        )
+    )
+    return CurrentUser(
+        id=user.id,
+        username=user.username,
+        email=user.email,
+        role=user.role,  # type: ignore[arg-type]
+        confirmed=user.confirmed,
+        avatar_url=user.avatar_url,
+        created_at=user.created_at,
+        session_ids=frozenset(str(sid) for sid in sids),
+    )
+
+
+async def invalidate_user(store: Store, user_id: UUID | str) -> None:
+    """Drop a user's cached snapshot; called by every code path that changes a user.
+
+    A store outage is logged, not raised: the entry expires on its own (TTL) and the
+    write that triggered this must not fail because of the cache.
+
+    Args:
+        store: The ``user_cache`` store.
+        user_id: The user whose snapshot is dropped.
+    """
+    try:
+        await store.delete(str(user_id))
+    except Exception as exc:
+        logger.warning("user cache: could not invalidate (%s)", type(exc).__name__)
+
+
+async def get_current_user(
+    store: Store, db_config: SQLAlchemyAsyncConfig, user_id: UUID, ttl: int
+) -> CurrentUser | None:
+    """The user snapshot from the store, or from the database on a miss or an outage.
+
+    Args:
+        store: The ``user_cache`` store.
+        db_config: The SQLAlchemy config (for a session on a miss).
+        user_id: The user's id.
+        ttl: Seconds a refilled entry lives.
+
+    Returns:
+        The snapshot, or ``None`` if the user does not exist.
+    """
+    key = str(user_id)
+    store_ok = True
+    try:
+        raw = await store.get(key)
+    except Exception as exc:
+        logger.warning("user cache unavailable, reading the database (%s)", type(exc).__name__)
+        raw, store_ok = None, False
+    if raw is not None:
+        try:
+            return _decoder.decode(raw)
+        except msgspec.DecodeError:
+            logger.warning("user cache: undecodable entry dropped")
+    async with db_config.get_session() as session:
+        user = await load_current_user(session, user_id)
+    if user is not None and store_ok:
+        try:
+            await store.set(key, _encode(user), expires_in=ttl)
+        except Exception as exc:
+            logger.warning("user cache: could not store (%s)", type(exc).__name__)
+    return user
+
+
+async def retrieve_user_handler(
+    token: Token, connection: ASGIConnection[Any, Any, Any, Any]
+) -> CurrentUser | None:
+    """Litestar's user lookup: an access token of a live session of an existing user.
+
+    Args:
+        token: The verified JWT (signature, algorithm, ``exp``, ``aud``, ``iss`` already checked).
+        connection: The current connection.
+
+    Returns:
+        The current user, or ``None`` (Litestar answers ``401``).
+    """
+    if token.extras.get("pur") != Purpose.ACCESS:
+        return None
+    try:
+        user_id = UUID(token.sub)
+    except ValueError:
+        return None
+    state: State = connection.app.state
+    settings: Settings = state.settings
+    user = await get_current_user(
+        connection.app.stores.get(cache.USER_CACHE), state.db_config, user_id, settings.user_cache_ttl
+    )
+    if user is None or token.extras.get("sid") not in user.session_ids:
+        return None
+    return user
+
+
+def make_auth(settings: Settings) -> OAuth2PasswordBearerAuth[CurrentUser, Token]:
+    """Build the bearer-token authentication for the app.
+
+    Args:
+        settings: The application settings (secret key, token lifetime).
+
+    Returns:
+        The auth config; its ``on_app_init`` is registered in :func:`app.main.create_app`.
+    """
+    return OAuth2PasswordBearerAuth[CurrentUser, Token](
+        token_url="/api/auth/login",  # noqa: S106 - a URL
+        token_secret=settings.secret_key,
+        retrieve_user_handler=retrieve_user_handler,
+        algorithm=ALGORITHM,
+        accepted_audiences=[AUDIENCE],
+        accepted_issuers=[ISSUER],
+        require_claims=["exp", "nbf", "sub", "pur", "sid", "aud", "iss"],
+        strict_audience=True,
+        default_token_expiration=timedelta(minutes=settings.access_token_minutes),
+        exclude=PUBLIC_PATHS,
+        description="Log in with your email (or username) and password; send the access token as Bearer.",
+    )

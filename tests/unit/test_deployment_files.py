@@ -1,0 +1,58 @@
+"""The compose file and the Containerfile, read as a reviewer would (no Docker engine here)."""
+
+from pathlib import Path
+
+import msgspec
+import yaml
+
+from app.config import Settings
+
+ROOT = Path(__file__).parents[2]
+SETTINGS_ENV = {f.name.upper() for f in msgspec.structs.fields(Settings)}
+
+
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def test_app_environment_names_are_settings():
+    env = compose()["services"]["app"]["environment"]
+    unknown = set(env) - SETTINGS_ENV
+    assert not unknown, f"compose sets variables the app does not read: {sorted(unknown)}"
+    assert env["DATABASE_URL"].startswith("postgresql+asyncpg://")
+    assert env["REDIS_URL"].startswith("redis://")
+    assert "${SECRET_KEY:?" in env["SECRET_KEY"], "the secret must come from the environment"
+
+
+def test_app_waits_for_healthy_database_and_redis():
+    depends = compose()["services"]["app"]["depends_on"]
+    assert depends["db"]["condition"] == "service_healthy"
+    assert depends["redis"]["condition"] == "service_healthy"
+    services = compose()["services"]
+    assert "healthcheck" in services["db"]
+    assert "healthcheck" in services["redis"]
+    assert "mailpit" in services
+
+
+def test_database_keeps_data_in_a_volume():
+    doc = compose()
+    assert any(v.endswith(":/var/lib/postgresql/data") for v in doc["services"]["db"]["volumes"])
+    assert "pgdata" in doc["volumes"]
+
+
+def test_app_can_scale_to_several_replicas():
+    app = compose()["services"]["app"]
+    assert "container_name" not in app, "a fixed container name prevents --scale"
+    for port in app.get("ports", []):
+        host = str(port).split(":")[0]
+        assert "-" in host, f"host port {host} is fixed: a second replica could not bind it"
+    assert any(v.endswith(":/app/media") for v in app["volumes"]), "replicas must share avatars"
+
+
+def test_containerfile_is_multistage_nonroot_with_healthcheck():
+    text = (ROOT / "Containerfile").read_text()
+    assert text.count("\nFROM ") + text.startswith("FROM ") >= 2
+    assert "uv sync --locked" in text
+    user_lines = [line for line in text.splitlines() if line.startswith("USER ")]
+    assert user_lines and user_lines[-1].split()[1] not in {"root", "0"}
+    assert "HEALTHCHECK" in text and "/api/healthchecker" in text

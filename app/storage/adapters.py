@@ -1,0 +1,169 @@
+"""Avatar storage adapters, chosen once by :func:`make_avatar_storage` in ``create_app``.
+
+* :class:`CloudinaryStorage` when ``CLOUDINARY_URL`` is set: one public id per user, uploaded
+  with ``overwrite=True``, so a new avatar replaces the old one in place; the secure URL
+  Cloudinary returns (versioned, so caches see the change) is what the user record keeps.
+* :class:`LocalStorage` otherwise: files under ``MEDIA_DIR`` with server-made names, served at
+  ``/media``; the previous file of the user is removed once the new URL is saved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import secrets
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlparse
+
+import cloudinary.uploader
+
+if TYPE_CHECKING:
+    from uuid import UUID
+
+    from app.config import Settings
+    from app.storage.images import ImageInfo
+
+logger = logging.getLogger(__name__)
+
+#: URL path under which local avatars are served.
+MEDIA_PATH = "/media"
+#: Folder (public id prefix) of avatars on Cloudinary.
+CLOUDINARY_FOLDER = "contacts-api/avatars"
+
+# Names this service gives local files: "<user uuid>-<16 hex>.<ext>". Anything else in a URL
+# is never turned into a path, so a stored URL cannot make us delete an arbitrary file.
+_LOCAL_NAME = re.compile(
+    r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}-[0-9a-f]{16}\.(png|jpg|webp|gif)"
+)
+
+
+class AvatarStorage(Protocol):
+    """Where avatars are kept."""
+
+    async def save(self, user_id: UUID, data: bytes, image: ImageInfo) -> str:
+        """Store ``data`` as the avatar of ``user_id`` and return its public URL."""
+        ...
+
+    async def discard(self, url: str) -> None:
+        """Forget a previous avatar URL (remove the file if this storage owns it)."""
+        ...
+
+
+class StorageError(Exception):
+    """The storage backend failed to keep the file."""
+
+
+class CloudinaryStorage:
+    """Avatars on Cloudinary, one public id per user."""
+
+    def __init__(self, cloudinary_url: str) -> None:
+        """Read the credentials from a ``cloudinary://api_key:api_secret@cloud_name`` URL.
+
+        They are passed on every call rather than through the SDK's global config, so that
+        nothing process-wide depends on the environment.
+
+        Args:
+            cloudinary_url: The ``CLOUDINARY_URL`` setting.
+        """
+        parsed = urlparse(cloudinary_url)
+        self._credentials: dict[str, Any] = {
+            "cloud_name": parsed.hostname,
+            "api_key": parsed.username,
+            "api_secret": parsed.password,
+        }
+
+    @staticmethod
+    def public_id(user_id: UUID) -> str:
+        """The Cloudinary public id of a user's avatar."""
+        return f"{CLOUDINARY_FOLDER}/{user_id}"
+
+    async def save(self, user_id: UUID, data: bytes, image: ImageInfo) -> str:
+        """Upload the image (the SDK blocks, so off the event loop) and return its secure URL.
+
+        Raises:
+            StorageError: Cloudinary refused the upload or could not be reached.
+        """
+        try:
+            result = await asyncio.to_thread(
+                cloudinary.uploader.upload,
+                data,
+                public_id=self.public_id(user_id),
+                overwrite=True,
+                invalidate=True,
+                resource_type="image",
+                **self._credentials,
+            )
+        except Exception as exc:
+            logger.warning("cloudinary upload failed (%s)", type(exc).__name__)
+            raise StorageError("The avatar could not be stored") from exc
+        url = result.get("secure_url") if isinstance(result, dict) else None
+        if not url:
+            raise StorageError("The avatar could not be stored")
+        return str(url)
+
+    async def discard(self, url: str) -> None:
+        """Nothing to do: the upload overwrote the same public id."""
+
+
+class LocalStorage:
+    """Avatars as files under ``MEDIA_DIR``, served at ``/media``."""
+
+    def __init__(self, media_dir: str | Path, public_base_url: str) -> None:
+        """Create the directory if needed.
+
+        Args:
+            media_dir: Where the files go.
+            public_base_url: The service's external URL; avatar URLs are absolute like Gravatar's.
+        """
+        self.directory = Path(media_dir)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.base_url = f"{public_base_url.rstrip('/')}{MEDIA_PATH}/"
+
+    async def save(self, user_id: UUID, data: bytes, image: ImageInfo) -> str:
+        """Write the file under a fresh server-made name and return its URL."""
+        name = f"{user_id}-{secrets.token_hex(8)}.{image.extension}"
+        await asyncio.to_thread(self._write, self.directory / name, data)
+        return self.base_url + name
+
+    @staticmethod
+    def _write(path: Path, data: bytes) -> None:
+        # Write aside and rename, so /media never serves a half-written file.
+        partial = path.with_suffix(path.suffix + ".part")
+        partial.write_bytes(data)
+        partial.replace(path)
+
+    def path_of(self, url: str) -> Path | None:
+        """The file behind one of our URLs, or ``None`` for any other URL (Gravatar, Cloudinary...)."""
+        path = urlparse(url).path
+        if not path.startswith(f"{MEDIA_PATH}/"):
+            return None
+        name = path.removeprefix(f"{MEDIA_PATH}/")
+        if not _LOCAL_NAME.fullmatch(name):
+            return None
+        return self.directory / name
+
+    async def discard(self, url: str) -> None:
+        """Remove the file behind a previous avatar URL, if it is one of ours."""
+        path = self.path_of(url)
+        if path is None:
+            return
+        try:
+            await asyncio.to_thread(path.unlink, missing_ok=True)
+        except OSError as exc:  # a leftover file is not worth failing the request for
+            logger.warning("could not remove old avatar %s (%s)", path.name, type(exc).__name__)
+
+
+def make_avatar_storage(settings: Settings) -> AvatarStorage:
+    """Choose the avatar storage for the settings.
+
+    Args:
+        settings: The application settings.
+
+    Returns:
+        Cloudinary when ``CLOUDINARY_URL`` is set, local files otherwise.
+    """
+    if settings.cloudinary_url:
+        return CloudinaryStorage(settings.cloudinary_url)
+    return LocalStorage(settings.media_dir, settings.public_base_url)

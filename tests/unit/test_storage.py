@@ -1,0 +1,112 @@
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import cloudinary.uploader
+import pytest
+
+from app.config import load_settings
+from app.storage.adapters import CloudinaryStorage, LocalStorage, StorageError, make_avatar_storage
+from app.storage.images import inspect_image
+from tests import images
+
+CLOUDINARY_URL = "cloudinary://123456:s3cr3t@demo-cloud"
+USER_ID = uuid.UUID("0190e0a4-1111-7000-8000-000000000001")
+
+
+def _settings(**env: str) -> Any:
+    return load_settings({"SECRET_KEY": "k" * 40, **env}, env_file=None)
+
+
+def test_chosen_by_settings(tmp_path: Path) -> None:
+    assert isinstance(make_avatar_storage(_settings(CLOUDINARY_URL=CLOUDINARY_URL)), CloudinaryStorage)
+    local = make_avatar_storage(_settings(MEDIA_DIR=str(tmp_path / "m")))
+    assert isinstance(local, LocalStorage)
+    assert (tmp_path / "m").is_dir()
+
+
+async def test_cloudinary_upload_arguments_and_secure_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[Any, dict[str, Any]]] = []
+
+    def fake_upload(file: Any, **options: Any) -> dict[str, Any]:
+        calls.append((file, options))
+        return {
+            "secure_url": "https://res.cloudinary.com/demo-cloud/image/upload/v2/x.png",
+            "url": "http://x",
+        }
+
+    monkeypatch.setattr(cloudinary.uploader, "upload", fake_upload)
+    data = images.png()
+    url = await CloudinaryStorage(CLOUDINARY_URL).save(USER_ID, data, inspect_image(data, 100))
+    assert url == "https://res.cloudinary.com/demo-cloud/image/upload/v2/x.png"
+    [(file, options)] = calls
+    assert file == data
+    assert options["public_id"] == f"contacts-api/avatars/{USER_ID}"
+    assert options["overwrite"] is True
+    assert options["resource_type"] == "image"
+    assert (options["cloud_name"], options["api_key"], options["api_secret"]) == (
+        "demo-cloud",
+        "123456",
+        "s3cr3t",
+    )
+
+
+@pytest.mark.parametrize("outcome", [RuntimeError("network down"), {"error": "no url"}, "not a dict"])
+async def test_cloudinary_failure_is_a_storage_error(monkeypatch: pytest.MonkeyPatch, outcome: Any) -> None:
+    def fake_upload(_file: Any, **_options: Any) -> Any:
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    monkeypatch.setattr(cloudinary.uploader, "upload", fake_upload)
+    data = images.png()
+    with pytest.raises(StorageError):
+        await CloudinaryStorage(CLOUDINARY_URL).save(USER_ID, data, inspect_image(data, 100))
+
+
+async def test_cloudinary_discard_is_a_no_op(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cloudinary.uploader, "upload", None)  # any SDK call would fail
+    await CloudinaryStorage(CLOUDINARY_URL).discard("https://res.cloudinary.com/x.png")
+
+
+async def test_local_writes_a_server_named_file_and_discards_it(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path, "http://api.example.com/")
+    data = images.gif()
+    url = await storage.save(USER_ID, data, inspect_image(data, 100))
+    assert url.startswith(f"http://api.example.com/media/{USER_ID}-")
+    assert url.endswith(".gif")
+    [name] = os.listdir(tmp_path)
+    path = tmp_path / name
+    assert path.read_bytes() == data
+    assert storage.path_of(url) == path
+    await storage.discard(url)
+    assert os.listdir(tmp_path) == []
+    await storage.discard(url)  # already gone: nothing to do
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://www.gravatar.com/avatar/abc",
+        "http://api.example.com/media/../../etc/passwd",
+        "http://api.example.com/media/notes.txt",
+        f"http://api.example.com/media/{USER_ID}-0123456789abcdef.exe",
+        f"http://api.example.com/other/{USER_ID}-0123456789abcdef.png",
+    ],
+)
+async def test_local_never_touches_foreign_files(tmp_path: Path, url: str) -> None:
+    storage = LocalStorage(tmp_path / "media", "http://api.example.com")
+    bystander = tmp_path / "media" / "notes.txt"
+    bystander.write_text("keep me")
+    assert storage.path_of(url) is None
+    await storage.discard(url)
+    assert bystander.exists()
+
+
+async def test_local_discard_survives_os_errors(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path, "http://x")
+    name = f"{USER_ID}-0123456789abcdef.png"
+    (tmp_path / name).mkdir()  # unlink of a directory fails
+    await storage.discard(f"http://x/media/{name}")
+    assert (tmp_path / name).is_dir()

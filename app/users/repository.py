@@ -1,0 +1,121 @@
+"""Queries on users and their sessions. Repositories know SQL, never HTTP."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from advanced_alchemy.repository import SQLAlchemyAsyncRepository
+from sqlalchemy import func, or_, select, update
+
+from app.users.models import User, UserSession
+
+if TYPE_CHECKING:
+    from uuid import UUID
+
+
+class UserRepository(SQLAlchemyAsyncRepository[User]):
+    """The ``users`` table."""
+
+    model_type = User
+
+    async def get_by_login(self, login: str) -> User | None:
+        """The user whose email or username is ``login``, ignoring case.
+
+        Usernames cannot contain ``@``, so one value never matches two users.
+
+        Args:
+            login: An email address or a username.
+
+        Returns:
+            The user, or ``None``.
+        """
+        value = login.strip().lower()
+        # Emails are stored lower-cased; usernames keep their case and match through lower().
+        condition = User.email == value if "@" in value else func.lower(User.username) == value
+        return await self.session.scalar(select(User).where(condition))
+
+    async def get_by_email(self, email: str) -> User | None:
+        """The user with ``email`` (case-insensitive), or ``None``."""
+        return await self.session.scalar(select(User).where(User.email == email.strip().lower()))
+
+    async def taken(self, email: str, username: str) -> tuple[bool, bool]:
+        """Whether ``email`` and ``username`` are already used (case-insensitive).
+
+        Args:
+            email: A lower-cased email address.
+            username: A username.
+
+        Returns:
+            ``(email_taken, username_taken)``.
+        """
+        rows = await self.session.execute(
+            select(User.email, func.lower(User.username)).where(
+                or_(User.email == email, func.lower(User.username) == username.lower())
+            )
+        )
+        found = rows.all()
+        return (
+            any(row[0] == email for row in found),
+            any(row[1] == username.lower() for row in found),
+        )
+
+
+class UserSessionRepository(SQLAlchemyAsyncRepository[UserSession]):
+    """The ``user_sessions`` table: one row per login (refresh-token family)."""
+
+    model_type = UserSession
+
+    async def rotate(self, session_id: UUID, old_hash: str, new_hash: str, expires_at: datetime) -> bool:
+        """Replace the refresh-token hash of a live session, only if it still is ``old_hash``.
+
+        The condition makes concurrent refreshes with one token safe: the database lets one
+        ``UPDATE`` match, every other one sees no row.
+
+        Args:
+            session_id: The session.
+            old_hash: The hash the caller presented.
+            new_hash: The hash of the new refresh token.
+            expires_at: The new expiry of the session.
+
+        Returns:
+            Whether this call rotated the session.
+        """
+        now = datetime.now(UTC)
+        result = await self.session.execute(
+            update(UserSession)
+            .where(
+                UserSession.id == session_id,
+                UserSession.refresh_token_hash == old_hash,
+                UserSession.revoked_at.is_(None),
+                UserSession.expires_at > now,
+            )
+            .values(refresh_token_hash=new_hash, expires_at=expires_at, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        return result.rowcount == 1  # type: ignore[attr-defined]
+
+    async def revoke(self, user_id: UUID, *, only: UUID | None = None, keep: UUID | None = None) -> int:
+        """End live sessions of a user.
+
+        Args:
+            user_id: The owner of the sessions.
+            only: End just this session.
+            keep: End every session but this one.
+
+        Returns:
+            How many sessions were ended.
+        """
+        now = datetime.now(UTC)
+        statement = (
+            update(UserSession)
+            .where(UserSession.user_id == user_id, UserSession.revoked_at.is_(None))
+            .values(revoked_at=now, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        if only is not None:
+            statement = statement.where(UserSession.id == only)
+        if keep is not None:
+            statement = statement.where(UserSession.id != keep)
+        result = await self.session.execute(statement)
+        return int(result.rowcount)  # type: ignore[attr-defined]

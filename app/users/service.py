@@ -1,0 +1,180 @@
+"""The rules about users: creation, lookup, and every write (which invalidates the cache).
+
+This is the one service for users. Every change to a user or to their sessions is written
+through :meth:`UserService.save`, which commits and then drops the user's cached snapshot,
+so the change is visible on the very next request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING, Any
+
+from advanced_alchemy.exceptions import DuplicateKeyError
+from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
+from litestar import Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app import cache
+from app.security.auth import invalidate_user
+from app.security.passwords import hash_password
+from app.users.models import User
+from app.users.repository import UserRepository, UserSessionRepository
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncGenerator
+    from uuid import UUID
+
+    from litestar.stores.base import Store
+
+#: Gravatar image served when the email has no Gravatar of its own.
+GRAVATAR_DEFAULT = "identicon"
+
+
+class UserExistsError(DuplicateKeyError):
+    """The email or the username is already used by another account."""
+
+    def __init__(self, field: str) -> None:
+        super().__init__(f"{field} already taken")
+        #: ``"email"`` or ``"username"``.
+        self.field = field
+
+
+def gravatar_url(email: str) -> str:
+    """The Gravatar URL of ``email`` (SHA-256 of the trimmed, lower-cased address).
+
+    Args:
+        email: An email address.
+
+    Returns:
+        An HTTPS URL of the avatar image.
+    """
+    digest = hashlib.sha256(email.strip().lower().encode()).hexdigest()
+    return f"https://www.gravatar.com/avatar/{digest}?d={GRAVATAR_DEFAULT}"
+
+
+class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
+    """Users and their sessions."""
+
+    #: The repository of the ``users`` table.
+    Repo = UserRepository
+    repository_type = Repo
+
+    def __init__(
+        self, session: AsyncSession, *, user_cache: Store, bcrypt_rounds: int = 12, **kwargs: Any
+    ) -> None:
+        """Configure the service.
+
+        Args:
+            session: The database session of the unit of work.
+            user_cache: The ``user_cache`` store whose entries writes invalidate.
+            bcrypt_rounds: Cost factor of new password hashes.
+            **kwargs: Passed to :class:`SQLAlchemyAsyncRepositoryService`.
+        """
+        super().__init__(session, **kwargs)
+        self.user_cache = user_cache
+        self.bcrypt_rounds = bcrypt_rounds
+        #: The ``user_sessions`` table, on the same database session.
+        self.sessions = UserSessionRepository(session=session)
+
+    # ------------------------------------------------------------------ writes
+
+    async def save(self, *user_ids: UUID) -> None:
+        """Commit pending changes and drop the cached snapshot of every user they touch.
+
+        Every write to a user or to their sessions ends here; the cache is invalidated after
+        the commit, so a concurrent request cannot re-cache the old row.
+
+        Args:
+            *user_ids: The users whose rows or sessions changed.
+        """
+        await self.repository.session.commit()
+        for user_id in user_ids:
+            await invalidate_user(self.user_cache, user_id)
+
+    async def create_user(self, *, username: str, email: str, password: str) -> User:
+        """Create an unconfirmed account with the ``user`` role.
+
+        Args:
+            username: The username (trimmed here).
+            email: The email address (trimmed and lower-cased here).
+            password: The plain password (already checked against the policy).
+
+        Returns:
+            The new user.
+
+        Raises:
+            UserExistsError: The email or the username is taken (case-insensitively).
+        """
+        email = email.strip().lower()
+        username = username.strip()
+        email_taken, username_taken = await self.repository.taken(email, username)
+        if email_taken:
+            raise UserExistsError("email")
+        if username_taken:
+            raise UserExistsError("username")
+        user = User(
+            username=username,
+            email=email,
+            password_hash=await hash_password(password, self.bcrypt_rounds),
+            role="user",
+            confirmed=False,
+            avatar_url=gravatar_url(email),
+            password_version=0,
+        )
+        # A concurrent registration of the same name loses on the unique indexes and the
+        # repository raises DuplicateKeyError (409 centrally).
+        user = await self.repository.add(user)
+        await self.save(user.id)
+        return user
+
+    async def confirm(self, user: User) -> None:
+        """Mark the user's email as confirmed.
+
+        Args:
+            user: The user, loaded in this service's session.
+        """
+        user.confirmed = True
+        await self.save(user.id)
+
+    async def set_password(self, user: User, password: str, *, keep_session: UUID | None = None) -> None:
+        """Replace the password, end sessions and kill outstanding reset links.
+
+        Args:
+            user: The user, loaded in this service's session.
+            password: The new plain password (already checked against the policy).
+            keep_session: The session that made the change, kept alive; ``None`` ends them all.
+        """
+        user.password_hash = await hash_password(password, self.bcrypt_rounds)
+        user.password_version += 1  # reset tokens carry a fingerprint of the old state
+        await self.sessions.revoke(user.id, keep=keep_session)
+        await self.save(user.id)
+
+    # ------------------------------------------------------------------ reads
+
+    async def get_by_login(self, login: str) -> User | None:
+        """The user whose email or username is ``login`` (case-insensitive), or ``None``."""
+        return await self.repository.get_by_login(login)
+
+    async def get_by_email(self, email: str) -> User | None:
+        """The user with ``email`` (case-insensitive), or ``None``."""
+        return await self.repository.get_by_email(email)
+
+
+async def provide_user_service(
+    db_session: AsyncSession, request: Request
+) -> AsyncGenerator[UserService, None]:
+    """Dependency: a :class:`UserService` on the request's database session.
+
+    Args:
+        db_session: The request's session (advanced-alchemy plugin).
+        request: The current request (for the store and the settings).
+
+    Yields:
+        The service.
+    """
+    yield UserService(
+        db_session,
+        user_cache=request.app.stores.get(cache.USER_CACHE),
+        bcrypt_rounds=request.app.state.settings.bcrypt_rounds,
+    )

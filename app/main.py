@@ -11,8 +11,8 @@ from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin, YamlRenderPlugin
-from litestar.openapi.spec import Components, Tag
+from litestar.openapi.plugins import YamlRenderPlugin
+from litestar.openapi.spec import Tag
 
 from app import __version__, cache
 from app.config import Settings, get_settings
@@ -20,7 +20,9 @@ from app.db import make_db_config, migrate_on_startup
 from app.errors import EXCEPTION_HANDLERS
 from app.health.controller import HealthController
 from app.logs import RequestLogMiddleware, configure_logging
+from app.openapi_ui import LocalScalarRenderPlugin, oauth2_components, static_files_router
 from app.security.auth import make_auth
+from app.security.headers import make_security_headers
 
 if TYPE_CHECKING:
     from litestar.types import ControllerRouterHandler
@@ -74,13 +76,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
     on_startup += [cache.open_stores, _freeze_gc]
 
     return Litestar(
-        route_handlers=route_handlers(),
+        route_handlers=[*route_handlers(), static_files_router()],
         plugins=[SQLAlchemyPlugin(config=db_config)],
         dependencies={"settings": Provide(lambda: settings, use_cache=True, sync_to_thread=False)},
         on_app_init=[auth.on_app_init],
         on_startup=on_startup,
         on_shutdown=[cache.close_stores],
         middleware=[RequestLogMiddleware],
+        before_send=[make_security_headers("/schema")],
         exception_handlers=EXCEPTION_HANDLERS,
         cors_config=CORSConfig(allow_origins=list(settings.cors_origins)) if settings.cors_origins else None,
         request_max_body_size=settings.max_request_bytes,
@@ -90,8 +93,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             description=API_DESCRIPTION,
             tags=OPENAPI_TAGS,
             path="/schema",
-            render_plugins=[ScalarRenderPlugin(), YamlRenderPlugin()],
-            components=Components(),
+            render_plugins=[LocalScalarRenderPlugin(), YamlRenderPlugin()],
+            components=oauth2_components(auth),
         ),
         state=State({"settings": settings, "db_config": db_config}),
         debug=False,

@@ -1,0 +1,139 @@
+"""The interactive API reference (Scalar) served entirely from this service.
+
+Litestar's stock :class:`~litestar.openapi.plugins.ScalarRenderPlugin` loads its script,
+stylesheet and favicon from a CDN and passes options through an inline ``<script>``. Neither
+works offline nor under a strict Content-Security-Policy, so the page here is rendered with
+only same-origin resources: the Scalar standalone bundle vendored under ``app/static/scalar``
+(see the README there for its version and licence) and options handed over in the
+``data-configuration`` attribute that Scalar reads itself. The CSP is set in one place,
+:mod:`app.security.headers`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from html import escape
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from litestar.datastructures import CacheControlHeader
+from litestar.openapi.plugins import ScalarRenderPlugin
+from litestar.openapi.spec import Components
+from litestar.static_files import create_static_files_router
+
+if TYPE_CHECKING:
+    from litestar import Request, Router
+    from litestar.security.base import AbstractSecurityConfig
+
+#: Where the files of ``app/static`` are served.
+STATIC_PATH = "/static"
+STATIC_DIR = Path(__file__).parent / "static"
+#: Version of the vendored ``@scalar/api-reference`` bundle (``app/static/scalar/README.md``).
+SCALAR_VERSION = "1.76.0"
+
+#: Scalar configuration. Everything that would reach another host is switched off: the
+#: default fonts (fonts.scalar.com), telemetry, the AI agent and the developer tools.
+SCALAR_OPTIONS: dict[str, Any] = {
+    "withDefaultFonts": False,
+    "telemetry": False,
+    "agent": {"disabled": True},
+    "showDeveloperTools": "never",
+    "persistAuth": False,
+}
+
+
+class LocalScalarRenderPlugin(ScalarRenderPlugin):
+    """Scalar with same-origin assets only, and no inline script or style."""
+
+    def __init__(self, *, path: str = "/scalar", options: dict[str, Any] | None = None) -> None:
+        """Serve Scalar at ``path`` (under the OpenAPI path) with ``options``.
+
+        Args:
+            path: Path of the page below the OpenAPI path (the first render plugin is also
+                served at the OpenAPI path itself).
+            options: Scalar configuration; defaults to :data:`SCALAR_OPTIONS`.
+        """
+        super().__init__(
+            js_url=f"{STATIC_PATH}/scalar/standalone.js?v={SCALAR_VERSION}",
+            css_url=f"{STATIC_PATH}/scalar/page.css?v={SCALAR_VERSION}",
+            path=path,
+            options=SCALAR_OPTIONS if options is None else options,
+            favicon=f'<link rel="icon" type="image/svg+xml" href="{STATIC_PATH}/favicon.svg">',
+            style="",
+        )
+
+    def render(self, request: Request, openapi_schema: dict[str, Any]) -> bytes:
+        """Render the page that boots Scalar on the service's OpenAPI document.
+
+        Args:
+            request: The request for the page.
+            openapi_schema: The OpenAPI document as a dictionary.
+
+        Returns:
+            The HTML page.
+        """
+        title = escape(str(openapi_schema["info"]["title"]))
+        spec_url = escape(self.get_openapi_json_route(request))
+        # The script element below has no body and no src, so browsers don't run it (and
+        # CSP has nothing to block); Scalar finds it by id and reads both attributes.
+        configuration = escape(msgspec.json.encode(self.options or {}).decode())
+        return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+{self.favicon}
+<link rel="stylesheet" href="{self.css_url}">
+</head>
+<body>
+<noscript><p class="noscript">The API reference needs JavaScript. The raw schema is at
+<a href="{spec_url}">{spec_url}</a>.</p></noscript>
+<script id="api-reference" data-url="{spec_url}" data-configuration="{configuration}"></script>
+<script src="{self.js_url}"></script>
+</body>
+</html>
+""".encode()
+
+
+def static_files_router() -> Router:
+    """The router serving ``app/static`` (the Scalar bundle, the pages' stylesheet).
+
+    Returns:
+        A router to register with the application; public, and left out of the schema.
+    """
+    return create_static_files_router(
+        path=STATIC_PATH,
+        directories=[STATIC_DIR],
+        name="static",
+        # A day: the Scalar URL carries its version; the small stylesheet may lag a deploy by a day.
+        cache_control=CacheControlHeader(max_age=86400, public=True),
+        include_in_schema=False,
+        opt={"exclude_from_auth": True},
+    )
+
+
+def oauth2_components(auth: AbstractSecurityConfig[Any, Any]) -> Components:
+    """The auth backend's security schemes with only the fields OpenAPI defines for them.
+
+    Litestar describes its OAuth2 password bearer scheme with the ``name``/``in`` of an API key
+    and the ``scheme``/``bearerFormat`` of an HTTP scheme as well. Scalar then takes it for an
+    API key and offers no password login; without them it shows the password flow's form.
+    Passed as the OpenAPI config's components, these replace the backend's (same names).
+
+    Args:
+        auth: The application's security backend.
+
+    Returns:
+        Components holding the cleaned security schemes.
+    """
+    schemes = auth.openapi_components.security_schemes or {}
+    return Components(
+        security_schemes={
+            name: replace(scheme, name=None, security_scheme_in=None, scheme=None, bearer_format=None)
+            if getattr(scheme, "type", None) == "oauth2"
+            else scheme
+            for name, scheme in schemes.items()
+        }
+    )

@@ -43,7 +43,18 @@ async def _drift(url: str) -> list:
         )
     await engine.dispose()
     # SQLite reflects GUID (BINARY(16)) columns as NUMERIC: a known false positive there.
-    return [d for d in diff if not (not ON_POSTGRES and _is_guid_type_change(d))]
+    # Indexes declared for PostgreSQL only (``ddl_if``, e.g. pg_trgm) don't exist elsewhere.
+    return [
+        d for d in diff if not (not ON_POSTGRES and (_is_guid_type_change(d) or _is_postgres_only_index(d)))
+    ]
+
+
+def _is_postgres_only_index(diff) -> bool:
+    if not isinstance(diff, tuple) or diff[0] != "add_index":
+        return False
+    declared = {index.name: index for index in metadata.tables[diff[1].table.name].indexes}
+    ddl_if = getattr(declared.get(diff[1].name), "_ddl_if", None)
+    return ddl_if is not None and ddl_if.dialect == "postgresql"
 
 
 def _is_guid_type_change(diff) -> bool:

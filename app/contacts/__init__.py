@@ -1,0 +1,1 @@
+"""Contacts: each user's address book (CRUD, search, birthdays, vCard/CSV exchange)."""

@@ -1,0 +1,110 @@
+"""The ``contacts`` table.
+
+Besides the fields the API shows, a row keeps a few derived columns that the queries need
+and that the service maintains on every write (see :func:`derived_columns`):
+
+* ``first_name_search`` / ``last_name_search``: the names case-folded in Python, because
+  SQLite's ``lower()`` only knows ASCII; filters compare them with a pattern case-folded the
+  same way, so search is case-insensitive for every script on every backend. (``email`` is
+  stored lower-cased already, so it is its own search column.)
+* ``birthday_md``: ``month * 100 + day`` of the birthday, indexed with the owner, so the
+  birthday window is one or two range scans instead of a computation over every row.
+* ``version``: bumped by every update; the ``ETag`` is made from it, and ``If-Match`` turns
+  into ``UPDATE ... WHERE version = :v`` so a stale write changes nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date
+from typing import Any
+
+from advanced_alchemy.base import UUIDv7AuditBase
+from sqlalchemy import Date, ForeignKey, Index, Integer, SmallInteger, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+
+class Contact(UUIDv7AuditBase):
+    """One entry of a user's address book.
+
+    ``(owner_id, email)`` is unique; emails are stored trimmed and lower-cased, so this is
+    the contract's "unique per owner, case-insensitively".
+    """
+
+    __tablename__ = "contacts"
+
+    owner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    first_name: Mapped[str] = mapped_column(String(50))
+    last_name: Mapped[str] = mapped_column(String(50))
+    email: Mapped[str] = mapped_column(String(254))
+    phone_number: Mapped[str] = mapped_column(String(20))
+    birthday: Mapped[date | None] = mapped_column(Date, default=None)
+    additional_data: Mapped[str | None] = mapped_column(String(500), default=None)
+    # Case folding may lengthen a string (ß → ss), hence the room.
+    first_name_search: Mapped[str] = mapped_column(String(150))
+    last_name_search: Mapped[str] = mapped_column(String(150))
+    birthday_md: Mapped[int | None] = mapped_column(SmallInteger, default=None)
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+
+    __table_args__ = (
+        Index("uq_contacts_owner_email", "owner_id", "email", unique=True),
+        # The list's orderings, each with the id as tie-break (also serve owner-only scans).
+        Index("ix_contacts_owner_created", "owner_id", "created_at", "id"),
+        Index("ix_contacts_owner_first_name", "owner_id", "first_name_search", "id"),
+        Index("ix_contacts_owner_last_name", "owner_id", "last_name_search", "id"),
+        Index("ix_contacts_owner_birthday", "owner_id", "birthday", "id"),
+        # The birthday window: owner + month-day ranges.
+        Index("ix_contacts_owner_birthday_md", "owner_id", "birthday_md"),
+        # Substring search on PostgreSQL (pg_trgm); other dialects skip these indexes.
+        *(
+            Index(
+                f"ix_contacts_{column}_trgm",
+                column,
+                postgresql_using="gin",
+                postgresql_ops={column: "gin_trgm_ops"},
+            ).ddl_if(dialect="postgresql")
+            for column in ("first_name_search", "last_name_search", "email")
+        ),
+    )
+
+
+def fold(text: str) -> str:
+    """Case-fold ``text`` the way the search columns and search patterns are folded.
+
+    Args:
+        text: Any string.
+
+    Returns:
+        The case-folded string.
+    """
+    return text.casefold()
+
+
+def month_day(born: date | None) -> int | None:
+    """The ``birthday_md`` key of a birthday (``month * 100 + day``), or ``None``.
+
+    Args:
+        born: The birthday.
+
+    Returns:
+        The key.
+    """
+    return None if born is None else born.month * 100 + born.day
+
+
+def derived_columns(values: dict[str, Any]) -> dict[str, Any]:
+    """Add the derived columns for the user-facing values present in ``values``.
+
+    Args:
+        values: Column values about to be written (may be partial).
+
+    Returns:
+        ``values`` with the matching derived columns added.
+    """
+    if "first_name" in values:
+        values["first_name_search"] = fold(values["first_name"])
+    if "last_name" in values:
+        values["last_name_search"] = fold(values["last_name"])
+    if "birthday" in values:
+        values["birthday_md"] = month_day(values["birthday"])
+    return values

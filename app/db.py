@@ -11,7 +11,6 @@ from advanced_alchemy.extensions.litestar import (
     AsyncSessionConfig,
     EngineConfig,
     SQLAlchemyAsyncConfig,
-    async_default_before_send_handler,
 )
 from anyio import to_thread
 from sqlalchemy import event
@@ -62,7 +61,9 @@ def make_db_config(settings: Settings) -> SQLAlchemyAsyncConfig:
         connection_string=settings.database_url,
         engine_config=engine_config,
         session_config=AsyncSessionConfig(expire_on_commit=False, autoflush=False),
-        before_send_handler=async_default_before_send_handler,
+        # No before_send_handler argument: the plugin's default closes the session under this
+        # config's own scope key (advanced-alchemy makes it unique per config, so the module-level
+        # async_default_before_send_handler only matches the first config a process creates).
         set_default_exception_handler=False,
         alembic_config=AlembicAsyncConfig(
             script_location="alembic",

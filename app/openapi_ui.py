@@ -33,12 +33,15 @@ STATIC_DIR = Path(__file__).parent / "static"
 SCALAR_VERSION = "1.76.0"
 
 #: Scalar configuration. Everything that would reach another host is switched off: the
-#: default fonts (fonts.scalar.com), telemetry, the AI agent and the developer tools.
+#: default fonts (fonts.scalar.com), telemetry, the AI agent, the developer tools and the
+#: "Open API Client" link (which hands the schema's URL to client.scalar.com). "Test Request"
+#: stays: it calls this service from the page.
 SCALAR_OPTIONS: dict[str, Any] = {
     "withDefaultFonts": False,
     "telemetry": False,
     "agent": {"disabled": True},
     "showDeveloperTools": "never",
+    "hideClientButton": True,
     "persistAuth": False,
 }
 

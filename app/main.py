@@ -21,8 +21,12 @@ from app.errors import EXCEPTION_HANDLERS
 from app.health.controller import HealthController
 from app.logs import RequestLogMiddleware, configure_logging
 from app.openapi_ui import LocalScalarRenderPlugin, oauth2_components, static_files_router
+from app.ratelimit import rate_limit_middleware
 from app.security.auth import make_auth
 from app.security.headers import make_security_headers
+from app.storage.adapters import make_avatar_storage, media_route_handlers
+from app.users.cli import UsersCLIPlugin
+from app.users.controller import UsersController, avatar_router
 
 if TYPE_CHECKING:
     from litestar.types import ControllerRouterHandler
@@ -45,7 +49,7 @@ OPENAPI_TAGS = [
 
 def route_handlers() -> list[ControllerRouterHandler]:
     """Every controller of the API, in the order they appear in the docs."""
-    handlers: list[ControllerRouterHandler] = [HealthController]
+    handlers: list[ControllerRouterHandler] = [HealthController, UsersController]
     return handlers
 
 
@@ -69,6 +73,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     configure_logging(settings.log_level)
     db_config = make_db_config(settings)
     auth = make_auth(settings)
+    avatar_storage = make_avatar_storage(settings)
 
     on_startup: list[Any] = []
     if settings.auto_migrate:
@@ -76,13 +81,18 @@ def create_app(settings: Settings | None = None) -> Litestar:
     on_startup += [cache.open_stores, _freeze_gc]
 
     return Litestar(
-        route_handlers=[*route_handlers(), static_files_router()],
-        plugins=[SQLAlchemyPlugin(config=db_config)],
+        route_handlers=[
+            *route_handlers(),
+            avatar_router(settings),
+            *media_route_handlers(avatar_storage),
+            static_files_router(),
+        ],
+        plugins=[SQLAlchemyPlugin(config=db_config), UsersCLIPlugin()],
         dependencies={"settings": Provide(lambda: settings, use_cache=True, sync_to_thread=False)},
         on_app_init=[auth.on_app_init],
         on_startup=on_startup,
         on_shutdown=[cache.close_stores],
-        middleware=[RequestLogMiddleware],
+        middleware=[RequestLogMiddleware, *rate_limit_middleware(settings)],
         before_send=[make_security_headers("/schema")],
         exception_handlers=EXCEPTION_HANDLERS,
         cors_config=CORSConfig(allow_origins=list(settings.cors_origins)) if settings.cors_origins else None,
@@ -96,7 +106,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             render_plugins=[LocalScalarRenderPlugin(), YamlRenderPlugin()],
             components=oauth2_components(auth),
         ),
-        state=State({"settings": settings, "db_config": db_config}),
+        state=State({"settings": settings, "db_config": db_config, "avatar_storage": avatar_storage}),
         debug=False,
     )
 

@@ -178,7 +178,24 @@ class TestUser:
 
 
 @pytest.fixture
-def user_factory(app: Litestar) -> Callable[..., Awaitable[TestUser]]:
+def in_app_loop(client: AsyncTestClient[Litestar]) -> Callable[..., Awaitable[Any]]:
+    """``await in_app_loop(fn, *args)`` runs the coroutine function ``fn`` on the app's event loop.
+
+    The test client serves the app from a portal thread with its own loop, and the app's
+    pooled connections (asyncpg, Redis) only work on the loop that opened them: a test that
+    reads or writes through ``app.state.db_config`` or ``app.stores`` goes through this.
+    """
+
+    async def run(fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+        return await asyncio.to_thread(client.blocking_portal.call, fn, *args)
+
+    return run
+
+
+@pytest.fixture
+def user_factory(
+    app: Litestar, in_app_loop: Callable[..., Awaitable[Any]]
+) -> Callable[..., Awaitable[TestUser]]:
     """Factory: insert a confirmed user with one live session and return it with a bearer header."""
     counter = 0
 
@@ -190,24 +207,7 @@ def user_factory(app: Litestar) -> Callable[..., Awaitable[TestUser]]:
         suffix = uuid.uuid4().hex[:6]
         email = email or f"user{counter}-{suffix}@example.com"
         username = username or f"user{counter}_{suffix}"
-        async with app.state.db_config.get_session() as session:
-            user = User(
-                username=username,
-                email=email.lower(),
-                password_hash=PASSWORD_HASH,
-                role=role,
-                confirmed=confirmed,
-                avatar_url="https://www.gravatar.com/avatar/x",
-            )
-            session.add(user)
-            await session.flush()
-            user_session = UserSession(
-                user_id=user.id,
-                refresh_token_hash=token_hash(uuid.uuid4().hex),
-                expires_at=datetime.now(UTC) + timedelta(days=1),
-            )
-            session.add(user_session)
-            await session.commit()
+        user, user_session = await in_app_loop(_insert_user, app, username, email, role, confirmed)
         token, _ = create_token(
             SECRET, Purpose.ACCESS, str(user.id), timedelta(minutes=15), sid=str(user_session.id)
         )
@@ -222,6 +222,30 @@ def user_factory(app: Litestar) -> Callable[..., Awaitable[TestUser]]:
         )
 
     return factory
+
+
+async def _insert_user(
+    app: Litestar, username: str, email: str, role: str, confirmed: bool
+) -> tuple[User, UserSession]:
+    async with app.state.db_config.get_session() as session:
+        user = User(
+            username=username,
+            email=email.lower(),
+            password_hash=PASSWORD_HASH,
+            role=role,
+            confirmed=confirmed,
+            avatar_url="https://www.gravatar.com/avatar/x",
+        )
+        session.add(user)
+        await session.flush()
+        user_session = UserSession(
+            user_id=user.id,
+            refresh_token_hash=token_hash(uuid.uuid4().hex),
+            expires_at=datetime.now(UTC) + timedelta(days=1),
+        )
+        session.add(user_session)
+        await session.commit()
+    return user, user_session
 
 
 @pytest.fixture

@@ -18,9 +18,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlparse
 
 import cloudinary.uploader
+from litestar.datastructures import CacheControlHeader
+from litestar.static_files import create_static_files_router
 
 if TYPE_CHECKING:
     from uuid import UUID
+
+    from litestar import Router
 
     from app.config import Settings
     from app.storage.images import ImageInfo
@@ -167,3 +171,27 @@ def make_avatar_storage(settings: Settings) -> AvatarStorage:
     if settings.cloudinary_url:
         return CloudinaryStorage(settings.cloudinary_url)
     return LocalStorage(settings.media_dir, settings.public_base_url)
+
+
+def media_route_handlers(storage: AvatarStorage) -> list[Router]:
+    """The ``/media`` file route when avatars are stored locally (none for Cloudinary).
+
+    Names are server-made and unguessable, so the files are public like Gravatar's images;
+    a new avatar gets a new name, so they can be cached for long.
+
+    Args:
+        storage: The chosen avatar storage.
+
+    Returns:
+        A list with the static files router, or an empty list.
+    """
+    if not isinstance(storage, LocalStorage):
+        return []
+    return [
+        create_static_files_router(
+            path=MEDIA_PATH,
+            directories=[storage.directory],
+            name="media",
+            cache_control=CacheControlHeader(max_age=86_400, public=True),
+        )
+    ]

@@ -60,6 +60,35 @@ class UserRepository(SQLAlchemyAsyncRepository[User]):
             any(row[1] == username.lower() for row in found),
         )
 
+    async def lock_admin_ids(self) -> list[UUID]:
+        """The ids of every admin, row-locked until the transaction ends (PostgreSQL).
+
+        Two admins demoting each other at once queue on these locks, so the second one
+        sees the first one's change and the last admin is never demoted. SQLite ignores
+        ``FOR UPDATE``; its single writer already serialises the writes.
+
+        Returns:
+            The admins' ids.
+        """
+        rows = await self.session.scalars(select(User.id).where(User.role == "admin").with_for_update())
+        return list(rows)
+
+    async def page(self, *, limit: int, offset: int) -> tuple[list[User], int]:
+        """One page of users, oldest first (the id breaks ties), and the total count.
+
+        Args:
+            limit: Page size.
+            offset: Users to skip.
+
+        Returns:
+            ``(users, total)``.
+        """
+        total = await self.session.scalar(select(func.count()).select_from(User))
+        users = await self.session.scalars(
+            select(User).order_by(User.created_at, User.id).limit(limit).offset(offset)
+        )
+        return list(users), int(total or 0)
+
 
 class UserSessionRepository(SQLAlchemyAsyncRepository[UserSession]):
     """The ``user_sessions`` table: one row per login (refresh-token family)."""

@@ -43,3 +43,9 @@ class CurrentUser(UserRead, kw_only=True, frozen=True):
             avatar_url=self.avatar_url,
             created_at=self.created_at,
         )
+
+
+class RoleUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The body of a role change."""
+
+    role: Role

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING, Any
 
-from advanced_alchemy.exceptions import DuplicateKeyError
+from advanced_alchemy.exceptions import DuplicateKeyError, NotFoundError
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 from litestar import Request
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 
     from litestar.stores.base import Store
 
+    from app.storage.adapters import AvatarStorage
+    from app.storage.images import ImageInfo
+
 #: Gravatar image served when the email has no Gravatar of its own.
 GRAVATAR_DEFAULT = "identicon"
 
@@ -38,6 +41,10 @@ class UserExistsError(DuplicateKeyError):
         super().__init__(f"{field} already taken")
         #: ``"email"`` or ``"username"``.
         self.field = field
+
+
+class LastAdminError(Exception):
+    """The change would leave the service without an admin."""
 
 
 def gravatar_url(email: str) -> str:
@@ -149,6 +156,109 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
         user.password_version += 1  # reset tokens carry a fingerprint of the old state
         await self.sessions.revoke(user.id, keep=keep_session)
         await self.save(user.id)
+
+    async def set_role(self, user_id: UUID, role: str) -> User:
+        """Give a user a role; demoting the last admin is refused.
+
+        Args:
+            user_id: The user.
+            role: ``user`` or ``admin``.
+
+        Returns:
+            The updated user.
+
+        Raises:
+            NotFoundError: No such user.
+            LastAdminError: The user is the only admin and ``role`` is not ``admin``.
+        """
+        user = await self.repository.get(user_id)
+        if user.role == "admin" and role != "admin":
+            admins = await self.repository.lock_admin_ids()
+            if admins == [user.id]:
+                raise LastAdminError("The last admin cannot be demoted")
+        if user.role != role:
+            user.role = role
+            await self.save(user.id)
+        return user
+
+    async def promote(self, email: str) -> tuple[User, bool]:
+        """Make the user with ``email`` an admin (the CLI's ``promote``).
+
+        Args:
+            email: The user's email address (any case).
+
+        Returns:
+            The user and whether the role changed (``False`` if already an admin).
+
+        Raises:
+            NotFoundError: No user has that email.
+        """
+        user = await self.repository.get_by_email(email)
+        if user is None:
+            raise NotFoundError(f"No user with email {email.strip().lower()}")
+        changed = user.role != "admin"
+        return await self.set_role(user.id, "admin"), changed
+
+    async def create_admin(self, *, username: str, email: str, password: str) -> User:
+        """Create a confirmed admin (the CLI's ``create-admin``; admins never register).
+
+        Args:
+            username: The username.
+            email: The email address.
+            password: The plain password (already checked against the policy).
+
+        Returns:
+            The new admin.
+
+        Raises:
+            UserExistsError: The email or the username is taken.
+        """
+        user = await self.create_user(username=username, email=email, password=password)
+        user.role = "admin"
+        user.confirmed = True
+        await self.save(user.id)
+        return user
+
+    async def set_avatar(self, user_id: UUID, data: bytes, image: ImageInfo, storage: AvatarStorage) -> User:
+        """Store a new avatar, point the user at it, then drop the previous one.
+
+        Args:
+            user_id: The user.
+            data: The image bytes (already checked).
+            image: What the header says about them.
+            storage: The avatar storage chosen at start-up.
+
+        Returns:
+            The updated user.
+
+        Raises:
+            NotFoundError: No such user.
+            StorageError: The storage could not keep the file.
+        """
+        user = await self.repository.get(user_id)
+        previous = user.avatar_url
+        url = await storage.save(user.id, data, image)
+        user.avatar_url = url
+        try:
+            await self.save(user.id)
+        except Exception:
+            await storage.discard(url)  # the row still names the old file: keep that one
+            raise
+        if previous != url:
+            await storage.discard(previous)
+        return user
+
+    async def list_page(self, *, limit: int, offset: int) -> tuple[list[User], int]:
+        """One page of users, oldest first, with the total count.
+
+        Args:
+            limit: Page size.
+            offset: Users to skip.
+
+        Returns:
+            ``(users, total)``.
+        """
+        return await self.repository.page(limit=limit, offset=offset)
 
     # ------------------------------------------------------------------ reads
 

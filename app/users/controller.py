@@ -1,0 +1,196 @@
+"""Users routes: the current user, avatars, and (for admins) the user list and roles.
+
+``PATCH /api/users/me/password`` belongs to the password flows and lives with them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any
+from uuid import UUID
+
+import msgspec
+from advanced_alchemy.service import OffsetPagination
+from litestar import Controller, Request, Router, get, patch
+from litestar.datastructures import UploadFile
+from litestar.di import NamedDependency, Provide
+from litestar.enums import RequestEncodingType
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import Body, Parameter
+from litestar.status_codes import (
+    HTTP_400_BAD_REQUEST,
+    HTTP_401_UNAUTHORIZED,
+    HTTP_403_FORBIDDEN,
+    HTTP_404_NOT_FOUND,
+    HTTP_409_CONFLICT,
+    HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+    HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+    HTTP_422_UNPROCESSABLE_ENTITY,
+    HTTP_429_TOO_MANY_REQUESTS,
+    HTTP_502_BAD_GATEWAY,
+)
+
+from app.config import Settings
+from app.security.guards import requires_admin
+from app.storage.adapters import AvatarStorage, StorageError
+from app.storage.images import ImageTooLargeError, UnsupportedImageError, inspect_image
+from app.users.schemas import CurrentUser, RoleUpdate, UserRead
+from app.users.service import LastAdminError, UserService, provide_user_service
+
+#: Room for the multipart framing (boundaries, part headers) around the file itself.
+MULTIPART_OVERHEAD = 16 * 1024
+
+
+class _Error(msgspec.Struct):
+    """Litestar's error shape (for the OpenAPI schema)."""
+
+    status_code: int
+    detail: str
+    extra: dict[str, Any] | list[Any] | None = None
+
+
+def _error(description: str) -> ResponseSpec:
+    return ResponseSpec(data_container=_Error, description=description, generate_examples=False)
+
+
+_AUTH_ERRORS = {HTTP_401_UNAUTHORIZED: _error("Missing, invalid or expired access token")}
+_ADMIN_ERRORS = {**_AUTH_ERRORS, HTTP_403_FORBIDDEN: _error("The user is not an admin")}
+
+
+@dataclass
+class AvatarUpload:
+    """The multipart form of an avatar upload."""
+
+    #: The image: PNG, JPEG, WebP or GIF, judged by its bytes.
+    file: UploadFile
+
+
+def _public(user: Any) -> UserRead:
+    return msgspec.convert(user, UserRead, from_attributes=True)
+
+
+class UsersController(Controller):
+    """The current user and the admin's user management."""
+
+    path = "/api/users"
+    tags = ["users"]
+    dependencies = {"user_service": Provide(provide_user_service)}
+
+    @get(
+        "/me",
+        summary="The current user",
+        responses={**_AUTH_ERRORS, HTTP_429_TOO_MANY_REQUESTS: _error("Too many requests from this client")},
+    )
+    async def me(self, request: Request[CurrentUser, Any, Any]) -> UserRead:
+        """The authenticated user, from the cached snapshot (no database query on a warm cache)."""
+        return request.user.public()
+
+    @get(
+        "/",
+        summary="List users (admin)",
+        guards=[requires_admin],
+        responses={**_ADMIN_ERRORS, HTTP_400_BAD_REQUEST: _error("limit or offset out of range")},
+    )
+    async def list_users(
+        self,
+        user_service: UserService,
+        limit: Annotated[int, Parameter(ge=1, le=100, description="Page size (1-100).")] = 20,
+        offset: Annotated[int, Parameter(ge=0, description="Users to skip.")] = 0,
+    ) -> OffsetPagination[UserRead]:
+        """Every user, oldest first, a page at a time."""
+        users, total = await user_service.list_page(limit=limit, offset=offset)
+        return OffsetPagination(items=[_public(u) for u in users], total=total, limit=limit, offset=offset)
+
+    @patch(
+        "/{user_id:str}/role",
+        summary="Change a user's role (admin)",
+        guards=[requires_admin],
+        responses={
+            **_ADMIN_ERRORS,
+            HTTP_400_BAD_REQUEST: _error("Malformed body or unknown role"),
+            HTTP_404_NOT_FOUND: _error("No such user (or a malformed id)"),
+            HTTP_409_CONFLICT: _error("The last admin cannot be demoted"),
+        },
+    )
+    async def set_role(self, user_id: str, data: RoleUpdate, user_service: UserService) -> UserRead:
+        """Make a user an ``admin`` or a plain ``user``; the change applies on their next request."""
+        try:
+            uid = UUID(user_id)
+        except ValueError:
+            # Ids are opaque to clients: a malformed one names no user.
+            raise HTTPException(status_code=HTTP_404_NOT_FOUND, detail="Not found") from None
+        try:
+            user = await user_service.set_role(uid, data.role)
+        except LastAdminError as exc:
+            raise HTTPException(status_code=HTTP_409_CONFLICT, detail=str(exc)) from None
+        return _public(user)
+
+
+class AvatarController(Controller):
+    """Avatar uploads; registered under a router carrying the upload size limit."""
+
+    path = "/api/users"
+    tags = ["users"]
+    dependencies = {"user_service": Provide(provide_user_service)}
+
+    @patch(
+        "/avatar",
+        summary="Upload the current user's avatar (admin)",
+        guards=[requires_admin],
+        responses={
+            **_ADMIN_ERRORS,
+            HTTP_400_BAD_REQUEST: _error("Not a multipart form with a `file` field"),
+            HTTP_413_REQUEST_ENTITY_TOO_LARGE: _error("The file is larger than AVATAR_MAX_BYTES"),
+            HTTP_415_UNSUPPORTED_MEDIA_TYPE: _error("Not a PNG, JPEG, WebP or GIF image"),
+            HTTP_422_UNPROCESSABLE_ENTITY: _error("The image has more pixels than AVATAR_MAX_PIXELS"),
+            HTTP_502_BAD_GATEWAY: _error("The avatar storage failed"),
+        },
+    )
+    async def update_avatar(
+        self,
+        request: Request[CurrentUser, Any, Any],
+        data: Annotated[AvatarUpload, Body(media_type=RequestEncodingType.MULTI_PART)],
+        user_service: UserService,
+        settings: NamedDependency[Settings],
+    ) -> UserRead:
+        """Replace the avatar; the type is judged from the bytes, never the name or content type."""
+        if not isinstance(data.file, UploadFile):
+            raise ValidationException("The field `file` must be a file", extra=[{"key": "file"}])
+        content = await data.file.read(settings.avatar_max_bytes + 1)
+        if len(content) > settings.avatar_max_bytes:
+            raise HTTPException(
+                status_code=HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+                detail=f"The file is larger than {settings.avatar_max_bytes} bytes",
+            )
+        try:
+            image = inspect_image(content, settings.avatar_max_pixels)
+        except UnsupportedImageError as exc:
+            raise HTTPException(status_code=HTTP_415_UNSUPPORTED_MEDIA_TYPE, detail=str(exc)) from None
+        except ImageTooLargeError as exc:
+            raise HTTPException(status_code=HTTP_422_UNPROCESSABLE_ENTITY, detail=str(exc)) from None
+        storage: AvatarStorage = request.app.state.avatar_storage
+        try:
+            user = await user_service.set_avatar(request.user.id, content, image, storage)
+        except StorageError as exc:
+            raise HTTPException(status_code=HTTP_502_BAD_GATEWAY, detail=str(exc)) from None
+        return _public(user)
+
+
+def avatar_router(settings: Settings) -> Router:
+    """The avatar route, with a body limit sized for an avatar instead of a JSON body.
+
+    The limit sits on a router because it comes from the settings: Litestar answers ``413``
+    before reading more than that, and the handler then checks the file itself.
+
+    Args:
+        settings: The application settings.
+
+    Returns:
+        A router holding :class:`AvatarController`.
+    """
+    return Router(
+        path="/",
+        route_handlers=[AvatarController],
+        request_max_body_size=settings.avatar_max_bytes + MULTIPART_OVERHEAD,
+    )

@@ -45,36 +45,41 @@ def _literal(value: str) -> str:
 
 _CODE_SPAN = re.compile(r"`([^`]+)`")
 _STRONG = re.compile(r"\*\*([^*]+)\*\*")
+# What may stand right before / after inline markup in reST without a separating space.
+_OPENERS = "-:/'\"<([{"
+_CLOSERS = "-.,:;!?/'\")]}>"
 _ESCAPE = re.compile(r"([\\*_|`<>\[\]])")
 
 
 def markdown_to_rst(text: str) -> str:
     """Render the small Markdown of OpenAPI descriptions (code spans, bold) as safe reST."""
-    out: list[str] = []
+    segments: list[tuple[bool, str]] = []  # (is markup, reST text)
     pos = 0
     for match in _CODE_SPAN.finditer(text):
-        out.append(_plain(text[pos : match.start()]))
-        out.append(_literal(match.group(1)))
+        segments += _plain(text[pos : match.start()])
+        segments.append((True, _literal(match.group(1))))
         pos = match.end()
-    out.append(_plain(text[pos:]))
-    # A literal or strong span must be followed by a non-word character in reST.
-    return re.sub(r"(``|\*\*)(?=\w)", r"\1\\ ", "".join(out))
+    segments += _plain(text[pos:])
+    out = ""
+    for index, (markup, chunk) in enumerate(segments):
+        if markup and out and not (out[-1].isspace() or out[-1] in _OPENERS):
+            out += "\\ "  # inline markup must start after a space or punctuation
+        out += chunk
+        following = segments[index + 1][1] if index + 1 < len(segments) else ""
+        if markup and following and not (following[0].isspace() or following[0] in _CLOSERS):
+            out += "\\ "  # ... and end before one
+    return out
 
 
-def _plain(text: str) -> str:
-    parts: list[str] = []
+def _plain(text: str) -> list[tuple[bool, str]]:
+    segments: list[tuple[bool, str]] = []
     pos = 0
     for match in _STRONG.finditer(text):
-        parts.append(_ESCAPE.sub(r"\\\1", text[pos : match.start()]))
-        parts.append("**" + _ESCAPE.sub(r"\\\1", match.group(1)) + "**")
+        segments.append((False, _ESCAPE.sub(r"\\\1", text[pos : match.start()])))
+        segments.append((True, "**" + _ESCAPE.sub(r"\\\1", match.group(1)) + "**"))
         pos = match.end()
-    parts.append(_ESCAPE.sub(r"\\\1", text[pos:]))
-    return "".join(parts)
-
-
-def _indent(text: str, spaces: int) -> str:
-    pad = " " * spaces
-    return "\n".join(pad + line if line.strip() else "" for line in text.splitlines())
+    segments.append((False, _ESCAPE.sub(r"\\\1", text[pos:])))
+    return [segment for segment in segments if segment[1]]
 
 
 # --------------------------------------------------------------------------- settings
@@ -172,10 +177,16 @@ def render_settings() -> str:
 # --------------------------------------------------------------------------- OpenAPI
 
 
-def export_openapi() -> dict[str, Any]:
-    """The OpenAPI document of an app built with test-like settings (nothing is connected)."""
+def export_openapi() -> tuple[dict[str, Any], set[tuple[str, str]]]:
+    """The OpenAPI document of an app built with test-like settings (nothing is connected).
+
+    Returns:
+        The schema, and the ``(method, path)`` of the operations that need no token: those
+        the auth middleware excludes by path (``PUBLIC_PATHS``) or by ``exclude_from_auth``.
+    """
     from app.config import load_settings
     from app.main import create_app
+    from app.security.auth import PUBLIC_PATHS
 
     with tempfile.TemporaryDirectory() as tmp:
         settings = load_settings(
@@ -190,7 +201,15 @@ def export_openapi() -> dict[str, Any]:
             env_file=None,
         )
         application = create_app(settings)
-        return application.openapi_schema.to_schema()
+        schema = application.openapi_schema.to_schema()
+    excluded = re.compile("|".join(PUBLIC_PATHS))
+    public: set[tuple[str, str]] = set()
+    for route in application.routes:
+        path = re.sub(r"\{(\w+):[^}]+\}", r"{\1}", route.path)
+        for handler in getattr(route, "route_handlers", []):
+            if handler.opt.get("exclude_from_auth") or excluded.search(path):
+                public |= {(method.lower(), path) for method in handler.http_methods}
+    return schema, public
 
 
 def _ref_name(ref: str) -> str:
@@ -290,20 +309,18 @@ def _render_schema(name: str, schema: dict[str, Any]) -> list[str]:
     return out
 
 
-def _render_operation(method: str, path: str, op: dict[str, Any], secured_by_default: bool) -> list[str]:
+def _render_operation(method: str, path: str, op: dict[str, Any], public: bool) -> list[str]:
     title = f"{method.upper()} {path}"
     out = [f".. _{_operation_anchor(method, path)}:", "", _heading(title, "~")]
     if op.get("summary"):
         out += [f"**{markdown_to_rst(op['summary'])}**", ""]
     if op.get("description"):
         out += [markdown_to_rst(op["description"]), ""]
-    security = op.get("security")
-    needs_auth = bool(security) if security is not None else secured_by_default
-    out += [f":Authentication: {'Bearer access token' if needs_auth else 'none'}"]
-    out += [f":Operation id: {_literal(op.get('operationId', ''))}"]
+    facts = ["*Authentication:* " + ("none" if public else "Bearer access token")]
+    facts.append(f"*Operation id:* {_literal(op.get('operationId', ''))}")
     if op.get("deprecated"):
-        out += [":Deprecated: yes"]
-    out.append("")
+        facts.append("**Deprecated**")
+    out += [" · ".join(facts), ""]
 
     params = op.get("parameters", [])
     if params:
@@ -372,10 +389,9 @@ def _render_operation(method: str, path: str, op: dict[str, Any], secured_by_def
     return out
 
 
-def render_http(schema: dict[str, Any]) -> str:
+def render_http(schema: dict[str, Any], public: set[tuple[str, str]]) -> str:
     """The HTTP reference: every operation grouped by tag, then every component schema."""
     info = schema.get("info", {})
-    secured_by_default = bool(schema.get("security"))
     tags = [t["name"] for t in schema.get("tags", [])]
     tag_text = {t["name"]: t.get("description", "") for t in schema.get("tags", [])}
     operations: dict[str, list[tuple[str, str, dict[str, Any]]]] = {}
@@ -416,7 +432,7 @@ def render_http(schema: dict[str, Any]) -> str:
         if tag_text.get(tag):
             out += [markdown_to_rst(tag_text[tag]), ""]
         for method, path, op in operations[tag]:
-            out += _render_operation(method, path, op, secured_by_default)
+            out += _render_operation(method, path, op, (method, path.rstrip("/") or "/") in public)
     schemas = schema.get("components", {}).get("schemas", {})
     if schemas:
         out += [_heading("Schemas", "-")]
@@ -463,9 +479,9 @@ def render_modules(names: list[str]) -> dict[str, str]:
 def generate(_app: Any = None) -> None:
     """Write every generated page into ``docs/_generated``."""
     _write(GENERATED / "settings.rst", render_settings())
-    schema = export_openapi()
+    schema, public = export_openapi()
     _write(GENERATED / "openapi.json", json.dumps(schema, indent=2, sort_keys=True) + "\n")
-    _write(GENERATED / "http.rst", render_http(schema))
+    _write(GENERATED / "http.rst", render_http(schema, public))
     pages = render_modules(public_modules())
     wanted = {GENERATED / f"{name}.rst" for name in pages}
     for stale in (GENERATED / "modules").glob("*.rst"):

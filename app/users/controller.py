@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -15,7 +14,7 @@ from litestar import Controller, Request, Router, get, patch
 from litestar.datastructures import UploadFile
 from litestar.di import NamedDependency, Provide
 from litestar.enums import RequestEncodingType
-from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions import HTTPException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Body, Parameter
 from litestar.status_codes import (
@@ -58,12 +57,29 @@ _AUTH_ERRORS = {HTTP_401_UNAUTHORIZED: _error("Missing, invalid or expired acces
 _ADMIN_ERRORS = {**_AUTH_ERRORS, HTTP_403_FORBIDDEN: _error("The user is not an admin")}
 
 
-@dataclass
-class AvatarUpload:
-    """The multipart form of an avatar upload."""
+class AvatarUpload(msgspec.Struct, forbid_unknown_fields=True):
+    """The multipart form of an avatar upload: exactly one field, ``file``."""
 
     #: The image: PNG, JPEG, WebP or GIF, judged by its bytes.
     file: UploadFile
+
+
+def _require_media_type(expected: str) -> Any:
+    """A ``before_request`` hook answering ``415`` unless the body has the ``expected`` media type.
+
+    It runs after the guards and before the body is parsed, so a wrong type is named as
+    such instead of surfacing as a parse error.
+    """
+
+    async def check(request: Request[Any, Any, Any]) -> None:
+        media_type, _ = request.content_type
+        if media_type != expected:
+            raise HTTPException(
+                status_code=HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+                detail=f"The body must be {expected} (got {media_type or 'none'})",
+            )
+
+    return check
 
 
 def _public(user: Any) -> UserRead:
@@ -106,9 +122,11 @@ class UsersController(Controller):
         "/{user_id:str}/role",
         summary="Change a user's role (admin)",
         guards=[requires_admin],
+        before_request=_require_media_type("application/json"),
         responses={
             **_ADMIN_ERRORS,
             HTTP_400_BAD_REQUEST: _error("Malformed body or unknown role"),
+            HTTP_415_UNSUPPORTED_MEDIA_TYPE: _error("The body is not JSON"),
             HTTP_404_NOT_FOUND: _error("No such user (or a malformed id)"),
             HTTP_409_CONFLICT: _error("The last admin cannot be demoted"),
         },
@@ -138,11 +156,14 @@ class AvatarController(Controller):
         "/avatar",
         summary="Upload the current user's avatar (admin)",
         guards=[requires_admin],
+        before_request=_require_media_type("multipart/form-data"),
         responses={
             **_ADMIN_ERRORS,
             HTTP_400_BAD_REQUEST: _error("Not a multipart form with a `file` field"),
             HTTP_413_REQUEST_ENTITY_TOO_LARGE: _error("The file is larger than AVATAR_MAX_BYTES"),
-            HTTP_415_UNSUPPORTED_MEDIA_TYPE: _error("Not a PNG, JPEG, WebP or GIF image"),
+            HTTP_415_UNSUPPORTED_MEDIA_TYPE: _error(
+                "Not multipart/form-data, or not a PNG, JPEG, WebP or GIF image"
+            ),
             HTTP_422_UNPROCESSABLE_ENTITY: _error("The image has more pixels than AVATAR_MAX_PIXELS"),
             HTTP_502_BAD_GATEWAY: _error("The avatar storage failed"),
         },
@@ -155,8 +176,6 @@ class AvatarController(Controller):
         settings: NamedDependency[Settings],
     ) -> UserRead:
         """Replace the avatar; the type is judged from the bytes, never the name or content type."""
-        if not isinstance(data.file, UploadFile):
-            raise ValidationException("The field `file` must be a file", extra=[{"key": "file"}])
         content = await data.file.read(settings.avatar_max_bytes + 1)
         if len(content) > settings.avatar_max_bytes:
             raise HTTPException(

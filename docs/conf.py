@@ -48,7 +48,6 @@ autodoc_member_order = "bysource"
 # ``ignore-module-all``: a module that re-exports names in ``__all__`` (``app.models``) must not
 # document them a second time -- each object is documented where it is defined.
 autodoc_default_options = {"members": True, "show-inheritance": True, "ignore-module-all": True}
-autodoc_class_signature = "separated"
 # The names that only exist under TYPE_CHECKING stay strings; never chase them as references.
 nitpicky = False
 # Annotations that stay strings (``from __future__ import annotations`` with TYPE_CHECKING

@@ -140,35 +140,16 @@ def _default_text(value: Any) -> str:
 
 
 def render_settings() -> str:
-    """The configuration reference: a summary table and one ``envvar`` entry per setting."""
-    fields = settings_fields()
-    out = [
-        ".. This file is generated from app/config.py by docs/_ext/generate.py; do not edit.",
-        "",
-        ".. list-table::",
-        "   :header-rows: 1",
-        "   :widths: 30 25 45",
-        "",
-        "   * - Variable",
-        "     - Default",
-        "     - Meaning",
-    ]
-    for f in fields:
-        out += [
-            f"   * - :envvar:`{f['env']}`",
-            f"     - {_default_text(f['default'])}",
-            f"     - {f['doc']}",
-        ]
-    out.append("")
-    for f in fields:
+    """The configuration reference: one ``envvar`` entry per setting, in the source's order."""
+    out = [".. This file is generated from app/config.py by docs/_ext/generate.py; do not edit.", ""]
+    for f in settings_fields():
         out += [
             f".. envvar:: {f['env']}",
             "",
             f"   {f['doc']}",
             "",
-            f"   :Type: {_literal(f['type'])}",
-            f"   :Default: {_default_text(f['default'])}",
-            f"   :Field: :attr:`app.config.Settings.{f['name']}`",
+            f"   *Default:* {_default_text(f['default'])} · *type:* {_literal(f['type'])} · "
+            f"*field:* :attr:`~app.config.Settings.{f['name']}`",
             "",
         ]
     return "\n".join(out)
@@ -264,10 +245,18 @@ def _constraints(schema: dict[str, Any]) -> str:
         "maxItems": "max items",
         "pattern": "pattern",
     }
-    parts = [f"{label} {_literal(str(schema[key]))}" for key, label in words.items() if key in schema]
+    parts = [f"{label} {_literal(_number(schema[key]))}" for key, label in words.items() if key in schema]
     if "default" in schema:
         parts.append("default " + _literal(json.dumps(schema["default"])))
     return "; ".join(parts)
+
+
+def _number(value: Any) -> str:
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+
+def _note(description: str) -> str:
+    return markdown_to_rst(description.strip().rstrip("."))
 
 
 def _cell(text: str) -> str:
@@ -297,7 +286,7 @@ def _render_schema(name: str, schema: dict[str, Any]) -> list[str]:
     for prop, sub in props.items():
         notes = ["required" if prop in required else "optional"]
         if sub.get("description"):
-            notes.append(markdown_to_rst(sub["description"]))
+            notes.append(_note(sub["description"]))
         if _constraints(sub):
             notes.append(_constraints(sub))
         out += [
@@ -325,7 +314,7 @@ def _render_operation(method: str, path: str, op: dict[str, Any], public: bool) 
     params = op.get("parameters", [])
     if params:
         out += [
-            "Parameters",
+            ".. rubric:: Parameters",
             "",
             ".. list-table::",
             "   :header-rows: 1",
@@ -340,7 +329,7 @@ def _render_operation(method: str, path: str, op: dict[str, Any], public: bool) 
             sub = p.get("schema", {})
             notes = ["required" if p.get("required") else "optional"]
             if p.get("description"):
-                notes.append(markdown_to_rst(p["description"]))
+                notes.append(_note(p["description"]))
             if _constraints(sub):
                 notes.append(_constraints(sub))
             out += [
@@ -353,7 +342,7 @@ def _render_operation(method: str, path: str, op: dict[str, Any], public: bool) 
 
     body = op.get("requestBody")
     if body:
-        out += ["Request body" + (" (required)" if body.get("required") else ""), ""]
+        out += [".. rubric:: Request body" + (" (required)" if body.get("required") else ""), ""]
         for media, content in body.get("content", {}).items():
             out.append(f"* {_literal(media)}: {schema_type(content.get('schema', {}))}")
         out.append("")
@@ -361,7 +350,7 @@ def _render_operation(method: str, path: str, op: dict[str, Any], public: bool) 
     responses = op.get("responses", {})
     if responses:
         out += [
-            "Responses",
+            ".. rubric:: Responses",
             "",
             ".. list-table::",
             "   :header-rows: 1",

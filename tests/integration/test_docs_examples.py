@@ -256,6 +256,7 @@ def parse_curl(words: list[str], files: dict[str, bytes]) -> Call:
         elif arg.startswith("-"):
             pytest.fail(f"curl option {arg!r} is not understood by the docs test")
         else:
+            assert url is None, f"two URLs in one curl command: {url!r} and {arg!r}"
             url = arg
     assert url and url.startswith(BASE_URL), f"examples call {BASE_URL}, not {url!r}"
     content: bytes | None = None
@@ -384,7 +385,7 @@ def _plan(examples: list[Example], files: dict[str, bytes]) -> list[tuple[str, s
     env = _PlaceholderEnv()
     out = []
     for example in examples:
-        command = example.command
+        command = example.command.replace("\\\n", " ")  # line continuations
         if m := _ASSIGN_CURL.match(command):
             command = m.group(2)
         if command.startswith("curl "):
@@ -422,7 +423,7 @@ async def _run(
     env: dict[str, str] = {}
     ran = 0
     for example in examples:
-        command = example.command
+        command = example.command.replace("\\\n", " ")  # line continuations
         keep: tuple[str, str] | None = None
         if m := _ASSIGN_CURL.match(command):
             keep, command = (m.group(1), m.group(3)), m.group(2)

@@ -75,6 +75,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     smtp_tls: SmtpTls = "starttls"
     #: Sender address of every mail.
     mail_from: str = "Contacts API <no-reply@contacts.local>"
+    #: Attempts to deliver a mail before giving up (the failure is logged).
+    mail_attempts: int = 3
+    #: Delay before the first retry of a failed mail, in seconds; doubled for each next one.
+    mail_retry_seconds: float = 2.0
     #: Cloudinary URL (``cloudinary://key:secret@cloud``); unset stores avatars under ``MEDIA_DIR``.
     cloudinary_url: str | None = None
     #: Directory for locally stored avatars, served at ``/media``.
@@ -192,11 +196,15 @@ def _check(settings: Settings) -> None:
         "rate_limit_me_per_minute",
         "rate_limit_auth_per_minute",
         "fuzz_examples",
+        "mail_attempts",
     )
     for name in positive:
         if getattr(settings, name) <= 0:
             msg = f"{_env_name(name)}: must be a positive number (got {getattr(settings, name)!r})"
             raise SettingsError(msg)
+    if settings.mail_retry_seconds < 0:
+        msg = f"MAIL_RETRY_SECONDS: must not be negative (got {settings.mail_retry_seconds})"
+        raise SettingsError(msg)
     if settings.reset_token_minutes > 60:
         msg = f"RESET_TOKEN_MINUTES: must be at most 60 (got {settings.reset_token_minutes})"
         raise SettingsError(msg)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
@@ -13,13 +14,17 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import YamlRenderPlugin
 from litestar.openapi.spec import Tag
+from litestar.plugins.jinja import JinjaTemplateEngine
+from litestar.template import TemplateConfig
 
 from app import __version__, cache
+from app.auth.controller import AuthController, PasswordController
 from app.config import Settings, get_settings
 from app.db import make_db_config, migrate_on_startup
 from app.errors import EXCEPTION_HANDLERS
 from app.health.controller import HealthController
 from app.logs import RequestLogMiddleware, configure_logging
+from app.mail.senders import make_mailer
 from app.openapi_ui import LocalScalarRenderPlugin, oauth2_components, static_files_router
 from app.ratelimit import rate_limit_middleware
 from app.security.auth import make_auth
@@ -30,6 +35,9 @@ from app.users.controller import UsersController, avatar_router
 
 if TYPE_CHECKING:
     from litestar.types import ControllerRouterHandler
+
+#: The HTML pages' Jinja templates (mail templates live under ``mail/``).
+TEMPLATES_DIR = Path(__file__).parent / "templates"
 
 API_DESCRIPTION = """\
 Keep your address book: contacts, search and upcoming birthdays, behind real accounts
@@ -49,7 +57,12 @@ OPENAPI_TAGS = [
 
 def route_handlers() -> list[ControllerRouterHandler]:
     """Every controller of the API, in the order they appear in the docs."""
-    handlers: list[ControllerRouterHandler] = [HealthController, UsersController]
+    handlers: list[ControllerRouterHandler] = [
+        HealthController,
+        AuthController,
+        UsersController,
+        PasswordController,
+    ]
     return handlers
 
 
@@ -106,7 +119,15 @@ def create_app(settings: Settings | None = None) -> Litestar:
             render_plugins=[LocalScalarRenderPlugin(), YamlRenderPlugin()],
             components=oauth2_components(auth),
         ),
-        state=State({"settings": settings, "db_config": db_config, "avatar_storage": avatar_storage}),
+        template_config=TemplateConfig(directory=TEMPLATES_DIR, engine=JinjaTemplateEngine),
+        state=State(
+            {
+                "settings": settings,
+                "db_config": db_config,
+                "avatar_storage": avatar_storage,
+                "mailer": make_mailer(settings),
+            }
+        ),
         debug=False,
     )
 

@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
+import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from email import policy as email_policy
+from email.message import EmailMessage
+from email.parser import BytesParser
 from pathlib import Path
 from typing import Any
 
@@ -289,3 +294,91 @@ def queries(app: Litestar) -> Iterator[QueryCounter]:
     event.listen(engine, "before_cursor_execute", before)
     yield counter
     event.remove(engine, "before_cursor_execute", before)
+
+
+# --------------------------------------------------------------------------- mail
+
+
+class SmtpSink:
+    """A real SMTP server (aiosmtpd) on 127.0.0.1 that keeps every mail it receives."""
+
+    def __init__(self) -> None:
+        self.messages: list[EmailMessage] = []
+
+    async def handle_DATA(self, _server: Any, _session: Any, envelope: Any) -> str:
+        message = BytesParser(policy=email_policy.default).parsebytes(envelope.content)
+        self.messages.append(message)  # type: ignore[arg-type]
+        return "250 Message accepted"
+
+    async def wait_for(self, count: int, timeout: float = 5.0) -> list[EmailMessage]:
+        """Wait until ``count`` mails arrived (background tasks may still be sending)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while len(self.messages) < count:
+            if asyncio.get_running_loop().time() > deadline:
+                msg = f"expected {count} mail(s), got {len(self.messages)}"
+                raise AssertionError(msg)
+            await asyncio.sleep(0.01)
+        return self.messages
+
+    def to(self, address: str) -> list[EmailMessage]:
+        """The mails sent to ``address``."""
+        return [m for m in self.messages if m["To"] == address]
+
+    @staticmethod
+    def text(message: EmailMessage) -> str:
+        """The plain-text part of ``message``."""
+        part = message.get_body(("plain",))
+        assert part is not None
+        return part.get_content()
+
+    @staticmethod
+    def html(message: EmailMessage) -> str:
+        """The HTML part of ``message``."""
+        part = message.get_body(("html",))
+        assert part is not None
+        return part.get_content()
+
+    @classmethod
+    def links(cls, message: EmailMessage) -> list[str]:
+        """Every http(s) link in the plain-text part, in order."""
+        return re.findall(r"https?://[^\s<>\"']+", cls.text(message))
+
+
+@dataclass
+class SmtpServer:
+    """The running sink: where it listens and what it received."""
+
+    host: str
+    port: int
+    sink: SmtpSink
+
+    @property
+    def messages(self) -> list[EmailMessage]:
+        return self.sink.messages
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """Setting overrides that send the app's mail here (for ``make_client``)."""
+        return {
+            "smtp_host": self.host,
+            "smtp_port": self.port,
+            "smtp_tls": "none",
+            "mail_retry_seconds": 0.01,
+        }
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[SmtpServer]:
+    """An aiosmtpd server on a free local port, collecting the mails sent to it."""
+    from aiosmtpd.controller import Controller
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    sink = SmtpSink()
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield SmtpServer(host="127.0.0.1", port=port, sink=sink)
+    finally:
+        controller.stop()

@@ -1,0 +1,478 @@
+"""Auth routes: registration, confirmation, login sessions, password reset and change.
+
+Controllers only parse, call :class:`AuthService` and shape the answer. Mails are queued as
+background tasks that run after the answer is sent, so a slow or failing mail server never
+delays or fails a request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any
+from uuid import UUID
+
+import msgspec
+from litestar import Controller, MediaType, Request, Response, get, patch, post
+from litestar.background_tasks import BackgroundTask
+from litestar.di import Provide
+from litestar.enums import RequestEncodingType
+from litestar.exceptions import (
+    ClientException,
+    HTTPException,
+    NotAuthorizedException,
+    PermissionDeniedException,
+    ValidationException,
+)
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Schema
+from litestar.openapi.spec.enums import OpenAPIType
+from litestar.params import Body
+from litestar.response import Template
+from litestar.status_codes import (
+    HTTP_200_OK,
+    HTTP_201_CREATED,
+    HTTP_202_ACCEPTED,
+    HTTP_204_NO_CONTENT,
+    HTTP_400_BAD_REQUEST,
+    HTTP_401_UNAUTHORIZED,
+    HTTP_403_FORBIDDEN,
+    HTTP_409_CONFLICT,
+    HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+    HTTP_429_TOO_MANY_REQUESTS,
+)
+
+from app.auth.schemas import (
+    EmailRequest,
+    LoginForm,
+    Message,
+    NewPassword,
+    PasswordChange,
+    RefreshRequest,
+    Register,
+    Tokens,
+)
+from app.auth.service import (
+    AuthService,
+    InvalidCredentials,
+    InvalidLink,
+    InvalidRefreshToken,
+    NotConfirmed,
+    WeakPassword,
+    WrongPassword,
+    provide_auth_service,
+)
+from app.mail.senders import deliver
+from app.security.password_policy import MAX_LENGTH, MIN_LENGTH
+from app.users.schemas import CurrentUser, UserRead
+from app.users.service import UserExistsError
+
+if TYPE_CHECKING:
+    from email.message import EmailMessage
+
+    from app.config import Settings
+
+CONFIRMED = "Your email is confirmed."
+ALREADY_CONFIRMED = "Your email was already confirmed."
+INVALID_CONFIRM_LINK = "This confirmation link is invalid or has expired."
+CONFIRMATION_QUEUED = (
+    "If an account with this email exists and is not confirmed yet, a confirmation link was sent."
+)
+RESET_QUEUED = "If an account with this email exists, a password reset link was sent."
+RESET_LINK_VALID = "The link is valid: POST the new password to this address."
+INVALID_RESET_LINK = "This password reset link is invalid, expired or already used."
+PASSWORD_RESET = "Your password was changed. Log in with the new one."  # noqa: S105 - a message
+BAD_CREDENTIALS = "Incorrect username or password"
+NOT_CONFIRMED = "Email not confirmed: follow the link we mailed you (or ask for a new one)"
+BAD_REFRESH = "Invalid or expired refresh token"
+
+
+class _Error(msgspec.Struct):
+    """Litestar's error shape (for the OpenAPI schema)."""
+
+    status_code: int
+    detail: str
+    extra: dict[str, Any] | list[Any] | None = None
+
+
+def _error(description: str) -> ResponseSpec:
+    return ResponseSpec(data_container=_Error, description=description, generate_examples=False)
+
+
+_INVALID_BODY = {HTTP_400_BAD_REQUEST: _error("Malformed body, unknown field or a value out of bounds")}
+_THROTTLED = {HTTP_429_TOO_MANY_REQUESTS: _error("Too many attempts from this client; see Retry-After")}
+_BAD_LINK_RESPONSES = {
+    HTTP_400_BAD_REQUEST: ResponseSpec(
+        data_container=_Error,
+        description="The token is invalid, expired, already used or made for another purpose "
+        "(an HTML page for a browser)",
+        generate_examples=False,
+    )
+}
+
+
+def _wants_html(request: Request[Any, Any, Any]) -> bool:
+    """Whether the client prefers an HTML page (a browser following a mailed link)."""
+    return (
+        request.accept.best_match([MediaType.JSON, MediaType.HTML], default=MediaType.JSON) == MediaType.HTML
+    )
+
+
+def _mail(request: Request[Any, Any, Any], message: EmailMessage | None) -> BackgroundTask | None:
+    """A background task that sends ``message`` (with retries) after the response."""
+    if message is None:
+        return None
+    settings: Settings = request.app.state.settings
+    return BackgroundTask(
+        deliver,
+        request.app.state.mailer,
+        message,
+        attempts=settings.mail_attempts,
+        base_delay=settings.mail_retry_seconds,
+    )
+
+
+def _invalid(request: Request[Any, Any, Any], field: str, message: str) -> ValidationException:
+    """A ``400`` in the shape of Litestar's own validation errors."""
+    return ValidationException(
+        detail=f"Validation failed for {request.method} {request.url.path}",
+        extra=[{"message": message, "key": field, "source": "body"}],
+    )
+
+
+def _user_read(user: Any) -> UserRead:
+    return msgspec.convert(user, UserRead, from_attributes=True)
+
+
+def _page(
+    template: str, status_code: int = HTTP_200_OK, *, background: BackgroundTask | None = None, **context: Any
+) -> Template:
+    return Template(
+        template_name=template,
+        context=context,
+        status_code=status_code,
+        media_type=MediaType.HTML,
+        background=background,
+    )
+
+
+def _reset_form(token_path: str, status_code: int = HTTP_200_OK, error: str | None = None) -> Template:
+    return _page(
+        "auth/reset_form.html",
+        status_code,
+        action=token_path,
+        error=error,
+        min_length=MIN_LENGTH,
+        max_length=MAX_LENGTH,
+    )
+
+
+@dataclass
+class _NewPasswordOperation(Operation):
+    """Documents both bodies the reset POST accepts (the handler parses them itself)."""
+
+    def __post_init__(self) -> None:
+        password = Schema(
+            type=OpenAPIType.STRING,
+            min_length=MIN_LENGTH,
+            max_length=MAX_LENGTH,
+            description="The new password: 8 to 128 characters; common passwords are refused.",
+        )
+        schema = Schema(
+            type=OpenAPIType.OBJECT,
+            properties={
+                "password": password,
+                "password_confirm": Schema(
+                    type=OpenAPIType.STRING, description="The HTML form's repeat field."
+                ),
+            },
+            required=["password"],
+        )
+        self.request_body = RequestBody(
+            content={
+                MediaType.JSON: OpenAPIMediaType(schema=schema),
+                RequestEncodingType.URL_ENCODED: OpenAPIMediaType(schema=schema),
+            },
+            required=True,
+            description='JSON `{"password"}`, or the HTML form (`password` and `password_confirm`).',
+        )
+
+
+class AuthController(Controller):
+    """Accounts and sessions."""
+
+    path = "/api/auth"
+    tags = ["auth"]
+    dependencies = {"auth_service": Provide(provide_auth_service)}
+
+    @post(
+        "/register",
+        status_code=HTTP_201_CREATED,
+        summary="Create an account",
+        description="Creates an unconfirmed account with the `user` role and mails a confirmation link. "
+        "Unknown fields (such as `role` or `confirmed`) are refused with `400`.",
+        responses={
+            **_INVALID_BODY,
+            HTTP_409_CONFLICT: _error("The email or the username is already taken (case-insensitively)"),
+            HTTP_415_UNSUPPORTED_MEDIA_TYPE: _error("The body is not JSON"),
+            **_THROTTLED,
+        },
+    )
+    async def register(
+        self, request: Request, data: Register, auth_service: AuthService
+    ) -> Response[UserRead]:
+        """Create an account and mail its confirmation link."""
+        try:
+            user, mail = await auth_service.register(
+                username=data.username, email=data.email, password=data.password
+            )
+        except WeakPassword as exc:
+            raise _invalid(request, exc.field, str(exc)) from None
+        except UserExistsError as exc:
+            raise HTTPException(
+                status_code=HTTP_409_CONFLICT, detail=f"This {exc.field} is already taken"
+            ) from None
+        return Response(_user_read(user), status_code=HTTP_201_CREATED, background=_mail(request, mail))
+
+    @post(
+        "/login",
+        status_code=HTTP_200_OK,
+        summary="Log in (OAuth2 password grant)",
+        description="Form fields `username` (the email **or** the username) and `password`. "
+        "Opens a session and returns its tokens.",
+        responses={
+            **_INVALID_BODY,
+            HTTP_401_UNAUTHORIZED: _error("Unknown user or wrong password (one message for both)"),
+            HTTP_403_FORBIDDEN: _error("Right password, but the email is not confirmed yet"),
+            **_THROTTLED,
+        },
+    )
+    async def login(
+        self,
+        data: Annotated[LoginForm, Body(media_type=RequestEncodingType.URL_ENCODED)],
+        auth_service: AuthService,
+    ) -> Tokens:
+        """Exchange credentials for an access and a refresh token."""
+        try:
+            return await auth_service.login(data.username, data.password)
+        except InvalidCredentials:
+            raise NotAuthorizedException(BAD_CREDENTIALS) from None
+        except NotConfirmed:
+            raise PermissionDeniedException(NOT_CONFIRMED) from None
+
+    @post(
+        "/refresh_token",
+        status_code=HTTP_200_OK,
+        summary="Rotate the refresh token",
+        description="Returns new tokens for the same session; the refresh token sent is dead afterwards. "
+        "Sending a refresh token that was already rotated ends **every** session of its user.",
+        responses={
+            **_INVALID_BODY,
+            HTTP_401_UNAUTHORIZED: _error("Invalid, expired, re-used or wrong-purpose refresh token"),
+        },
+    )
+    async def refresh_token(self, data: RefreshRequest, auth_service: AuthService) -> Tokens:
+        """Rotate a refresh token."""
+        try:
+            return await auth_service.refresh(data.refresh_token)
+        except InvalidRefreshToken:
+            raise NotAuthorizedException(BAD_REFRESH) from None
+
+    @post(
+        "/logout",
+        status_code=HTTP_204_NO_CONTENT,
+        summary="End a session",
+        description="Ends the session of the refresh token sent; its tokens stop working at once.",
+        responses={
+            **_INVALID_BODY,
+            HTTP_401_UNAUTHORIZED: _error(
+                "Missing/invalid access token, or a refresh token that is not yours"
+            ),
+        },
+    )
+    async def logout(
+        self, request: Request[CurrentUser, Any, Any], data: RefreshRequest, auth_service: AuthService
+    ) -> None:
+        """End the session the refresh token belongs to."""
+        try:
+            await auth_service.logout(request.user.id, data.refresh_token)
+        except InvalidRefreshToken:
+            raise NotAuthorizedException(BAD_REFRESH) from None
+
+    @get(
+        "/confirmed_email/{token:str}",
+        summary="Confirm an email address",
+        description="The link of the confirmation mail. A browser (`Accept: text/html`) gets an HTML page.",
+        responses={
+            HTTP_400_BAD_REQUEST: ResponseSpec(
+                data_container=_Error,
+                description="Invalid, expired or wrong-purpose token (an HTML page for a browser)",
+                generate_examples=False,
+            )
+        },
+    )
+    async def confirmed_email(
+        self, request: Request, token: str, auth_service: AuthService
+    ) -> Response[Message]:
+        """Confirm the email a confirmation token was made for."""
+        try:
+            _user, already = await auth_service.confirm_email(token)
+        except InvalidLink:
+            if _wants_html(request):
+                return _page(
+                    "auth/confirm_result.html",
+                    HTTP_400_BAD_REQUEST,
+                    ok=False,
+                    title="Link not valid",
+                    message=INVALID_CONFIRM_LINK,
+                )
+            raise ClientException(INVALID_CONFIRM_LINK) from None
+        message = ALREADY_CONFIRMED if already else CONFIRMED
+        if _wants_html(request):
+            return _page("auth/confirm_result.html", ok=True, title="Email confirmed", message=message)
+        return Response(Message(message=message))
+
+    @post(
+        "/request_email",
+        status_code=HTTP_202_ACCEPTED,
+        summary="Re-send the confirmation mail",
+        description="Always the same answer, whether or not the account exists or is confirmed.",
+        responses={**_INVALID_BODY, **_THROTTLED},
+    )
+    async def request_email(
+        self, request: Request, data: EmailRequest, auth_service: AuthService
+    ) -> Response[Message]:
+        """Mail a new confirmation link if the account exists and is unconfirmed."""
+        mail = await auth_service.request_confirmation(data.email)
+        return Response(
+            Message(message=CONFIRMATION_QUEUED),
+            status_code=HTTP_202_ACCEPTED,
+            background=_mail(request, mail),
+        )
+
+    @post(
+        "/update_password",
+        status_code=HTTP_202_ACCEPTED,
+        summary="Start a password reset",
+        description="Mails a link to `GET /api/auth/confirm_update_password/{token}`. "
+        "Always the same answer, whether or not the account exists.",
+        responses={**_INVALID_BODY, **_THROTTLED},
+    )
+    async def update_password(
+        self, request: Request, data: EmailRequest, auth_service: AuthService
+    ) -> Response[Message]:
+        """Mail a password reset link if an account has this email."""
+        mail = await auth_service.request_reset(data.email)
+        return Response(
+            Message(message=RESET_QUEUED), status_code=HTTP_202_ACCEPTED, background=_mail(request, mail)
+        )
+
+    @get(
+        "/confirm_update_password/{token:str}",
+        summary="Check a password reset link",
+        description="A browser (`Accept: text/html`) gets a form that posts the new password to this address; "
+        "a JSON client gets a message.",
+        responses=_BAD_LINK_RESPONSES,
+    )
+    async def check_reset_link(
+        self, request: Request, token: str, auth_service: AuthService
+    ) -> Response[Message]:
+        """Check a reset token; show the form to a browser."""
+        try:
+            await auth_service.check_reset_token(token)
+        except InvalidLink:
+            return self._bad_reset_link(request)
+        if _wants_html(request):
+            return _reset_form(request.url.path)
+        return Response(Message(message=RESET_LINK_VALID))
+
+    @post(
+        "/confirm_update_password/{token:str}",
+        status_code=HTTP_200_OK,
+        summary="Set the new password of a reset",
+        description='Accepts JSON `{"password"}` or the HTML form. The link works once, expires, and dies when '
+        "the password changes. Every session of the user ends and a notice is mailed.",
+        responses={
+            **_BAD_LINK_RESPONSES,
+            HTTP_415_UNSUPPORTED_MEDIA_TYPE: _error("The body is neither JSON nor a form"),
+        },
+        operation_class=_NewPasswordOperation,
+    )
+    async def reset_password(
+        self, request: Request, token: str, auth_service: AuthService
+    ) -> Response[Message]:
+        """Set the new password from a reset link."""
+        is_form, data = await self._new_password(request)
+        try:
+            if is_form and data.password != data.password_confirm:
+                raise WeakPassword("The two passwords differ", "password_confirm")
+            mail = await auth_service.reset_password(token, data.password)
+        except InvalidLink:
+            return self._bad_reset_link(request)
+        except WeakPassword as exc:
+            if is_form:
+                return _reset_form(request.url.path, HTTP_400_BAD_REQUEST, error=str(exc))
+            raise _invalid(request, exc.field, str(exc)) from None
+        if is_form or _wants_html(request):
+            return _page("auth/reset_done.html", message=PASSWORD_RESET, background=_mail(request, mail))
+        return Response(Message(message=PASSWORD_RESET), background=_mail(request, mail))
+
+    @staticmethod
+    def _bad_reset_link(request: Request) -> Response[Any]:
+        if _wants_html(request):
+            return _page("auth/reset_invalid.html", HTTP_400_BAD_REQUEST, message=INVALID_RESET_LINK)
+        raise ClientException(INVALID_RESET_LINK)
+
+    @staticmethod
+    async def _new_password(request: Request) -> tuple[bool, NewPassword]:
+        """Read the new password from a JSON body or a form."""
+        content_type = request.content_type[0]
+        try:
+            if content_type == MediaType.JSON:
+                return False, msgspec.json.decode(await request.body(), type=NewPassword)
+            if content_type in (RequestEncodingType.URL_ENCODED, RequestEncodingType.MULTI_PART):
+                form = await request.form()
+                values = {key: form.get(key) for key in form}
+                return True, msgspec.convert(values, NewPassword)
+        except msgspec.ValidationError as exc:
+            message, _, where = str(exc).partition(" - at `$.")
+            raise _invalid(request, where.rstrip("`") or "body", message) from None
+        except msgspec.DecodeError:
+            raise ClientException("The body is not valid JSON") from None
+        raise HTTPException(
+            status_code=HTTP_415_UNSUPPORTED_MEDIA_TYPE, detail="Send JSON or an HTML form (urlencoded)"
+        )
+
+
+class PasswordController(Controller):
+    """The logged-in user's password."""
+
+    path = "/api/users/me/password"
+    tags = ["users"]
+    dependencies = {"auth_service": Provide(provide_auth_service)}
+
+    @patch(
+        "/",
+        status_code=HTTP_204_NO_CONTENT,
+        summary="Change my password",
+        description="Needs the current password. Ends every other session (the one making the change stays) "
+        "and mails a notice.",
+        responses={
+            HTTP_400_BAD_REQUEST: _error("Wrong current password, or an unacceptable new one"),
+            HTTP_401_UNAUTHORIZED: _error("Missing, invalid or expired access token"),
+            HTTP_415_UNSUPPORTED_MEDIA_TYPE: _error("The body is not JSON"),
+        },
+    )
+    async def change_password(
+        self, request: Request[CurrentUser, Any, Any], data: PasswordChange, auth_service: AuthService
+    ) -> Response[None]:
+        """Change the password of the current user."""
+        sid = request.auth.extras.get("sid")
+        try:
+            mail = await auth_service.change_password(
+                request.user.id, UUID(sid) if sid else None, data.current_password, data.new_password
+            )
+        except WrongPassword:
+            raise _invalid(request, "current_password", "The current password is wrong") from None
+        except WeakPassword as exc:
+            raise _invalid(request, exc.field, str(exc)) from None
+        return Response(None, status_code=HTTP_204_NO_CONTENT, background=_mail(request, mail))

@@ -1,0 +1,423 @@
+"""The rules of accounts: registration, login sessions, confirmation and password reset.
+
+Sessions (``user_sessions``) are this service's table: one row per login, holding only the
+SHA-256 of the current refresh token. User writes go through :class:`UserService`, whose
+``save()`` commits and invalidates the cached user, so every change shows on the next request.
+
+Mails are not sent here: methods return the message to send, and the controller queues it
+as a background task after the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
+from litestar import Request
+from sqlalchemy.ext.asyncio import AsyncSession
+from uuid_utils.compat import uuid7
+
+from app.auth.schemas import Tokens
+from app.mail import messages
+from app.security.password_policy import password_problem
+from app.security.passwords import hash_password, verify_password
+from app.security.tokens import InvalidToken, Purpose, create_token, decode_token, fingerprint, token_hash
+from app.users.models import User, UserSession
+from app.users.repository import UserSessionRepository
+from app.users.service import UserService, provide_user_service
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncGenerator
+    from email.message import EmailMessage
+
+    from app.config import Settings
+
+logger = logging.getLogger(__name__)
+
+
+class AuthError(Exception):
+    """A request the account rules refuse; the message is safe to show."""
+
+
+class InvalidCredentials(AuthError):
+    """Unknown user or wrong password (never says which)."""
+
+
+class NotConfirmed(AuthError):
+    """The password is right but the email is not confirmed yet."""
+
+
+class InvalidRefreshToken(AuthError):
+    """The refresh token is forged, expired, of another purpose, or its session is over."""
+
+
+class InvalidLink(AuthError):
+    """A confirmation or reset token that is invalid, expired, used or of another purpose."""
+
+
+class WeakPassword(AuthError):
+    """The new password breaks the policy."""
+
+    def __init__(self, message: str, field: str = "password") -> None:
+        super().__init__(message)
+        #: The body field the message is about.
+        self.field = field
+
+
+class WrongPassword(AuthError):
+    """The current password given for a change is wrong."""
+
+
+_dummy_hashes: dict[int, str] = {}
+_dummy_lock = asyncio.Lock()
+
+
+async def dummy_hash(rounds: int) -> str:
+    """A bcrypt hash of the configured cost, checked when the user is unknown.
+
+    Verifying it costs the same time as verifying a real user's hash, so a login reveals
+    nothing through its duration. Made once per process and cost.
+
+    Args:
+        rounds: The bcrypt cost factor in use.
+
+    Returns:
+        The hash.
+    """
+    if rounds not in _dummy_hashes:
+        async with _dummy_lock:
+            if rounds not in _dummy_hashes:
+                _dummy_hashes[rounds] = await hash_password(uuid7().hex, rounds)
+    return _dummy_hashes[rounds]
+
+
+def reset_state(user: User) -> str:
+    """The fingerprint bound into reset tokens: changes whenever the password does."""
+    return fingerprint(user.id, user.password_hash, user.password_version)
+
+
+def check_password(password: str, field: str = "password") -> None:
+    """Apply the password policy.
+
+    Args:
+        password: The proposed password.
+        field: The body field named in the error.
+
+    Raises:
+        WeakPassword: The password is refused.
+    """
+    problem = password_problem(password)
+    if problem is not None:
+        raise WeakPassword(problem, field)
+
+
+class AuthService(SQLAlchemyAsyncRepositoryService[UserSession, UserSessionRepository]):
+    """Login sessions and the account flows built on tokens."""
+
+    #: The repository of the ``user_sessions`` table.
+    Repo = UserSessionRepository
+    repository_type = Repo
+
+    def __init__(
+        self, session: AsyncSession, *, users: UserService, settings: Settings, **kwargs: Any
+    ) -> None:
+        """Configure the service.
+
+        Args:
+            session: The database session of the unit of work (shared with ``users``).
+            users: The user service (all user writes and cache invalidation).
+            settings: The application settings (keys, lifetimes).
+            **kwargs: Passed to :class:`SQLAlchemyAsyncRepositoryService`.
+        """
+        super().__init__(session, **kwargs)
+        self.users = users
+        self.settings = settings
+
+    # ------------------------------------------------------------------ tokens
+
+    def _token(self, purpose: Purpose, user_id: UUID, ttl: timedelta, **claims: Any) -> tuple[str, Any]:
+        return create_token(self.settings.secret_key, purpose, str(user_id), ttl, **claims)
+
+    def _decode(self, token: str, purpose: Purpose) -> dict[str, Any]:
+        return decode_token(self.settings.secret_key, token, purpose)
+
+    def _tokens(self, user_id: UUID, session_id: UUID) -> tuple[Tokens, str, Any]:
+        """New access and refresh tokens for a session, with the refresh token's hash and expiry."""
+        access, _ = self._token(
+            Purpose.ACCESS,
+            user_id,
+            timedelta(minutes=self.settings.access_token_minutes),
+            sid=str(session_id),
+        )
+        refresh, expires = self._token(
+            Purpose.REFRESH, user_id, timedelta(days=self.settings.refresh_token_days), sid=str(session_id)
+        )
+        tokens = Tokens(
+            access_token=access,
+            refresh_token=refresh,
+            expires_in=self.settings.access_token_minutes * 60,
+        )
+        return tokens, token_hash(refresh), expires
+
+    def confirmation_mail(self, user: User) -> EmailMessage:
+        """The confirmation mail of ``user``, with a token bound to the email it confirms."""
+        token, _ = self._token(
+            Purpose.CONFIRM_EMAIL, user.id, timedelta(hours=self.settings.confirm_token_hours), em=user.email
+        )
+        return messages.confirm_email(self.settings, to=user.email, username=user.username, token=token)
+
+    def reset_mail(self, user: User) -> EmailMessage:
+        """The password reset mail of ``user``, with a single-use token bound to the password."""
+        token, _ = self._token(
+            Purpose.RESET_PASSWORD,
+            user.id,
+            timedelta(minutes=self.settings.reset_token_minutes),
+            st=reset_state(user),
+        )
+        return messages.reset_password(self.settings, to=user.email, username=user.username, token=token)
+
+    def password_changed_mail(self, user: User) -> EmailMessage:
+        """The "your password was changed" notice."""
+        return messages.password_changed(self.settings, to=user.email, username=user.username)
+
+    # ------------------------------------------------------------------ registration
+
+    async def register(self, *, username: str, email: str, password: str) -> tuple[User, EmailMessage]:
+        """Create an account and the confirmation mail to send.
+
+        Args:
+            username: The username.
+            email: The email address.
+            password: The plain password.
+
+        Returns:
+            The new user and the mail.
+
+        Raises:
+            WeakPassword: The password is refused.
+            UserExistsError: The email or username is taken.
+        """
+        check_password(password)
+        user = await self.users.create_user(username=username, email=email, password=password)
+        return user, self.confirmation_mail(user)
+
+    async def confirm_email(self, token: str) -> tuple[User, bool]:
+        """Confirm the email a confirmation token was made for.
+
+        Args:
+            token: The token from the mail.
+
+        Returns:
+            The user, and whether it was already confirmed.
+
+        Raises:
+            InvalidLink: The token is unusable, or the account's email changed since.
+        """
+        user, claims = await self._user_of(token, Purpose.CONFIRM_EMAIL)
+        if claims.get("em") != user.email:
+            raise InvalidLink
+        if user.confirmed:
+            return user, True
+        await self.users.confirm(user)
+        return user, False
+
+    async def request_confirmation(self, email: str) -> EmailMessage | None:
+        """The confirmation mail to re-send, if the account exists and is unconfirmed."""
+        user = await self.users.get_by_email(email)
+        if user is None or user.confirmed:
+            return None
+        return self.confirmation_mail(user)
+
+    # ------------------------------------------------------------------ sessions
+
+    async def login(self, login: str, password: str) -> Tokens:
+        """Check the credentials and open a session.
+
+        The password is always verified against a bcrypt hash of the same cost — the user's
+        or a dummy one — so an unknown user and a wrong password take the same time.
+
+        Args:
+            login: The email or the username.
+            password: The plain password.
+
+        Returns:
+            The session's tokens.
+
+        Raises:
+            InvalidCredentials: Unknown user or wrong password.
+            NotConfirmed: Right password, unconfirmed email.
+        """
+        user = await self.users.get_by_login(login)
+        hashed = user.password_hash if user is not None else await dummy_hash(self.settings.bcrypt_rounds)
+        valid = await verify_password(password, hashed)
+        if user is None or not valid:
+            raise InvalidCredentials
+        if not user.confirmed:
+            raise NotConfirmed
+        session_id = uuid7()
+        tokens, refresh_hash, expires = self._tokens(user.id, session_id)
+        await self.repository.add(
+            UserSession(id=session_id, user_id=user.id, refresh_token_hash=refresh_hash, expires_at=expires)
+        )
+        await self.users.save(user.id)  # the cached user lists its live sessions
+        return tokens
+
+    async def refresh(self, refresh_token: str) -> Tokens:
+        """Rotate a refresh token: new tokens for the same session, the old token dead.
+
+        Presenting a refresh token that is no longer the session's current one means it was
+        copied: every session of the user is ended.
+
+        Args:
+            refresh_token: The current refresh token of a live session.
+
+        Returns:
+            New tokens.
+
+        Raises:
+            InvalidRefreshToken: Any reason the token cannot be used.
+        """
+        try:
+            claims = self._decode(refresh_token, Purpose.REFRESH)
+            session_id, user_id = UUID(str(claims.get("sid"))), UUID(claims["sub"])
+        except (InvalidToken, ValueError):
+            raise InvalidRefreshToken from None
+        row = await self.repository.get_one_or_none(id=session_id, user_id=user_id)
+        if row is None or row.revoked_at is not None:
+            raise InvalidRefreshToken
+        presented = token_hash(refresh_token)
+        if row.refresh_token_hash != presented:
+            revoked = await self.users.sessions.revoke(user_id)
+            await self.users.save(user_id)
+            logger.warning("refresh token re-used: ended %d session(s) of user %s", revoked, user_id)
+            raise InvalidRefreshToken
+        tokens, new_hash, expires = self._tokens(user_id, session_id)
+        if not await self.repository.rotate(session_id, presented, new_hash, expires):
+            # A concurrent refresh with the same token won the race (or the session just
+            # expired): this one fails; the winner's session lives on.
+            await self.repository.session.rollback()
+            raise InvalidRefreshToken
+        await self.users.save(user_id)
+        return tokens
+
+    async def logout(self, user_id: UUID, refresh_token: str) -> None:
+        """End the session a refresh token belongs to.
+
+        Args:
+            user_id: The authenticated user (the token must be theirs).
+            refresh_token: A refresh token of the session to end.
+
+        Raises:
+            InvalidRefreshToken: The token is unusable or not the user's.
+        """
+        try:
+            claims = self._decode(refresh_token, Purpose.REFRESH)
+            session_id = UUID(str(claims.get("sid")))
+        except (InvalidToken, ValueError):
+            raise InvalidRefreshToken from None
+        if claims["sub"] != str(user_id):
+            raise InvalidRefreshToken
+        await self.users.sessions.revoke(user_id, only=session_id)
+        await self.users.save(user_id)
+
+    # ------------------------------------------------------------------ passwords
+
+    async def request_reset(self, email: str) -> EmailMessage | None:
+        """The reset mail to send, if an account has this email."""
+        user = await self.users.get_by_email(email)
+        return None if user is None else self.reset_mail(user)
+
+    async def check_reset_token(self, token: str) -> User:
+        """The user a reset token is valid for.
+
+        Args:
+            token: The token from the mail.
+
+        Returns:
+            The user.
+
+        Raises:
+            InvalidLink: Invalid, expired, already used, or the password changed since.
+        """
+        user, claims = await self._user_of(token, Purpose.RESET_PASSWORD)
+        if claims.get("st") != reset_state(user):
+            raise InvalidLink
+        return user
+
+    async def reset_password(self, token: str, password: str) -> EmailMessage:
+        """Set a new password from a reset link; every session ends.
+
+        Args:
+            token: The token from the mail.
+            password: The new plain password.
+
+        Returns:
+            The "your password was changed" mail to send.
+
+        Raises:
+            InvalidLink: The token cannot be used.
+            WeakPassword: The password is refused.
+        """
+        user = await self.check_reset_token(token)
+        check_password(password)
+        await self.users.set_password(user, password)
+        return self.password_changed_mail(user)
+
+    async def change_password(
+        self, user_id: UUID, session_id: UUID | None, current_password: str, new_password: str
+    ) -> EmailMessage:
+        """Change the password of a logged-in user, keeping only their current session.
+
+        Args:
+            user_id: The user.
+            session_id: The session making the change (kept alive).
+            current_password: The password they have now.
+            new_password: The new password.
+
+        Returns:
+            The "your password was changed" mail to send.
+
+        Raises:
+            WrongPassword: ``current_password`` is wrong.
+            WeakPassword: The new password is refused.
+        """
+        user = await self.users.get(user_id)
+        if not await verify_password(current_password, user.password_hash):
+            raise WrongPassword
+        check_password(new_password, "new_password")
+        await self.users.set_password(user, new_password, keep_session=session_id)
+        return self.password_changed_mail(user)
+
+    # ------------------------------------------------------------------ helpers
+
+    async def _user_of(self, token: str, purpose: Purpose) -> tuple[User, dict[str, Any]]:
+        """The existing user a single-purpose link token names, and the token's claims."""
+        try:
+            claims = self._decode(token, purpose)
+            user_id = UUID(claims["sub"])
+        except (InvalidToken, ValueError):
+            raise InvalidLink from None
+        user = await self.users.get_one_or_none(id=user_id)
+        if user is None:
+            raise InvalidLink
+        return user, claims
+
+
+async def provide_auth_service(
+    db_session: AsyncSession, request: Request
+) -> AsyncGenerator[AuthService, None]:
+    """Dependency: an :class:`AuthService` on the request's database session.
+
+    Args:
+        db_session: The request's session (advanced-alchemy plugin).
+        request: The current request (for the store and the settings).
+
+    Yields:
+        The service.
+    """
+    async for users in provide_user_service(db_session, request):
+        yield AuthService(db_session, users=users, settings=request.app.state.settings)

@@ -1,0 +1,93 @@
+"""The mails the service sends, each as HTML and plain text from Jinja templates.
+
+Templates live in ``app/templates/mail/<name>.html`` and ``<name>.txt``; links are built
+from ``PUBLIC_BASE_URL`` so they point at the public address, not at the request's host.
+"""
+
+from __future__ import annotations
+
+from email.message import EmailMessage
+from email.utils import make_msgid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+if TYPE_CHECKING:
+    from app.config import Settings
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "mail"
+
+_env = Environment(
+    loader=FileSystemLoader(TEMPLATES),
+    autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
+    undefined=StrictUndefined,
+    keep_trailing_newline=True,
+)
+
+
+def render(template: str, settings: Settings, *, to: str, subject: str, **context: Any) -> EmailMessage:
+    """Build a mail from the ``template`` pair (``.txt`` and ``.html``).
+
+    Args:
+        template: The templates' base name in ``app/templates/mail``.
+        settings: The application settings (sender, public URL).
+        to: The recipient's address.
+        subject: The subject line.
+        **context: Values for the templates.
+
+    Returns:
+        A multipart/alternative message ready to send.
+    """
+    values = {"subject": subject, "base_url": settings.public_base_url.rstrip("/"), **context}
+    message = EmailMessage()
+    message["From"] = settings.mail_from
+    message["To"] = to
+    message["Subject"] = subject
+    message["Message-ID"] = make_msgid(domain="contacts.local")
+    message.set_content(_env.get_template(f"{template}.txt").render(values))
+    message.add_alternative(_env.get_template(f"{template}.html").render(values), subtype="html")
+    return message
+
+
+def link(settings: Settings, path: str) -> str:
+    """An absolute link to ``path`` under ``PUBLIC_BASE_URL``."""
+    return settings.public_base_url.rstrip("/") + path
+
+
+def confirm_email(settings: Settings, *, to: str, username: str, token: str) -> EmailMessage:
+    """The "confirm your email" mail, with the confirmation link."""
+    return render(
+        "confirm_email",
+        settings,
+        to=to,
+        subject="Confirm your email for Contacts API",
+        username=username,
+        link=link(settings, f"/api/auth/confirmed_email/{token}"),
+        hours=settings.confirm_token_hours,
+    )
+
+
+def reset_password(settings: Settings, *, to: str, username: str, token: str) -> EmailMessage:
+    """The "reset your password" mail, with the reset link."""
+    return render(
+        "reset_password",
+        settings,
+        to=to,
+        subject="Reset your Contacts API password",
+        username=username,
+        link=link(settings, f"/api/auth/confirm_update_password/{token}"),
+        minutes=settings.reset_token_minutes,
+    )
+
+
+def password_changed(settings: Settings, *, to: str, username: str) -> EmailMessage:
+    """The "your password was changed" notice."""
+    return render(
+        "password_changed",
+        settings,
+        to=to,
+        subject="Your Contacts API password was changed",
+        username=username,
+        link=link(settings, "/api/auth/update_password"),
+    )

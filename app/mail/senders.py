@@ -1,0 +1,151 @@
+"""Mail sender adapters, chosen once by :func:`make_mailer` in ``create_app``.
+
+* :class:`SmtpMailer` when ``SMTP_HOST`` is set (aiosmtplib; plain, STARTTLS or TLS).
+* :class:`LogMailer` otherwise: the development sender, which writes each mail — links
+  included, that is its purpose — to the ``app.mail`` logger at INFO.
+
+:func:`deliver` is what background tasks run: a few attempts with exponential backoff,
+failures logged and never raised (the request that queued the mail has long been answered).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Protocol
+
+import aiosmtplib
+
+if TYPE_CHECKING:
+    from email.message import EmailMessage
+
+    from app.config import Settings, SmtpTls
+
+logger = logging.getLogger("app.mail")
+
+
+class Mailer(Protocol):
+    """Something that sends a ready :class:`~email.message.EmailMessage`."""
+
+    async def send(self, message: EmailMessage) -> None:
+        """Send ``message`` or raise."""
+
+
+class SmtpMailer:
+    """Sends through an SMTP server with aiosmtplib."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        tls: SmtpTls = "starttls",
+        username: str | None = None,
+        password: str | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        """Configure the server.
+
+        Args:
+            host: The server's host name.
+            port: The server's port.
+            tls: ``none``, ``starttls`` (upgrade a plain connection) or ``ssl`` (TLS from the start).
+            username: Login user name, if the server wants one.
+            password: Login password.
+            timeout: Seconds to wait for the server at each step.
+        """
+        self.host = host
+        self.port = port
+        self.tls = tls
+        self.username = username
+        self.password = password
+        self.timeout = timeout
+
+    async def send(self, message: EmailMessage) -> None:
+        """Send ``message`` over a fresh connection.
+
+        Raises:
+            aiosmtplib.SMTPException: The server refused or could not be reached.
+        """
+        await aiosmtplib.send(
+            message,
+            hostname=self.host,
+            port=self.port,
+            username=self.username,
+            password=self.password,
+            use_tls=self.tls == "ssl",
+            start_tls=self.tls == "starttls",
+            timeout=self.timeout,
+        )
+
+
+class LogMailer:
+    """The development sender: writes each mail to the log instead of sending it."""
+
+    async def send(self, message: EmailMessage) -> None:
+        """Log the recipient, subject and plain-text body of ``message``."""
+        body = message.get_body(("plain",))
+        text = body.get_content() if body is not None else ""
+        logger.info("mail to %s: %s\n%s", message["To"], message["Subject"], text)
+
+
+def make_mailer(settings: Settings) -> Mailer:
+    """The sender for these settings: SMTP when ``SMTP_HOST`` is set, the log otherwise.
+
+    Args:
+        settings: The application settings.
+
+    Returns:
+        A :class:`Mailer`.
+    """
+    if settings.smtp_host:
+        return SmtpMailer(
+            settings.smtp_host,
+            settings.smtp_port,
+            tls=settings.smtp_tls,
+            username=settings.smtp_username,
+            password=settings.smtp_password,
+        )
+    return LogMailer()
+
+
+async def deliver(
+    mailer: Mailer, message: EmailMessage, *, attempts: int = 3, base_delay: float = 2.0
+) -> bool:
+    """Send ``message``, retrying with exponential backoff; never raises.
+
+    Args:
+        mailer: The sender.
+        message: The mail.
+        attempts: How many times to try in all.
+        base_delay: Seconds before the first retry; each next wait doubles.
+
+    Returns:
+        Whether the mail was sent.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            await mailer.send(message)
+        except Exception as exc:
+            if attempt == attempts:
+                logger.error(
+                    "mail %r to %s not sent after %d attempts (%s: %s)",
+                    message["Subject"],
+                    message["To"],
+                    attempts,
+                    type(exc).__name__,
+                    exc,
+                )
+                return False
+            delay = base_delay * 2 ** (attempt - 1)
+            logger.warning(
+                "mail %r: attempt %d failed (%s), retrying in %.2fs",
+                message["Subject"],
+                attempt,
+                type(exc).__name__,
+                delay,
+            )
+            await asyncio.sleep(delay)
+        else:
+            return True
+    return False  # attempts < 1: nothing tried

@@ -1,0 +1,55 @@
+"""Rate limits through the real app, on the configured store (memory or Redis)."""
+
+from collections.abc import Awaitable, Callable
+
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+from tests.conftest import TestUser
+
+UserFactory = Callable[..., Awaitable[TestUser]]
+
+
+async def test_me_is_rate_limited_per_client(
+    make_client: Callable[..., AsyncTestClient[Litestar]], user_factory: UserFactory
+) -> None:
+    user = await user_factory()
+    async with make_client(rate_limit_enabled=True, rate_limit_me_per_minute=3) as client:
+        for remaining in ("2", "1", "0"):
+            response = await client.get("/api/users/me", headers=user.headers)
+            assert response.status_code == 200
+            assert response.headers["ratelimit-remaining"] == remaining
+        limited = await client.get("/api/users/me", headers=user.headers)
+        assert limited.status_code == 429
+        assert 1 <= int(limited.headers["retry-after"]) <= 60
+        assert set(limited.json()) >= {"status_code", "detail"}
+        # Other routes keep working for that client.
+        assert (await client.get("/api/healthchecker")).status_code == 200
+
+
+async def test_the_limit_is_per_client_behind_a_trusted_proxy(
+    make_client: Callable[..., AsyncTestClient[Litestar]], user_factory: UserFactory
+) -> None:
+    user = await user_factory()
+    async with make_client(
+        rate_limit_enabled=True, rate_limit_me_per_minute=2, trusted_proxies=("testclient",)
+    ) as client:
+        alice = {**user.headers, "X-Forwarded-For": "203.0.113.10"}
+        bob = {**user.headers, "X-Forwarded-For": "203.0.113.20"}
+        assert [(await client.get("/api/users/me", headers=alice)).status_code for _ in range(3)] == [
+            200,
+            200,
+            429,
+        ]
+        assert (await client.get("/api/users/me", headers=bob)).status_code == 200
+
+
+async def test_rate_limit_can_be_turned_off(
+    make_client: Callable[..., AsyncTestClient[Litestar]], user_factory: UserFactory
+) -> None:
+    user = await user_factory()
+    async with make_client(rate_limit_enabled=False, rate_limit_me_per_minute=1) as client:
+        for _ in range(5):
+            response = await client.get("/api/users/me", headers=user.headers)
+            assert response.status_code == 200
+            assert "ratelimit-limit" not in response.headers

@@ -1,0 +1,379 @@
+"""Contacts routes: the current user's address book.
+
+Handlers parse the request, take the owner from the authenticated user and call one service
+method. A malformed contact id is a ``404`` like any id that names none of the user's contacts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated, Any
+from uuid import UUID
+
+import msgspec
+from litestar import Controller, Request, Response, Router, delete, get, patch, post, put
+from litestar.datastructures import UploadFile
+from litestar.di import NamedDependency, Provide
+from litestar.enums import RequestEncodingType
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import Body, Parameter, QueryParameter
+from litestar.response import Stream
+from litestar.status_codes import (
+    HTTP_201_CREATED,
+    HTTP_204_NO_CONTENT,
+    HTTP_400_BAD_REQUEST,
+    HTTP_401_UNAUTHORIZED,
+    HTTP_404_NOT_FOUND,
+    HTTP_409_CONFLICT,
+    HTTP_412_PRECONDITION_FAILED,
+    HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+    HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+)
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.config import Settings
+from app.contacts import exchange
+from app.contacts.schemas import (
+    Contact,
+    ContactBirthday,
+    ContactCreate,
+    ContactOrderBy,
+    ContactPage,
+    ContactSortOrder,
+    ContactUpdate,
+    ExportFormat,
+    ImportResult,
+)
+from app.contacts.service import ContactService, InvalidContactError, StaleContactError
+from app.errors import http_exception_handler
+from app.users.schemas import CurrentUser
+
+#: Room for the multipart framing (boundaries, part headers) around the imported file.
+MULTIPART_OVERHEAD = 16 * 1024
+
+ContactId = Annotated[str, Parameter(description="The contact's id (opaque).", max_length=64)]
+IfMatch = Annotated[
+    str | None,
+    Parameter(
+        header="If-Match",
+        description="Write only if the contact still has this ETag (else 412).",
+        required=False,
+    ),
+]
+Filter = Annotated[str | None, Parameter(max_length=254, required=False)]
+
+
+class _Error(msgspec.Struct):
+    """Litestar's error shape (for the OpenAPI schema)."""
+
+    status_code: int
+    detail: str
+    extra: dict[str, Any] | list[Any] | None = None
+
+
+def _error(description: str) -> ResponseSpec:
+    return ResponseSpec(data_container=_Error, description=description, generate_examples=False)
+
+
+_AUTH = {HTTP_401_UNAUTHORIZED: _error("Missing, invalid or expired access token")}
+_NOT_FOUND = {HTTP_404_NOT_FOUND: _error("No such contact among yours (or a malformed id)")}
+_INVALID = {HTTP_400_BAD_REQUEST: _error("Invalid body: the failing field is named in `extra`")}
+_CONFLICT = {HTTP_409_CONFLICT: _error("You already have a contact with this email")}
+_STALE = {HTTP_412_PRECONDITION_FAILED: _error("If-Match does not name the contact's current ETag")}
+
+
+@dataclass
+class ContactsUpload:
+    """The multipart form of an import."""
+
+    #: A vCard (3.0/4.0) file or a CSV file with the export's columns.
+    file: UploadFile
+
+
+def provide_contact_service(
+    db_session: NamedDependency[AsyncSession], settings: NamedDependency[Settings]
+) -> ContactService:
+    """The contacts service on the request's session.
+
+    Args:
+        db_session: The request's database session.
+        settings: The application settings.
+
+    Returns:
+        The service.
+    """
+    return ContactService(db_session, settings)
+
+
+def _contact_id(raw: str) -> UUID:
+    try:
+        return UUID(raw)
+    except ValueError:
+        # Ids are opaque to clients: a malformed one names no contact.
+        raise HTTPException(status_code=HTTP_404_NOT_FOUND, detail="Not found") from None
+
+
+def _invalid(request: Request[Any, Any, Any], exc: InvalidContactError) -> Response[Any]:
+    error = ValidationException(
+        detail=f"Validation failed for {request.method} {request.url.path}",
+        extra=[{"message": exc.message, "key": exc.field, "source": "body"}],
+    )
+    return http_exception_handler(request, error)
+
+
+def _stale(request: Request[Any, Any, Any], _exc: StaleContactError) -> Response[Any]:
+    error = HTTPException(
+        status_code=HTTP_412_PRECONDITION_FAILED,
+        detail="The contact has changed since this ETag: fetch it again",
+    )
+    return http_exception_handler(request, error)
+
+
+def _unreadable(request: Request[Any, Any, Any], exc: exchange.UnreadableFileError) -> Response[Any]:
+    return http_exception_handler(request, HTTPException(status_code=HTTP_400_BAD_REQUEST, detail=str(exc)))
+
+
+def _with_etag(contact: Contact, tag: str, status_code: int = 200) -> Response[Contact]:
+    return Response(contact, status_code=status_code, headers={"ETag": tag})
+
+
+class ContactController(Controller):
+    """CRUD, search, birthdays of the current user's contacts."""
+
+    path = "/api/contacts"
+    tags = ["contacts"]
+    dependencies = {"contacts": Provide(provide_contact_service, sync_to_thread=False)}
+    exception_handlers = {InvalidContactError: _invalid, StaleContactError: _stale}
+
+    @get(
+        "/",
+        summary="List and search contacts",
+        responses={**_AUTH, HTTP_400_BAD_REQUEST: _error("A query parameter is out of range")},
+    )
+    async def list_contacts(
+        self,
+        request: Request[CurrentUser, Any, Any],
+        contacts: NamedDependency[ContactService],
+        first_name: Filter = None,
+        last_name: Filter = None,
+        email: Filter = None,
+        q: Filter = None,
+        limit: Annotated[int, Parameter(ge=1, le=100, description="Page size (1-100).")] = 20,
+        offset: Annotated[int, Parameter(ge=0, description="Contacts to skip.")] = 0,
+        order_by: ContactOrderBy = "created_at",
+        sort_order: ContactSortOrder = "asc",
+    ) -> ContactPage:
+        """Your contacts a page at a time.
+
+        ``first_name``, ``last_name`` and ``email`` are case-insensitive substrings (any script;
+        ``%`` and ``_`` match themselves), combined with AND; ``q`` matches any of the three.
+        Contacts without a birthday come last when ordering by birthday.
+        """
+        return await contacts.list_contacts(
+            request.user.id,
+            first_name=first_name,
+            last_name=last_name,
+            email=email,
+            q=q,
+            order_by=order_by,
+            descending=sort_order == "desc",
+            limit=limit,
+            offset=offset,
+        )
+
+    @post(
+        "/",
+        summary="Create a contact",
+        status_code=HTTP_201_CREATED,
+        responses={**_AUTH, **_INVALID, **_CONFLICT},
+    )
+    async def create_contact(
+        self,
+        request: Request[CurrentUser, Any, Any],
+        data: ContactCreate,
+        contacts: NamedDependency[ContactService],
+    ) -> Response[Contact]:
+        """Add a contact. Names are trimmed, the email lower-cased, the phone number stored as E.164."""
+        contact, tag = await contacts.add_contact(request.user.id, data)
+        return _with_etag(contact, tag, HTTP_201_CREATED)
+
+    @get(
+        "/birthdays",
+        summary="Upcoming birthdays",
+        responses={**_AUTH, HTTP_400_BAD_REQUEST: _error("days is not between 0 and 365")},
+    )
+    async def birthdays(
+        self,
+        request: Request[CurrentUser, Any, Any],
+        contacts: NamedDependency[ContactService],
+        days: Annotated[int, Parameter(ge=0, le=365, description="Days ahead of today (0-365).")] = 7,
+    ) -> list[ContactBirthday]:
+        """Contacts whose birthday falls from today through ``days`` ahead, soonest first.
+
+        "Today" is in the configured time zone; the window wraps the new year; a 29 February
+        birthday is celebrated on 28 February in common years.
+        """
+        return await contacts.upcoming_birthdays(request.user.id, days)
+
+    @get(
+        "/export",
+        summary="Export contacts (vCard 4.0 or CSV)",
+        responses={
+            **_AUTH,
+            HTTP_400_BAD_REQUEST: _error("format is neither vcard nor csv"),
+        },
+    )
+    async def export_contacts(
+        self,
+        request: Request[CurrentUser, Any, Any],
+        export_format: Annotated[
+            ExportFormat, QueryParameter(name="format", description="`vcard` (4.0, default) or `csv`.")
+        ] = "vcard",
+    ) -> Stream:
+        """Every one of your contacts, streamed as ``text/vcard`` or ``text/csv``."""
+        batches = ContactService.export_batches(request.app.state.db_config, request.user.id)
+
+        async def body() -> AsyncIterator[str]:
+            if export_format == "csv":
+                yield exchange.csv_header()
+            async for batch in batches:
+                if export_format == "csv":
+                    yield exchange.csv_rows(batch)
+                else:
+                    yield "".join(exchange.vcard(contact) for contact in batch)
+
+        media_type, name = (
+            ("text/csv; charset=utf-8", "contacts.csv")
+            if export_format == "csv"
+            else ("text/vcard; charset=utf-8", "contacts.vcf")
+        )
+        return Stream(
+            body(), media_type=media_type, headers={"Content-Disposition": f'attachment; filename="{name}"'}
+        )
+
+    @get("/{contact_id:str}", summary="Get a contact", responses={**_AUTH, **_NOT_FOUND})
+    async def get_contact(
+        self,
+        request: Request[CurrentUser, Any, Any],
+        contact_id: ContactId,
+        contacts: NamedDependency[ContactService],
+    ) -> Response[Contact]:
+        """One of your contacts, with its ``ETag``."""
+        contact, tag = await contacts.get_contact(request.user.id, _contact_id(contact_id))
+        return _with_etag(contact, tag)
+
+    @put(
+        "/{contact_id:str}",
+        summary="Replace a contact",
+        responses={**_AUTH, **_INVALID, **_NOT_FOUND, **_CONFLICT, **_STALE},
+    )
+    async def replace_contact(
+        self,
+        request: Request[CurrentUser, Any, Any],
+        contact_id: ContactId,
+        data: ContactCreate,
+        contacts: NamedDependency[ContactService],
+        if_match: IfMatch = None,
+    ) -> Response[Contact]:
+        """Replace every field: optional fields left out are cleared."""
+        contact, tag = await contacts.replace_contact(
+            request.user.id, _contact_id(contact_id), data, if_match
+        )
+        return _with_etag(contact, tag)
+
+    @patch(
+        "/{contact_id:str}",
+        summary="Change some fields of a contact",
+        responses={**_AUTH, **_INVALID, **_NOT_FOUND, **_CONFLICT, **_STALE},
+    )
+    async def update_contact(
+        self,
+        request: Request[CurrentUser, Any, Any],
+        contact_id: ContactId,
+        data: ContactUpdate,
+        contacts: NamedDependency[ContactService],
+        if_match: IfMatch = None,
+    ) -> Response[Contact]:
+        """Change only the fields present; ``null`` clears ``birthday`` or ``additional_data``."""
+        contact, tag = await contacts.patch_contact(request.user.id, _contact_id(contact_id), data, if_match)
+        return _with_etag(contact, tag)
+
+    @delete(
+        "/{contact_id:str}",
+        summary="Delete a contact",
+        status_code=HTTP_204_NO_CONTENT,
+        responses={**_AUTH, **_NOT_FOUND},
+    )
+    async def delete_contact(
+        self,
+        request: Request[CurrentUser, Any, Any],
+        contact_id: ContactId,
+        contacts: NamedDependency[ContactService],
+    ) -> None:
+        """Delete one of your contacts."""
+        await contacts.remove_contact(request.user.id, _contact_id(contact_id))
+
+
+class ContactImportController(Controller):
+    """The import; registered under a router carrying the import's size limit."""
+
+    path = "/api/contacts"
+    tags = ["contacts"]
+    dependencies = {"contacts": Provide(provide_contact_service, sync_to_thread=False)}
+    exception_handlers = {
+        InvalidContactError: _invalid,
+        exchange.UnreadableFileError: _unreadable,
+    }
+
+    @post(
+        "/import",
+        summary="Import contacts (vCard or CSV)",
+        status_code=200,
+        responses={
+            **_AUTH,
+            HTTP_400_BAD_REQUEST: _error(
+                "Not a multipart form with a `file` field, or not vCard/CSV UTF-8 text"
+            ),
+            HTTP_413_REQUEST_ENTITY_TOO_LARGE: _error("The file is larger than IMPORT_MAX_BYTES"),
+            HTTP_415_UNSUPPORTED_MEDIA_TYPE: _error("The body is not multipart/form-data"),
+        },
+    )
+    async def import_contacts(
+        self,
+        request: Request[CurrentUser, Any, Any],
+        data: Annotated[ContactsUpload, Body(media_type=RequestEncodingType.MULTI_PART)],
+        contacts: NamedDependency[ContactService],
+        settings: NamedDependency[Settings],
+    ) -> ImportResult:
+        """Add the contacts of a vCard (3.0/4.0, as phones and Google export them) or CSV file.
+
+        Bad entries are reported with their line and the good ones kept; an entry whose email
+        you already have is skipped, so importing the same file twice creates nothing new.
+        """
+        if not isinstance(data.file, UploadFile):
+            raise ValidationException("The field `file` must be a file", extra=[{"key": "file"}])
+        content = await data.file.read(settings.import_max_bytes + 1)
+        if len(content) > settings.import_max_bytes:
+            raise HTTPException(
+                status_code=HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+                detail=f"The file is larger than {settings.import_max_bytes} bytes",
+            )
+        return await contacts.import_file(request.user.id, content)
+
+
+def contacts_import_router(settings: Settings) -> Router:
+    """The import route, with a body limit sized for an import file instead of a JSON body.
+
+    Args:
+        settings: The application settings.
+
+    Returns:
+        A router holding :class:`ContactImportController`.
+    """
+    return Router(
+        path="/",
+        route_handlers=[ContactImportController],
+        request_max_body_size=settings.import_max_bytes + MULTIPART_OVERHEAD,
+    )

@@ -1,0 +1,263 @@
+"""vCard and CSV: writing the export, reading an import.
+
+The export writes vCard 4.0 (RFC 6350) by hand: the format is a handful of escaped, folded
+lines, and writing them directly keeps the stream cheap. Imports are read with ``vobject``,
+card by card, so one broken card is reported on its line and the others are still taken;
+it reads the vCard 3.0 that phones and Google Contacts export, and 4.0.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Iterable, Iterator
+from datetime import UTC, date
+from typing import Any
+
+import vobject
+
+from app.contacts.schemas import Contact
+
+#: The CSV export's columns; an import needs at least :data:`CSV_REQUIRED`.
+CSV_COLUMNS = (
+    "id",
+    "first_name",
+    "last_name",
+    "email",
+    "phone_number",
+    "birthday",
+    "additional_data",
+    "created_at",
+    "updated_at",
+)
+CSV_REQUIRED = ("first_name", "last_name", "email", "phone_number")
+#: The year Apple uses for a birthday without one (``X-APPLE-OMIT-YEAR=1604``); used for
+#: year-less vCard birthdays (``--MMDD``) too.
+NO_YEAR = 1604
+
+_FIELDS = ("first_name", "last_name", "email", "phone_number", "birthday", "additional_data")
+_BDAY = re.compile(r"^(?:(\d{4})-?|--)(\d{2})-?(\d{2})$")
+
+
+class UnreadableFileError(ValueError):
+    """The upload is neither a vCard file nor the export's CSV (or not UTF-8 text)."""
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace(",", "\\,").replace(";", "\\;")
+
+
+def _fold(line: str) -> str:
+    """Fold a content line at 75 octets without splitting a UTF-8 character (RFC 6350 3.2)."""
+    encoded = line.encode()
+    if len(encoded) <= 75:
+        return line + "\r\n"
+    parts, current, size, limit = [], [], 0, 75
+    for char in line:
+        width = len(char.encode())
+        if size + width > limit:
+            parts.append("".join(current))
+            current, size, limit = [], 0, 74  # continuation lines start with a space
+        current.append(char)
+        size += width
+    parts.append("".join(current))
+    return "\r\n ".join(parts) + "\r\n"
+
+
+def vcard(contact: Contact) -> str:
+    """One contact as a vCard 4.0.
+
+    Args:
+        contact: The contact.
+
+    Returns:
+        The card, CRLF line endings.
+    """
+    lines = [
+        "BEGIN:VCARD",
+        "VERSION:4.0",
+        f"UID:urn:uuid:{contact.id}",
+        f"FN:{_escape(f'{contact.first_name} {contact.last_name}')}",
+        f"N:{_escape(contact.last_name)};{_escape(contact.first_name)};;;",
+        f"EMAIL:{_escape(contact.email)}",
+        f"TEL;VALUE=uri;TYPE=cell:tel:{contact.phone_number}",
+    ]
+    if contact.birthday is not None:
+        lines.append(f"BDAY:{contact.birthday:%Y%m%d}")
+    if contact.additional_data:
+        lines.append(f"NOTE:{_escape(contact.additional_data)}")
+    lines += [f"REV:{contact.updated_at.astimezone(UTC):%Y%m%dT%H%M%SZ}", "END:VCARD"]
+    return "".join(_fold(line) for line in lines)
+
+
+def csv_header() -> str:
+    """The CSV export's header line."""
+    return _csv_line(CSV_COLUMNS)
+
+
+def csv_rows(contacts: Iterable[Contact]) -> str:
+    """Contacts as CSV lines in :data:`CSV_COLUMNS` order.
+
+    Args:
+        contacts: The contacts.
+
+    Returns:
+        The lines.
+    """
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    for c in contacts:
+        writer.writerow(
+            (
+                c.id,
+                c.first_name,
+                c.last_name,
+                c.email,
+                c.phone_number,
+                c.birthday.isoformat() if c.birthday else "",
+                c.additional_data or "",
+                c.created_at.isoformat(),
+                c.updated_at.isoformat(),
+            )
+        )
+    return buffer.getvalue()
+
+
+def _csv_line(values: Iterable[Any]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\r\n").writerow(values)
+    return buffer.getvalue()
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_entries(content: bytes) -> Iterator[tuple[int, dict[str, Any] | str]]:
+    """The entries of an import file, each with the line it starts on.
+
+    Args:
+        content: The uploaded file.
+
+    Yields:
+        ``(line, fields)`` for an entry that could be read (``fields`` still to be
+        validated), or ``(line, message)`` for one that could not.
+
+    Raises:
+        UnreadableFileError: Not UTF-8, or neither vCard nor CSV with the required columns.
+    """
+    try:
+        text = content.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        msg = "The file is not UTF-8 text"
+        raise UnreadableFileError(msg) from None
+    if text.lstrip().upper().startswith("BEGIN:VCARD"):
+        yield from _read_vcards(text)
+    else:
+        yield from _read_csv(text)
+
+
+def _read_csv(text: str) -> Iterator[tuple[int, dict[str, Any] | str]]:
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = [name.strip().lower() for name in next(reader, [])]
+    missing = [name for name in CSV_REQUIRED if name not in header]
+    if missing:
+        msg = f"Expected a vCard file or a CSV file with the columns {', '.join(CSV_COLUMNS)}"
+        raise UnreadableFileError(msg)
+    line = reader.line_num + 1
+    for record in reader:
+        if any(cell.strip() for cell in record):
+            if len(record) > len(header):
+                yield line, f"expected {len(header)} columns, found {len(record)}"
+            else:
+                row = dict(zip(header, record, strict=False))
+                yield (
+                    line,
+                    {
+                        name: (value.strip() or None) if name in {"birthday", "additional_data"} else value
+                        for name in _FIELDS
+                        if (value := row.get(name)) is not None
+                    },
+                )
+        line = reader.line_num + 1
+
+
+def _read_vcards(text: str) -> Iterator[tuple[int, dict[str, Any] | str]]:
+    start: int | None = None
+    card: list[str] = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        marker = raw.strip().upper()
+        if marker == "BEGIN:VCARD":
+            if start is not None:
+                yield start, "vCard without END:VCARD"
+            start, card = number, [raw]
+        elif start is not None:
+            card.append(raw)
+            if marker == "END:VCARD":
+                yield start, _vcard_fields("\r\n".join(card) + "\r\n")
+                start, card = None, []
+    if start is not None:
+        yield start, "vCard without END:VCARD"
+
+
+def _preferred(lines: list[Any], *types: str) -> Any:
+    """The line typed ``pref`` (or with a ``PREF`` parameter), else the first of ``types``, else the first."""
+
+    def kinds(line: Any) -> set[str]:
+        return {value.lower() for value in line.params.get("TYPE", [])}
+
+    for line in lines:
+        if "pref" in kinds(line) or "PREF" in line.params:
+            return line
+    for wanted in types:
+        for line in lines:
+            if wanted in kinds(line):
+                return line
+    return lines[0]
+
+
+def _text(value: Any) -> str:
+    return " ".join(value).strip() if isinstance(value, list) else str(value or "").strip()
+
+
+def _vcard_fields(card: str) -> dict[str, Any] | str:
+    """The contact fields of one vCard, or why it cannot be read."""
+    try:
+        component = vobject.readOne(card)
+        contents = component.contents
+        fields: dict[str, Any] = {}
+        if "n" in contents:
+            name = contents["n"][0].value
+            fields["first_name"], fields["last_name"] = _text(name.given), _text(name.family)
+        if not fields.get("first_name") and not fields.get("last_name") and "fn" in contents:
+            first, _, last = _text(contents["fn"][0].value).partition(" ")
+            fields["first_name"], fields["last_name"] = first, last.strip()
+        for key in ("first_name", "last_name"):
+            if not fields.get(key):
+                fields.pop(key, None)
+        if "email" in contents:
+            fields["email"] = _text(_preferred(contents["email"], "internet").value)
+        if "tel" in contents:
+            number = _text(_preferred(contents["tel"], "cell", "mobile").value)
+            number = number.removeprefix("tel:").split(";")[0]
+            fields["phone_number"] = re.sub(r"[./]", " ", number).strip()
+        if "bday" in contents:
+            fields["birthday"] = _birthday(_text(contents["bday"][0].value))
+        if "note" in contents:
+            fields["additional_data"] = _text(contents["note"][0].value) or None
+    except Exception as exc:  # vobject raises many kinds: each means a bad card
+        return f"cannot read this vCard: {exc}".strip()
+    return fields
+
+
+def _birthday(value: str) -> str:
+    """A vCard ``BDAY`` (``1990-05-17``, ``19900517``, ``--0517``, with or without a time) as ISO."""
+    match = _BDAY.match(value.split("T")[0].strip())
+    if match is None:
+        msg = f"unreadable BDAY {value!r}"
+        raise ValueError(msg)
+    year, month, day = match.groups()
+    return date(int(year or NO_YEAR), int(month), int(day)).isoformat()

@@ -1,0 +1,276 @@
+"""Every SQL statement about contacts, each one scoped to its owner.
+
+No method here can read, change or delete a contact without the owner's id in its
+``WHERE`` clause: another user's contact is simply not found, exactly like a missing one.
+Statements select plain columns (no ORM identity map, no lazy loads), so a row maps
+straight onto the response Struct, and a single contact costs one statement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from advanced_alchemy.exceptions import wrap_sqlalchemy_exception
+from advanced_alchemy.repository import SQLAlchemyAsyncRepository
+from sqlalchemy import and_, case, delete, func, insert, or_, select, update
+
+from app.contacts.models import Contact, derived_columns, fold
+
+if TYPE_CHECKING:
+    from sqlalchemy import ColumnElement, Row
+
+#: The columns a response is built from, in the order of the ``Contact`` Struct, then the version.
+COLUMNS = (
+    Contact.id,
+    Contact.first_name,
+    Contact.last_name,
+    Contact.email,
+    Contact.phone_number,
+    Contact.birthday,
+    Contact.additional_data,
+    Contact.created_at,
+    Contact.updated_at,
+    Contact.version,
+)
+
+#: ``order_by`` values → the column sorted on (names sort case-insensitively, by their folded form).
+ORDER_COLUMNS: dict[str, Any] = {
+    "first_name": Contact.first_name_search,
+    "last_name": Contact.last_name_search,
+    "birthday": Contact.birthday,
+    "created_at": Contact.created_at,
+}
+
+
+def _like_pattern(value: str) -> str:
+    r"""A ``LIKE`` pattern matching ``value`` anywhere, with ``\\ % _`` matching themselves."""
+    escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def _contains(column: Any, value: str) -> ColumnElement[bool]:
+    # The pattern is one bound value (not '%' || :v || '%'), so PostgreSQL can plan the
+    # trigram index for it.
+    return column.like(_like_pattern(value), escape="\\")
+
+
+class ContactRepository(SQLAlchemyAsyncRepository[Contact]):
+    """Owner-scoped queries on ``contacts``."""
+
+    model_type = Contact
+
+    def _wrap(self) -> Any:
+        """Map driver errors to advanced-alchemy's (a duplicate email becomes ``DuplicateKeyError``)."""
+        return wrap_sqlalchemy_exception(dialect_name=self.session.get_bind().dialect.name)
+
+    async def get_row(self, owner_id: UUID, contact_id: UUID) -> Row[Any] | None:
+        """One contact of ``owner_id`` (``COLUMNS``), or ``None``.
+
+        Args:
+            owner_id: The owner.
+            contact_id: The contact.
+
+        Returns:
+            The row, or ``None`` when missing or someone else's.
+        """
+        statement = select(*COLUMNS).where(Contact.id == contact_id, Contact.owner_id == owner_id)
+        return (await self.session.execute(statement)).first()
+
+    async def exists(self, owner_id: UUID, contact_id: UUID) -> bool:
+        """Whether ``owner_id`` has the contact ``contact_id``."""
+        statement = select(Contact.id).where(Contact.id == contact_id, Contact.owner_id == owner_id)
+        return (await self.session.execute(statement)).first() is not None
+
+    async def page(
+        self,
+        owner_id: UUID,
+        *,
+        first_name: str | None = None,
+        last_name: str | None = None,
+        email: str | None = None,
+        q: str | None = None,
+        order_by: str = "created_at",
+        descending: bool = False,
+        limit: int = 20,
+        offset: int = 0,
+    ) -> tuple[Sequence[Row[Any]], int]:
+        """One page of the owner's contacts and the total matching the filters (two statements).
+
+        Filters are case-insensitive substrings combined with ``AND``; ``q`` matches any of
+        the three fields. Contacts without a birthday sort last in both directions.
+
+        Args:
+            owner_id: The owner.
+            first_name: Substring of the first name.
+            last_name: Substring of the last name.
+            email: Substring of the email.
+            q: Substring of any of them.
+            order_by: A key of :data:`ORDER_COLUMNS`.
+            descending: Sort descending.
+            limit: Page size.
+            offset: Rows skipped.
+
+        Returns:
+            The page's rows (``COLUMNS``) and the total.
+        """
+        where: list[ColumnElement[bool]] = [Contact.owner_id == owner_id]
+        if first_name:
+            where.append(_contains(Contact.first_name_search, fold(first_name)))
+        if last_name:
+            where.append(_contains(Contact.last_name_search, fold(last_name)))
+        if email:
+            where.append(_contains(Contact.email, email.lower()))
+        if q:
+            where.append(
+                or_(
+                    _contains(Contact.first_name_search, fold(q)),
+                    _contains(Contact.last_name_search, fold(q)),
+                    _contains(Contact.email, q.lower()),
+                )
+            )
+        column = ORDER_COLUMNS[order_by]
+        ordering = [column.desc() if descending else column.asc()]
+        if order_by == "birthday":
+            ordering = [ordering[0].nulls_last()]
+        ordering.append(Contact.id.desc() if descending else Contact.id.asc())
+
+        total = (
+            await self.session.execute(select(func.count()).select_from(Contact).where(*where))
+        ).scalar_one()
+        if total <= offset:
+            return [], total
+        rows = (
+            await self.session.execute(
+                select(*COLUMNS).where(*where).order_by(*ordering).limit(limit).offset(offset)
+            )
+        ).all()
+        return rows, total
+
+    async def insert(self, owner_id: UUID, values: dict[str, Any]) -> Row[Any]:
+        """Insert a contact for ``owner_id`` and return it (one statement).
+
+        Args:
+            owner_id: The owner.
+            values: The contact's fields (derived columns are added here).
+
+        Returns:
+            The new row (``COLUMNS``).
+
+        Raises:
+            DuplicateKeyError: The owner already has a contact with this email.
+        """
+        statement = (
+            insert(Contact).values(owner_id=owner_id, **derived_columns(dict(values))).returning(*COLUMNS)
+        )
+        with self._wrap():
+            return (await self.session.execute(statement)).one()
+
+    async def insert_many(self, owner_id: UUID, rows: Iterable[dict[str, Any]]) -> None:
+        """Insert many contacts for ``owner_id`` in one batch (the import).
+
+        Args:
+            owner_id: The owner.
+            rows: Each contact's fields.
+
+        Raises:
+            DuplicateKeyError: An email is taken (the caller filters duplicates first).
+        """
+        values = [{"owner_id": owner_id, **derived_columns(dict(row))} for row in rows]
+        if not values:
+            return
+        with self._wrap():
+            await self.session.execute(insert(Contact), values)
+
+    async def update_row(
+        self, owner_id: UUID, contact_id: UUID, values: dict[str, Any], versions: set[int] | None = None
+    ) -> Row[Any] | None:
+        """Change a contact of ``owner_id`` in one conditional statement and return it.
+
+        With ``versions`` (from ``If-Match``) the row only changes if its version is one of
+        them, so two writers holding the same ETag cannot both win.
+
+        Args:
+            owner_id: The owner.
+            contact_id: The contact.
+            values: The fields to set.
+            versions: The versions the caller says it has seen, or ``None`` for no condition.
+
+        Returns:
+            The updated row (``COLUMNS``), or ``None`` if nothing matched (missing, not the
+            owner's, or stale).
+
+        Raises:
+            DuplicateKeyError: The new email is taken by another of the owner's contacts.
+        """
+        where = [Contact.id == contact_id, Contact.owner_id == owner_id]
+        if versions is not None:
+            where.append(Contact.version.in_(versions))
+        statement = (
+            update(Contact)
+            .where(*where)
+            .values(version=Contact.version + 1, **derived_columns(dict(values)))
+            .returning(*COLUMNS)
+        )
+        with self._wrap():
+            return (await self.session.execute(statement)).first()
+
+    async def delete_row(self, owner_id: UUID, contact_id: UUID) -> bool:
+        """Delete a contact of ``owner_id``.
+
+        Returns:
+            Whether a contact was deleted.
+        """
+        statement = (
+            delete(Contact)
+            .where(Contact.id == contact_id, Contact.owner_id == owner_id)
+            .returning(Contact.id)
+        )
+        return (await self.session.execute(statement)).first() is not None
+
+    async def birthdays(self, owner_id: UUID, ranges: Sequence[tuple[int, int]]) -> Sequence[Row[Any]]:
+        """The owner's contacts whose month-day key falls in ``ranges``, in calendar order.
+
+        ``ranges`` are ``(first, last)`` month-day keys, in the order the days come: the
+        first starts today, a second one (after a new year) starts on 1 January. Rows of the
+        first range come first, each range sorted by month-day.
+
+        Args:
+            owner_id: The owner.
+            ranges: One or two inclusive month-day ranges.
+
+        Returns:
+            The rows (``COLUMNS``).
+        """
+        md = Contact.birthday_md
+        matches = [md.between(low, high) for low, high in ranges]
+        start = ranges[0][0]
+        statement = (
+            select(*COLUMNS)
+            .where(Contact.owner_id == owner_id, or_(*matches) if len(matches) > 1 else matches[0])
+            .order_by(case((md >= start, 0), else_=1), md, Contact.last_name_search, Contact.id)
+        )
+        return (await self.session.execute(statement)).all()
+
+    async def emails(self, owner_id: UUID) -> set[str]:
+        """Every email the owner's contacts use (import de-duplication)."""
+        statement = select(Contact.email).where(Contact.owner_id == owner_id)
+        return set((await self.session.execute(statement)).scalars())
+
+    async def batch_after(self, owner_id: UUID, after: UUID | None, size: int) -> Sequence[Row[Any]]:
+        """The next ``size`` contacts of the owner by id, after ``after`` (keyset paging for export).
+
+        Args:
+            owner_id: The owner.
+            after: The last id of the previous batch, or ``None`` for the first.
+            size: Batch size.
+
+        Returns:
+            The rows (``COLUMNS``).
+        """
+        where = [Contact.owner_id == owner_id]
+        if after is not None:
+            where.append(Contact.id > after)
+        statement = select(*COLUMNS).where(and_(*where)).order_by(Contact.id).limit(size)
+        return (await self.session.execute(statement)).all()

@@ -1,0 +1,161 @@
+"""Contact DTOs (msgspec Structs) and the input rules the contract sets.
+
+Structs validate shape and limits while the body is decoded (a failure is a ``400`` naming
+the field); ``__post_init__`` then normalises what the contract says is stored normalised
+(trimmed names, lower-cased email, canonical phone number).
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated, Literal
+from uuid import UUID
+
+import msgspec
+import phonenumbers
+
+#: Letters a phone number may be written with.
+PHONE_PATTERN = r"^[0-9 +\-()]+$"
+#: A pragmatic address check: something@domain.tld, no spaces or control characters.
+EMAIL_PATTERN = r"^\s*[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f.]+(\.[^@\s\x00-\x1f\x7f.]+)+\s*$"
+#: Digits a phone number needs at least, whatever its punctuation.
+MIN_PHONE_DIGITS = 5
+
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=50, examples=["Ada"])]
+Email = Annotated[str, msgspec.Meta(max_length=254, pattern=EMAIL_PATTERN, examples=["ada@example.com"])]
+Phone = Annotated[
+    str, msgspec.Meta(min_length=7, max_length=20, pattern=PHONE_PATTERN, examples=["+380 50 123 4567"])
+]
+Note = Annotated[str, msgspec.Meta(max_length=500)]
+
+ContactOrderBy = Literal["first_name", "last_name", "birthday", "created_at"]
+ContactSortOrder = Literal["asc", "desc"]
+ExportFormat = Literal["vcard", "csv"]
+
+
+def normalize_phone(raw: str, region: str) -> str:
+    """The canonical form of a phone number: E.164 when the number allows it.
+
+    A number ``phonenumbers`` cannot read as a possible number (in ``region`` when it has no
+    country code) is kept as its digits, with a leading ``+`` if it had one.
+
+    Args:
+        raw: The number as written (digits, spaces, ``+ - ( )``).
+        region: Region for numbers written without a country code.
+
+    Returns:
+        The stored form.
+
+    Raises:
+        ValueError: The number has too few digits to be one.
+    """
+    digits = "".join(ch for ch in raw if ch.isdigit())
+    if len(digits) < MIN_PHONE_DIGITS:
+        msg = f"phone_number: needs at least {MIN_PHONE_DIGITS} digits"
+        raise ValueError(msg)
+    try:
+        number = phonenumbers.parse(raw, region)
+    except phonenumbers.NumberParseException:
+        number = None
+    if number is not None and phonenumbers.is_possible_number(number):
+        return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return ("+" if raw.strip().startswith("+") else "") + digits
+
+
+def normalize_name(field: str, value: str) -> str:
+    """Trim a name; it must keep at least one character.
+
+    Raises:
+        ValueError: Nothing but spaces.
+    """
+    value = value.strip()
+    if not value:
+        msg = f"{field}: must not be blank"
+        raise ValueError(msg)
+    return value
+
+
+class _ContactFields(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The writable fields, all present (create and full replace)."""
+
+    first_name: Name
+    last_name: Name
+    email: Email
+    phone_number: Phone
+    birthday: date | None = None
+    additional_data: Note | None = None
+
+    def __post_init__(self) -> None:
+        self.first_name = normalize_name("first_name", self.first_name)
+        self.last_name = normalize_name("last_name", self.last_name)
+        self.email = self.email.strip().lower()
+
+
+class ContactCreate(_ContactFields, forbid_unknown_fields=True, kw_only=True):
+    """A new contact (``POST``), also the body of a full replace (``PUT``).
+
+    ``phone_number`` is normalised by the service (the default region is a setting).
+    """
+
+
+class ContactUpdate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A partial update (``PATCH``): only the fields present change; ``null`` clears an optional one."""
+
+    first_name: Name | msgspec.UnsetType = msgspec.UNSET
+    last_name: Name | msgspec.UnsetType = msgspec.UNSET
+    email: Email | msgspec.UnsetType = msgspec.UNSET
+    phone_number: Phone | msgspec.UnsetType = msgspec.UNSET
+    birthday: date | msgspec.UnsetType | None = msgspec.UNSET
+    additional_data: Note | msgspec.UnsetType | None = msgspec.UNSET
+
+    def __post_init__(self) -> None:
+        if self.first_name is not msgspec.UNSET:
+            self.first_name = normalize_name("first_name", self.first_name)
+        if self.last_name is not msgspec.UNSET:
+            self.last_name = normalize_name("last_name", self.last_name)
+        if self.email is not msgspec.UNSET:
+            self.email = self.email.strip().lower()
+
+
+class Contact(msgspec.Struct, kw_only=True):
+    """A contact as the API shows it."""
+
+    id: UUID
+    first_name: str
+    last_name: str
+    email: str
+    phone_number: str
+    birthday: date | None
+    additional_data: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class ContactBirthday(Contact, kw_only=True):
+    """A contact in the birthdays list, with the date of its next birthday (today or later)."""
+
+    next_birthday: date
+
+
+class ContactPage(msgspec.Struct, kw_only=True):
+    """One page of contacts."""
+
+    items: list[Contact]
+    total: int
+    limit: int
+    offset: int
+
+
+class ImportRowError(msgspec.Struct, kw_only=True):
+    """Why one entry of an import file was not taken."""
+
+    line: int
+    detail: str
+
+
+class ImportResult(msgspec.Struct, kw_only=True):
+    """The outcome of an import."""
+
+    created: int
+    skipped: int
+    errors: list[ImportRowError]

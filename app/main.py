@@ -20,6 +20,7 @@ from litestar.template import TemplateConfig
 from app import __version__, cache
 from app.auth.controller import AuthController, PasswordController
 from app.config import Settings, get_settings
+from app.contacts.controller import ContactController, contacts_import_router
 from app.db import make_db_config, migrate_on_startup
 from app.errors import EXCEPTION_HANDLERS
 from app.health.controller import HealthController
@@ -62,6 +63,7 @@ def route_handlers() -> list[ControllerRouterHandler]:
         AuthController,
         UsersController,
         PasswordController,
+        ContactController,
     ]
     return handlers
 
@@ -97,6 +99,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         route_handlers=[
             *route_handlers(),
             avatar_router(settings),
+            contacts_import_router(settings),
             *media_route_handlers(avatar_storage),
             static_files_router(),
         ],

@@ -1,0 +1,70 @@
+"""Password hashing (bcrypt over a SHA-256 prehash) and the password policy."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.security.password_policy import MAX_LENGTH, MIN_LENGTH, common_passwords, password_problem
+from app.security.passwords import hash_password, hash_password_sync, verify_password, verify_password_sync
+
+
+async def test_hash_and_verify() -> None:
+    hashed = await hash_password("a fine passphrase", 4)
+
+    assert hashed.startswith("$2b$04$")
+    assert "a fine passphrase" not in hashed
+    assert await verify_password("a fine passphrase", hashed)
+    assert not await verify_password("a fine passphrasE", hashed)
+
+
+def test_salted_hashes_differ() -> None:
+    assert hash_password_sync("same password", 4) != hash_password_sync("same password", 4)
+
+
+def test_passwords_differing_after_byte_72_are_different() -> None:
+    base = "x" * 72
+    hashed = hash_password_sync(base + "A", 4)
+
+    assert verify_password_sync(base + "A", hashed)
+    assert not verify_password_sync(base + "B", hashed)
+    assert not verify_password_sync(base, hashed)
+
+
+def test_unicode_passwords_work() -> None:
+    hashed = hash_password_sync("пароль-довгий-🙂", 4)
+    assert verify_password_sync("пароль-довгий-🙂", hashed)
+
+
+@pytest.mark.parametrize("broken", ["", "not a hash", "$2b$04$short"])
+def test_a_broken_hash_never_verifies(broken: str) -> None:
+    assert verify_password_sync("anything", broken) is False
+
+
+@pytest.mark.parametrize(
+    ("password", "problem"),
+    [
+        ("a" * (MIN_LENGTH - 1), "at least"),
+        ("a" * (MAX_LENGTH + 1), "at most"),
+        ("password123", "too common"),
+        ("PassWord123", "too common"),
+        ("qwertyuiop", "too common"),
+        ("12345678", "too common"),
+    ],
+)
+def test_policy_refuses(password: str, problem: str) -> None:
+    message = password_problem(password)
+    assert message is not None
+    assert problem in message
+
+
+@pytest.mark.parametrize("password", ["k7#Lm2pQ", "b" * MAX_LENGTH, "correct horse battery staple"])
+def test_policy_accepts(password: str) -> None:
+    assert password_problem(password) is None
+
+
+def test_the_bundled_list_is_loaded_lower_cased_without_comments() -> None:
+    words = common_passwords()
+
+    assert len(words) > 200
+    assert "password" in words
+    assert all(word == word.lower() and not word.startswith("#") for word in words)

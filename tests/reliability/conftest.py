@@ -21,6 +21,16 @@ async def client(settings: Settings) -> AsyncIterator[AppClient]:
 
 
 @pytest.fixture
+def in_app_loop() -> Callable[..., Any]:
+    """Override: the app already runs on the test's loop, so coroutines run right here."""
+
+    async def run(fn: Callable[..., Any], *args: Any) -> Any:
+        return await fn(*args)
+
+    return run
+
+
+@pytest.fixture
 def serve_with(settings: Settings) -> Callable[..., Any]:
     """Factory: ``async with serve_with(**setting_overrides) as client`` (in-loop app)."""
 

@@ -1,0 +1,205 @@
+"""Mail: the SMTP and log senders, retries with backoff, the messages, and that a mail
+failure never fails the request that queued it."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Callable, Iterator
+from email.message import EmailMessage
+
+import msgspec
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+from app.config import Settings
+from app.mail import messages
+from app.mail.senders import LogMailer, SmtpMailer, deliver, make_mailer
+from tests.conftest import SmtpServer
+
+
+def sample(to: str = "ada@example.com") -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = "Contacts API <no-reply@contacts.local>"
+    message["To"] = to
+    message["Subject"] = "Hello"
+    message.set_content("plain body http://example.com/x")
+    message.add_alternative("<p>html body</p>", subtype="html")
+    return message
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Flaky:
+    """A sender that fails ``failures`` times before it works."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.calls: list[float] = []
+
+    async def send(self, message: EmailMessage) -> None:
+        self.calls.append(time.perf_counter())
+        if len(self.calls) <= self.failures:
+            raise ConnectionError("server down")
+
+
+# --------------------------------------------------------------------------- senders
+
+
+def test_make_mailer_follows_the_settings(settings: Settings) -> None:
+    assert isinstance(make_mailer(settings), LogMailer)
+    smtp = make_mailer(
+        msgspec.structs.replace(
+            settings,
+            smtp_host="mail.local",
+            smtp_port=465,
+            smtp_tls="ssl",
+            smtp_username="u",
+            smtp_password="p",
+        )
+    )
+    assert isinstance(smtp, SmtpMailer)
+    assert (smtp.host, smtp.port, smtp.tls, smtp.username, smtp.password) == (
+        "mail.local",
+        465,
+        "ssl",
+        "u",
+        "p",
+    )
+
+
+async def test_smtp_mailer_delivers_to_a_real_server(smtp_server: SmtpServer) -> None:
+    mailer = SmtpMailer(smtp_server.host, smtp_server.port, tls="none")
+
+    await mailer.send(sample())
+
+    (received,) = await smtp_server.sink.wait_for(1)
+    assert received["To"] == "ada@example.com"
+    assert smtp_server.sink.text(received).startswith("plain body")
+    assert smtp_server.sink.html(received).startswith("<p>html body")
+
+
+async def test_smtp_mailer_raises_when_the_server_is_gone() -> None:
+    mailer = SmtpMailer("127.0.0.1", closed_port(), tls="none", timeout=2)
+    with pytest.raises(Exception):  # noqa: B017, PT011 - aiosmtplib's connection error
+        await mailer.send(sample())
+
+
+class Records(logging.Handler):
+    """Collects the records of one logger (the app's loggers do not propagate)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def mail_log() -> Iterator[Records]:
+    logger = logging.getLogger("app.mail")
+    handler, level = Records(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+async def test_log_mailer_writes_the_mail_to_the_app_mail_logger(mail_log: Records) -> None:
+    await LogMailer().send(sample())
+
+    (record,) = mail_log.records
+    assert record.levelno == logging.INFO
+    assert "ada@example.com" in record.getMessage()
+    assert "http://example.com/x" in record.getMessage()
+
+
+# --------------------------------------------------------------------------- retries
+
+
+async def test_deliver_retries_with_exponential_backoff() -> None:
+    flaky = Flaky(failures=2)
+
+    assert await deliver(flaky, sample(), attempts=3, base_delay=0.05) is True
+
+    assert len(flaky.calls) == 3
+    first_wait = flaky.calls[1] - flaky.calls[0]
+    second_wait = flaky.calls[2] - flaky.calls[1]
+    assert first_wait >= 0.05
+    assert second_wait >= 0.1  # doubled
+
+
+async def test_deliver_gives_up_logs_and_never_raises(mail_log: Records) -> None:
+    flaky = Flaky(failures=10)
+
+    sent = await deliver(flaky, sample(), attempts=3, base_delay=0)
+
+    assert sent is False
+    assert len(flaky.calls) == 3
+    assert [r.levelname for r in mail_log.records] == ["WARNING", "WARNING", "ERROR"]
+    assert "not sent after 3 attempts" in mail_log.records[-1].getMessage()
+
+
+async def test_deliver_with_no_attempts_sends_nothing() -> None:
+    flaky = Flaky(failures=0)
+    assert await deliver(flaky, sample(), attempts=0) is False
+    assert flaky.calls == []
+
+
+async def test_a_mail_outage_never_fails_the_request(
+    make_client: Callable[..., AsyncTestClient[Litestar]], mail_log: Records
+) -> None:
+    settings = {"smtp_host": "127.0.0.1", "smtp_port": closed_port(), "smtp_tls": "none"}
+    async with make_client(**settings, mail_attempts=2, mail_retry_seconds=0) as client:
+        response = await client.post(
+            "/api/auth/register",
+            json={"username": "ada", "email": "ada@example.com", "password": "a long enough passphrase"},
+        )
+        assert response.status_code == 201
+        again = await client.post("/api/auth/request_email", json={"email": "ada@example.com"})
+        assert again.status_code == 202
+
+    failures = [r.getMessage() for r in mail_log.records if r.levelname == "ERROR"]
+    assert len(failures) == 2
+    assert all("not sent after 2 attempts" in message for message in failures)
+
+
+# --------------------------------------------------------------------------- messages
+
+
+def test_messages_have_text_and_html_with_public_links(settings: Settings) -> None:
+    settings = msgspec.structs.replace(settings, public_base_url="https://contacts.example.org/")
+    confirm = messages.confirm_email(settings, to="ada@example.com", username="ada", token="T0K")
+    reset = messages.reset_password(settings, to="ada@example.com", username="ada", token="R3S")
+    changed = messages.password_changed(settings, to="ada@example.com", username="ada")
+
+    for mail in (confirm, reset, changed):
+        assert mail["From"] == settings.mail_from
+        assert mail["To"] == "ada@example.com"
+        assert mail["Message-ID"]
+        assert mail.get_body(("plain",)) is not None
+        assert mail.get_body(("html",)) is not None
+    confirm_link = "https://contacts.example.org/api/auth/confirmed_email/T0K"
+    reset_link = "https://contacts.example.org/api/auth/confirm_update_password/R3S"
+    assert confirm_link in confirm.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert f'href="{confirm_link}"' in confirm.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    assert reset_link in reset.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert "30 minutes" in reset.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+
+
+def test_html_mails_escape_user_data(settings: Settings) -> None:
+    mail = messages.confirm_email(settings, to="ada@example.com", username="<b>ada</b>", token="T")
+
+    html = mail.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    assert "<b>ada</b>" not in html
+    assert "&lt;b&gt;ada&lt;/b&gt;" in html

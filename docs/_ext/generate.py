@@ -85,15 +85,19 @@ def _plain(text: str) -> list[tuple[bool, str]]:
 # --------------------------------------------------------------------------- settings
 
 
-def settings_fields() -> list[dict[str, Any]]:
+def settings_fields(source: str | None = None) -> list[dict[str, Any]]:
     """Every field of ``Settings``: name, variable, type, default and its ``#:`` comment.
+
+    Args:
+        source: The text of ``app/config.py`` (read from disk when omitted).
 
     Raises:
         RuntimeError: A field has no ``#:`` comment (the build must fail, not drift).
     """
     from app.config import Settings
 
-    source = (ROOT / "app" / "config.py").read_text(encoding="utf-8")
+    if source is None:
+        source = (ROOT / "app" / "config.py").read_text(encoding="utf-8")
     lines = source.splitlines()
     tree = ast.parse(source)
     cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Settings")

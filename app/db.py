@@ -74,7 +74,7 @@ class DatabaseConfig(SQLAlchemyAsyncConfig):
         fresh = get_aa_scope_state(scope, self.session_scope_key) is None
         session = super().provide_session(state, scope)
         if fresh and self.autocommit_reads and _is_read_only(scope):
-            session.sync_session.bind = self.read_engine().sync_engine
+            session.bind = self.read_engine()
         return session
 
     def read_engine(self) -> AsyncEngine:

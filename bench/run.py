@@ -111,6 +111,11 @@ class Server:
                 return int(line.split()[1]) / 1024
         return float("nan")
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the server so far (all its threads)."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGINT)
@@ -147,6 +152,17 @@ async def reset_database() -> None:
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
         await conn.execute(f'CREATE DATABASE "{DB_NAME}"')
+    finally:
+        await conn.close()
+
+
+async def db_sessions() -> int:
+    """Connections ever opened to the benchmark database (pool churn shows here)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(PG_ADMIN_DSN)
+    try:
+        return await conn.fetchval("SELECT sessions FROM pg_stat_database WHERE datname = $1", DB_NAME)
     finally:
         await conn.close()
 
@@ -333,17 +349,28 @@ class Result:
     non_2xx: int = 0
     statuses: dict[str, int] = field(default_factory=dict)
     note: str = ""
+    #: Server CPU time per request (µs): unlike req/s, barely moved by other load on the machine.
+    cpu_us: float = 0.0
 
 
 def wrk(
-    name: str, url: str, args: list[str], *, duration: float, connections: int, timeout: str = "5s"
+    name: str,
+    url: str,
+    args: list[str],
+    *,
+    duration: float,
+    connections: int,
+    timeout: str = "5s",
+    server: Server | None = None,
 ) -> Result:
     """Run wrk with bench/wrk.lua; ``args`` are the script's arguments (mode, path, token, extra)."""
     command = [
         WRK, "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "--timeout", timeout,
         "-s", str(BENCH / "wrk.lua"), url, "--", *args,
     ]  # fmt: skip
+    cpu_before = server.cpu_seconds() if server else 0.0
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    cpu = server.cpu_seconds() - cpu_before if server else 0.0
     line = next((raw for raw in out.splitlines() if raw.startswith("BENCH ")), None)
     if line is None:
         sys.exit(f"wrk gave no BENCH line for {name}:\n{out}")
@@ -358,6 +385,7 @@ def wrk(
         requests=data["requests"],
         non_2xx=non_2xx,
         statuses=statuses,
+        cpu_us=cpu / max(data["requests"], 1) * 1e6,
     )
 
 
@@ -441,17 +469,18 @@ def probe(url: str, scenario: Scenario, token: str) -> int:
 
 def table(results: list[Result], ceiling: Result) -> str:
     lines = [
-        "| scenario | req/s | p50 ms | p99 ms | non-2xx | vs ceiling | target |",
-        "|---|---:|---:|---:|---:|---:|---|",
+        "| scenario | req/s | p50 ms | p99 ms | non-2xx | vs ceiling | CPU µs/req | CPU vs ceiling | target |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in [ceiling, *results]:
         if r.note:
-            lines.append(f"| {r.name} | {r.note} | | | | | |")
+            lines.append(f"| {r.name} | {r.note} | | | | | | | |")
             continue
         ratio = r.rps / ceiling.rps if ceiling.rps else 0.0
+        cpu = f"{r.cpu_us:,.0f} | {ceiling.cpu_us / r.cpu_us:.1%}" if r.cpu_us else "- | -"
         lines.append(
             f"| {r.name} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {_non_2xx(r)} | "
-            f"{ratio:.1%} | {_verdict(r, ratio)} |"
+            f"{ratio:.1%} | {cpu} | {_verdict(r, ratio)} |"
         )
     return "\n".join(lines)
 
@@ -518,8 +547,13 @@ def run_full(args: argparse.Namespace) -> None:
         # used: on a shared machine that keeps the ratios conservative.
         ceiling_before = measure_ceiling(ceiling_server, args)
         server, (user,) = start_service(secret, [args.contacts])
+        sessions_before = asyncio.run(db_sessions())
         results = run_scenarios(server, user, nonce, args)
         rss = server.rss
+        print(
+            f"database sessions opened during the run: {asyncio.run(db_sessions()) - sessions_before}",
+            file=sys.stderr,
+        )
         server.stop()
         ceiling_after = measure_ceiling(ceiling_server, args)
     finally:
@@ -543,7 +577,9 @@ def run_full(args: argparse.Namespace) -> None:
 def measure_ceiling(server: Server, args: argparse.Namespace) -> Result:
     wrk_args = ["get", "/", "-", "-"]
     wrk("ceiling", server.url, wrk_args, duration=1, connections=args.connections)  # warm-up
-    return wrk("ceiling", server.url, wrk_args, duration=args.duration, connections=args.connections)
+    return wrk(
+        "ceiling", server.url, wrk_args, duration=args.duration, connections=args.connections, server=server
+    )
 
 
 def run_scenarios(server: Server, user: SeededUser, nonce: str, args: argparse.Namespace) -> list[Result]:
@@ -560,18 +596,22 @@ def run_scenarios(server: Server, user: SeededUser, nonce: str, args: argparse.N
         print(f"  {scenario.name} ...", file=sys.stderr)
         common = {"connections": args.connections, "timeout": scenario.timeout}
         wrk(scenario.name, server.url, scenario.args, duration=1, **common)  # warm-up
-        results.append(wrk(scenario.name, server.url, scenario.args, duration=args.duration, **common))
+        results.append(
+            wrk(scenario.name, server.url, scenario.args, duration=args.duration, server=server, **common)
+        )
     if not wanted or "mixed" in wanted:
-        results += run_mixed(server.url, scenarios(user, nonce), args)
+        results += run_mixed(server.url, user, scenarios(user, nonce), args)
     server.rss = (rss_before, server.rss_mb())
     return results
 
 
-def run_mixed(url: str, all_scenarios: list[Scenario], args: argparse.Namespace) -> list[Result]:
+def run_mixed(
+    url: str, user: SeededUser, all_scenarios: list[Scenario], args: argparse.Namespace
+) -> list[Result]:
     """``/users/me`` at full load while another wrk keeps logins (bcrypt) saturated."""
     by_name = {s.name: s for s in all_scenarios}
     me, login = by_name["users/me"], by_name["login"]
-    if probe(url, me, "") in (404, 405) or probe(url, login, "") in (404, 405):
+    if probe(url, me, user.token) in (404, 405) or probe(url, login, "") in (404, 405):
         return [Result("users/me during logins", note="n/a (404)")]
     print("  users/me during logins ...", file=sys.stderr)
     command = [

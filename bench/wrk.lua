@@ -47,7 +47,9 @@ function init(args)
   if (mode == "get" or mode == "update") and extra ~= "-" then
     ids = read_ids(extra)
   elseif mode == "create" then
-    nonce = extra
+    -- The warm-up and the measurement share the arguments: a random part keeps emails unique.
+    math.randomseed(os.time() * 1000 + (tid or 1))
+    nonce = extra .. "-" .. math.random(1, 1000000000)
   elseif mode == "login" then
     form = extra
     headers["Content-Type"] = "application/x-www-form-urlencoded"

@@ -26,6 +26,7 @@ def _app(settings: Settings) -> Litestar:
 
     async def in_transaction(db_session: AsyncSession) -> dict[str, Any]:
         await db_session.execute(text("SELECT 1"))
+        assert db_session.get_bind() is not None  # the async <-> sync bind translation holds
         connection = await db_session.connection()
         raw = await connection.get_raw_connection()
         return {"transaction": raw.driver_connection.is_in_transaction()}

@@ -6,14 +6,12 @@ is marked ``browser`` and skipped when ``/usr/bin/chromium`` is missing.
 
 The server is uvicorn in a thread of the test process (so coverage sees the code it runs),
 with the same settings as the rest of the suite (SQLite file or PostgreSQL + Redis), links in
-mails pointing at it, and mail going over SMTP to an aiosmtpd server started by the test.
+mails pointing at it, and mail going over SMTP to the suite's aiosmtpd sink (``smtp_server``).
 """
 
 from __future__ import annotations
 
-import email
-import email.policy
-import re
+import asyncio
 import socket
 import threading
 import time
@@ -21,15 +19,15 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import msgspec
 import pytest
 import uvicorn
-from aiosmtpd.controller import Controller
 
 from app.config import Settings
 from app.main import create_app
+from tests.conftest import SmtpServer, SmtpSink
 
 if TYPE_CHECKING:
     from playwright.async_api import Page, Route
@@ -68,58 +66,25 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 # --------------------------------------------------------------------------- mail
 
 
-class _Sink:
-    """aiosmtpd handler keeping every message it receives."""
-
-    def __init__(self) -> None:
-        self.messages: list[EmailMessage] = []
-        self._arrived = threading.Condition()
-
-    async def handle_DATA(self, _server: Any, _session: Any, envelope: Any) -> str:
-        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
-        with self._arrived:
-            self.messages.append(message)  # type: ignore[arg-type]
-            self._arrived.notify_all()
-        return "250 OK"
-
-    def wait_for(self, to: str, subject_word: str, timeout: float = 15.0) -> EmailMessage:
-        """The first mail to ``to`` whose subject contains ``subject_word`` (case-insensitive)."""
-        deadline = time.monotonic() + timeout
-        with self._arrived:
-            while True:
-                for message in self.messages:
-                    if (
-                        to.lower() in str(message["To"]).lower()
-                        and subject_word.lower() in str(message["Subject"]).lower()
-                    ):
-                        return message
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    subjects = [(str(m["To"]), str(m["Subject"])) for m in self.messages]
-                    raise AssertionError(f"no mail to {to} about {subject_word!r}; got {subjects}")
-                self._arrived.wait(remaining)
+async def mail_to(smtp: SmtpServer, address: str, subject_word: str, timeout: float = 15.0) -> EmailMessage:
+    """The first mail to ``address`` whose subject has ``subject_word`` (mail goes out in the background)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for message in smtp.sink.to(address):
+            if subject_word.lower() in str(message["Subject"]).lower():
+                return message
+        if time.monotonic() > deadline:
+            got = [(str(m["To"]), str(m["Subject"])) for m in smtp.messages]
+            raise AssertionError(f"no mail to {address} about {subject_word!r}; got {got}")
+        await asyncio.sleep(0.05)
 
 
 def link_in(message: EmailMessage, path_part: str) -> str:
-    """The first link in the mail's plain-text body whose URL contains ``path_part``."""
-    body = message.get_body(preferencelist=("plain",))
-    assert body is not None, "the mail has no text/plain part"
-    text = body.get_content()
-    for url in re.findall(r"https?://\S+", text):
+    """The first link in the mail's plain-text part whose URL contains ``path_part``."""
+    for url in SmtpSink.links(message):
         if path_part in url:
-            return url.rstrip(".,)>\"'")
-    raise AssertionError(f"no link containing {path_part!r} in:\n{text}")
-
-
-@pytest.fixture
-def smtp() -> Iterator[_Sink]:
-    """An SMTP server on a free local port, collecting the mails the service sends."""
-    sink = _Sink()
-    controller = Controller(sink, hostname="127.0.0.1", port=_free_port())
-    controller.start()
-    sink.port = controller.port  # type: ignore[attr-defined]
-    yield sink
-    controller.stop()
+            return url
+    raise AssertionError(f"no link containing {path_part!r} in:\n{SmtpSink.text(message)}")
 
 
 # --------------------------------------------------------------------------- server
@@ -131,8 +96,7 @@ class LiveServer:
 
     url: str
     settings: Settings
-    smtp: _Sink
-    extra: dict[str, Any] = field(default_factory=dict)
+    smtp: SmtpServer
 
 
 def _free_port() -> int:
@@ -142,21 +106,13 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def live_server(settings: Settings, smtp: _Sink) -> Iterator[LiveServer]:
+def live_server(settings: Settings, smtp_server: SmtpServer) -> Iterator[LiveServer]:
     """The whole application served by uvicorn on 127.0.0.1, in a background thread."""
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    live_settings = msgspec.structs.replace(
-        settings,
-        public_base_url=url,
-        smtp_host="127.0.0.1",
-        smtp_port=smtp.port,  # type: ignore[attr-defined]
-        smtp_tls="none",
-        smtp_username=None,
-        smtp_password=None,
-    )
+    live_settings = msgspec.structs.replace(settings, public_base_url=url, **smtp_server.settings)
     config = uvicorn.Config(create_app(live_settings), log_level="warning", lifespan="on", access_log=False)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -166,7 +122,7 @@ def live_server(settings: Settings, smtp: _Sink) -> Iterator[LiveServer]:
         if not thread.is_alive() or time.monotonic() > deadline:
             raise RuntimeError("the live server did not start")
         time.sleep(0.05)
-    yield LiveServer(url=url, settings=live_settings, smtp=smtp)
+    yield LiveServer(url=url, settings=live_settings, smtp=smtp_server)
     server.should_exit = True
     thread.join(timeout=15)
     sock.close()

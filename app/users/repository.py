@@ -60,18 +60,30 @@ class UserRepository(SQLAlchemyAsyncRepository[User]):
             any(row[1] == username.lower() for row in found),
         )
 
-    async def lock_admin_ids(self) -> list[UUID]:
-        """The ids of every admin, row-locked until the transaction ends (PostgreSQL).
+    async def demote_admin(self, user_id: UUID, role: str) -> bool:
+        """Give an admin another role unless they are the last admin, atomically.
 
-        Two admins demoting each other at once queue on these locks, so the second one
-        sees the first one's change and the last admin is never demoted. SQLite ignores
-        ``FOR UPDATE``; its single writer already serialises the writes.
+        PostgreSQL: the admins' rows are locked first, so two admins demoting each other at
+        once queue, and the second one's count sees the first one's change. SQLite ignores
+        ``FOR UPDATE``, but its single writer runs the conditional ``UPDATE`` (check and write
+        in one statement) alone.
+
+        Args:
+            user_id: The admin.
+            role: The new role.
 
         Returns:
-            The admins' ids.
+            Whether the role changed (``False``: they are the last admin).
         """
-        rows = await self.session.scalars(select(User.id).where(User.role == "admin").with_for_update())
-        return list(rows)
+        await self.session.execute(select(User.id).where(User.role == "admin").with_for_update())
+        admins = select(func.count()).select_from(User).where(User.role == "admin").scalar_subquery()
+        result = await self.session.execute(
+            update(User)
+            .where(User.id == user_id, User.role == "admin", admins > 1)
+            .values(role=role, updated_at=datetime.now(UTC))
+            .execution_options(synchronize_session=False)
+        )
+        return result.rowcount == 1  # type: ignore[attr-defined]
 
     async def page(self, *, limit: int, offset: int) -> tuple[list[User], int]:
         """One page of users, oldest first (the id breaks ties), and the total count.

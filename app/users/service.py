@@ -14,6 +14,7 @@ from advanced_alchemy.exceptions import DuplicateKeyError, NotFoundError
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 from litestar import Request
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from app import cache
 from app.security.auth import invalidate_user
@@ -172,13 +173,15 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
             LastAdminError: The user is the only admin and ``role`` is not ``admin``.
         """
         user = await self.repository.get(user_id)
-        if user.role == "admin" and role != "admin":
-            admins = await self.repository.lock_admin_ids()
-            if admins == [user.id]:
+        if user.role == role:
+            return user
+        if user.role == "admin":
+            if not await self.repository.demote_admin(user.id, role):
                 raise LastAdminError("The last admin cannot be demoted")
-        if user.role != role:
+            set_committed_value(user, "role", role)  # written by the UPDATE above
+        else:
             user.role = role
-            await self.save(user.id)
+        await self.save(user.id)
         return user
 
     async def promote(self, email: str) -> tuple[User, bool]:

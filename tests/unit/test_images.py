@@ -57,7 +57,7 @@ def test_not_a_supported_image(data: bytes) -> None:
         b"\xff\xd8\xff",  # no segments
         b"\xff\xd8\xff\xd9",  # end of image before a frame
         b"\xff\xd8\xff\xda\x00\x02",  # scan before a frame
-        b"\xff\xd8\x00\x00",  # not a marker
+        b"\xff\xd8\xff\xe0\x00\x04\x00\x00\x00\x00",  # garbage where the next marker should be
         b"\xff\xd8\xff\xe0\x00\x01",  # segment length below 2
         images.webp_lossy()[:23] + b"\x00\x00\x00" + images.webp_lossy()[26:],  # bad start code
         images.webp_lossless()[:20] + b"\x00" + images.webp_lossless()[21:],  # bad signature

@@ -106,6 +106,10 @@ def make_mailer(settings: Settings) -> Mailer:
             username=settings.smtp_username,
             password=settings.smtp_password,
         )
+    if settings.app_env == "production":
+        # The log sender writes confirmation and reset links to the log: fine on a laptop,
+        # a leak anywhere else. Production should always name an SMTP server.
+        logger.warning("SMTP_HOST is not set: mails (with their links) are written to the log")
     return LogMailer()
 
 

@@ -335,6 +335,17 @@ async def test_login_with_email_or_username_returns_tokens(
         assert me.json()["id"] == str(user.id)
 
 
+async def test_a_new_session_works_at_once_despite_a_warm_cache(
+    client: AsyncTestClient[Litestar], user: TestUser
+) -> None:
+    assert (await client.get("/api/users/me", headers=user.headers)).status_code == 200  # cache warm
+
+    tokens = (await login(client, user.email, user.password)).json()
+
+    assert (await client.get("/api/users/me", headers=bearer(tokens["access_token"]))).status_code == 200
+    assert (await client.get("/api/users/me", headers=user.headers)).status_code == 200
+
+
 async def test_login_stores_only_a_hash_of_the_refresh_token(
     client: AsyncTestClient[Litestar], user: TestUser, app: Litestar, in_app_loop: InAppLoop
 ) -> None:

@@ -74,6 +74,15 @@ def test_make_mailer_follows_the_settings(settings: Settings) -> None:
     )
 
 
+def test_the_log_sender_in_production_warns(settings: Settings, mail_log: Records) -> None:
+    assert isinstance(make_mailer(msgspec.structs.replace(settings, app_env="production")), LogMailer)
+    (record,) = mail_log.records
+    assert record.levelname == "WARNING"
+    assert "SMTP_HOST" in record.getMessage()
+    make_mailer(settings)
+    assert len(mail_log.records) == 1  # not in development or tests
+
+
 async def test_smtp_mailer_delivers_to_a_real_server(smtp_server: SmtpServer) -> None:
     mailer = SmtpMailer(smtp_server.host, smtp_server.port, tls="none")
 

@@ -1,0 +1,137 @@
+"""On PostgreSQL, the birthday and search queries use indexes in a 100k-contact book."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+
+from app.contacts.repository import ContactRepository
+from app.contacts.service import birthday_ranges
+from tests.conftest import ON_POSTGRES
+
+pytestmark = pytest.mark.skipif(not ON_POSTGRES, reason="EXPLAIN plans are PostgreSQL's")
+
+BOOK = 100_000
+COLUMNS = (
+    "id",
+    "owner_id",
+    "first_name",
+    "last_name",
+    "email",
+    "phone_number",
+    "birthday",
+    "additional_data",
+    "first_name_search",
+    "last_name_search",
+    "birthday_md",
+    "version",
+    "created_at",
+    "updated_at",
+)
+
+
+def _records(owner: uuid.UUID, count: int, tag: str):
+    now = datetime.now(UTC)
+    start = date(1970, 1, 1)
+    for i in range(count):
+        born = start + timedelta(days=(i * 37) % 20000)
+        first = f"Zyxw{i}" if i % 20000 == 7 else f"{tag}first{i}"
+        last = f"{tag}last{i}"
+        yield (
+            uuid.uuid4(),
+            owner,
+            first,
+            last,
+            f"{tag}{i}@example.com",
+            "+380501234567",
+            born,
+            None,
+            first.casefold(),
+            last.casefold(),
+            born.month * 100 + born.day,
+            1,
+            now,
+            now,
+        )
+
+
+@pytest.fixture
+async def big_book(settings):
+    engine = create_async_engine(settings.database_url)
+    owner, other = uuid.uuid4(), uuid.uuid4()
+    async with engine.begin() as conn:
+        for uid in (owner, other):
+            await conn.execute(
+                text(
+                    "INSERT INTO users (id, username, email, password_hash, avatar_url, created_at, updated_at) "
+                    "VALUES (:id, :u, :e, 'x', 'x', now(), now())"
+                ),
+                {"id": uid, "u": uid.hex[:12], "e": f"{uid.hex[:12]}@example.com"},
+            )
+        raw = (await conn.get_raw_connection()).driver_connection
+        await raw.copy_records_to_table("contacts", records=_records(owner, BOOK, "a"), columns=COLUMNS)
+        await raw.copy_records_to_table("contacts", records=_records(other, 5_000, "b"), columns=COLUMNS)
+    async with engine.connect() as conn:
+        await conn.execute(text("ANALYZE contacts"))
+        await conn.commit()
+    yield engine, owner
+    await engine.dispose()
+
+
+async def _plans(engine, run) -> list[str]:
+    """Run ``run(repository)`` and return the EXPLAIN of every SELECT it sent."""
+    seen: list[tuple[str, tuple]] = []
+
+    def capture(_conn, _cursor, statement, parameters, _context, _many):
+        if statement.lstrip().upper().startswith("SELECT"):
+            seen.append((statement, parameters))
+
+    event.listen(engine.sync_engine, "before_cursor_execute", capture)
+    try:
+        async with async_sessionmaker(engine)() as session:
+            await run(ContactRepository(session=session))
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", capture)
+    plans = []
+    async with engine.connect() as conn:
+        for statement, parameters in seen:
+            rows = (await conn.exec_driver_sql(f"EXPLAIN {statement}", parameters)).scalars()
+            plans.append("\n".join(rows))
+    return plans
+
+
+async def test_birthday_and_search_queries_use_indexes(big_book):
+    """One 100k book (built once: it is the slow part), several queries."""
+    engine, owner = big_book
+    found = []
+
+    async def birthdays(repository):
+        for today, days in ((date(2025, 6, 1), 7), (date(2025, 12, 28), 7)):  # plain, and wrapping
+            found.append(len(await repository.birthdays(owner, birthday_ranges(today, days))))
+
+    plans = await _plans(engine, birthdays)
+    assert all(count > 0 for count in found)
+    assert len(plans) == 2
+    for plan in plans:
+        assert "ix_contacts_owner_birthday_md" in plan, plan
+        assert "Seq Scan" not in plan, plan
+
+    # Selective patterns, as a search box sends them; each page is a count and a select.
+    for query in ({"q": "zyxw"}, {"first_name": "zyxw"}, {"email": "a99999@"}):
+        pages = []
+
+        async def search(repository, query=query, pages=pages):
+            pages.append(await repository.page(owner, **query))
+
+        plans = await _plans(engine, search)
+        rows, total = pages[0]
+        assert total >= 1, query
+        assert len(rows) == total, query
+        assert len(plans) == 2, query
+        for plan in plans:
+            assert "_trgm" in plan, (query, plan)
+            assert "Seq Scan" not in plan, (query, plan)

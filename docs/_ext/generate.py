@@ -8,6 +8,7 @@ rewritten when its content changed, which keeps incremental builds incremental.
 from __future__ import annotations
 
 import ast
+import inspect
 import json
 import pkgutil
 import re
@@ -187,6 +188,7 @@ def export_openapi() -> tuple[dict[str, Any], set[tuple[str, str]]]:
         )
         application = create_app(settings)
         schema = application.openapi_schema.to_schema()
+    expose_route_handlers(application)
     excluded = re.compile("|".join(PUBLIC_PATHS))
     public: set[tuple[str, str]] = set()
     for route in application.routes:
@@ -466,6 +468,90 @@ def render_modules(names: list[str]) -> dict[str, str]:
     return pages
 
 
+# --------------------------------------------------------------------------- autodoc hooks
+
+
+def expose_route_handlers(application: Any) -> None:
+    """Let autodoc document route handlers as the methods they were written as.
+
+    A controller's ``@get``/``@post`` methods are ``HTTPRouteHandler`` objects on the class,
+    which autodoc does not recognise. In the docs build only (the app has been exported by
+    then), each is replaced on its class by its function, whose docstring gets the routes it
+    serves as a first line.
+    """
+    from litestar import Controller
+    from litestar.handlers import HTTPRouteHandler
+
+    routes: dict[int, list[str]] = {}
+    for route in application.routes:
+        path = re.sub(r"\{(\w+):[^}]+\}", r"{\1}", route.path)
+        for handler in getattr(route, "route_handlers", []):
+            methods = sorted(m for m in handler.http_methods if m not in {"HEAD", "OPTIONS"})
+            fn = getattr(handler.fn, "__func__", handler.fn)  # a controller's handlers are bound
+            routes.setdefault(id(fn), []).extend(f"{m} {path}" for m in methods)
+
+    def controllers(cls: type) -> list[type]:
+        found = []
+        for sub in cls.__subclasses__():
+            found += [sub, *controllers(sub)]
+        return found
+
+    for cls in controllers(Controller):
+        if not cls.__module__.startswith("app."):
+            continue
+        for name, member in list(vars(cls).items()):
+            if isinstance(member, HTTPRouteHandler):
+                fn = member.fn
+                served = ", ".join(f"``{r}``" for r in dict.fromkeys(routes.get(id(fn), [])))
+                doc = inspect.cleandoc(fn.__doc__ or "")
+                fn.__doc__ = f"Route handler: {served}.\n\n{doc}" if served else doc
+                setattr(cls, name, fn)
+
+
+def skip_framework_members(
+    _app: Any, what: str, name: str, obj: Any, skip: bool, _options: Any
+) -> bool | None:
+    """Skip what a class inherits from a framework base (Litestar ``Controller`` settings...).
+
+    Those attributes are documented by the framework; a subclass that sets ``path`` or
+    ``tags`` would otherwise repeat the framework's text for each of them.
+    """
+    if what != "class" or skip:
+        return None
+    owner = getattr(obj, "__objclass__", None)
+    if owner is not None and not owner.__module__.startswith("app"):
+        return True  # a slot the class inherits untouched
+    from litestar import Controller
+
+    if name in Controller.__slots__ and not callable(obj):
+        return True  # a controller setting (``path``, ``tags``...) the subclass gives a value
+    return None
+
+
+def plain_attribute_docstrings(
+    _app: Any, what: str, _name: str, _obj: Any, _options: Any, lines: list[str]
+) -> None:
+    """Undo napoleon reading ``#: text: more text`` as ``type: description``.
+
+    Our attribute comments are prose (types come from the annotations), so a colon in their
+    first line is punctuation. Runs after napoleon, which turned ``A: b`` into ``b`` and a
+    trailing ``:type: A``; this puts the sentence back together.
+    """
+    if what not in {"attribute", "data", "property"}:
+        return
+    for index in range(len(lines) - 1, -1, -1):
+        if lines[index].startswith(":type: "):
+            head = lines.pop(index)[len(":type: ") :]
+            if index > 0 and not lines[index - 1].strip():
+                lines.pop(index - 1)
+            first = next((k for k, line in enumerate(lines) if line.strip()), None)
+            if first is None:
+                lines.append(head)
+            else:
+                lines[first] = f"{head}: {lines[first].lstrip()}"
+            return
+
+
 # --------------------------------------------------------------------------- Sphinx hook
 
 
@@ -487,4 +573,7 @@ def generate(_app: Any = None) -> None:
 def setup(app: Any) -> dict[str, Any]:
     """Register the generator with Sphinx (runs before the sources are read)."""
     app.connect("builder-inited", generate)
+    app.connect("autodoc-skip-member", skip_framework_members)
+    # After napoleon (priority 500), which rewrites attribute docstrings.
+    app.connect("autodoc-process-docstring", plain_attribute_docstrings, priority=600)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -173,6 +173,8 @@ def app(client: AsyncTestClient[Litestar]) -> Litestar:
 class TestUser:
     """A user made by :func:`user_factory`, with a ready Authorization header."""
 
+    __test__ = False  # not a test class, whatever its name
+
     id: uuid.UUID
     email: str
     username: str

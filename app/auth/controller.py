@@ -98,7 +98,10 @@ def _error(description: str) -> ResponseSpec:
     return ResponseSpec(data_container=_Error, description=description, generate_examples=False)
 
 
-_INVALID_BODY = {HTTP_400_BAD_REQUEST: _error("Malformed body, unknown field or a value out of bounds")}
+_INVALID_BODY = {
+    HTTP_400_BAD_REQUEST: _error("Malformed body, unknown field or a value out of bounds"),
+    HTTP_415_UNSUPPORTED_MEDIA_TYPE: _error("The body has the wrong content type"),
+}
 _THROTTLED = {HTTP_429_TOO_MANY_REQUESTS: _error("Too many attempts from this client; see Retry-After")}
 _BAD_LINK_RESPONSES = {
     HTTP_400_BAD_REQUEST: ResponseSpec(
@@ -136,6 +139,35 @@ def _invalid(request: Request[Any, Any, Any], field: str, message: str) -> Valid
     return ValidationException(
         detail=f"Validation failed for {request.method} {request.url.path}",
         extra=[{"message": message, "key": field, "source": "body"}],
+    )
+
+
+def _require_media_type(*expected: str) -> Any:
+    """A ``before_request`` hook answering ``415`` unless the body has one of the ``expected`` types.
+
+    It runs before the body is parsed, so a wrong type is named as such instead of surfacing
+    as a parse error (or, worse, being parsed as JSON anyway).
+    """
+
+    async def check(request: Request[Any, Any, Any]) -> None:
+        media_type, _ = request.content_type
+        if media_type not in expected:
+            raise HTTPException(
+                status_code=HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+                detail=f"The body must be {' or '.join(expected)} (got {media_type or 'none'})",
+            )
+
+    return check
+
+
+_JSON_BODY = _require_media_type(MediaType.JSON)
+
+
+def _too_deep(_request: Request[Any, Any, Any], _exc: RecursionError) -> Response[Any]:
+    """A JSON body nested too deeply for the decoder is bad input, not a server error."""
+    return Response(
+        {"status_code": HTTP_400_BAD_REQUEST, "detail": "The JSON body is nested too deeply"},
+        status_code=HTTP_400_BAD_REQUEST,
     )
 
 
@@ -202,10 +234,12 @@ class AuthController(Controller):
 
     path = "/api/auth"
     tags = ["auth"]
+    exception_handlers = {RecursionError: _too_deep}
     dependencies = {"auth_service": Provide(provide_auth_service)}
 
     @post(
         "/register",
+        before_request=_JSON_BODY,
         status_code=HTTP_201_CREATED,
         summary="Create an account",
         description="Creates an unconfirmed account with the `user` role and mails a confirmation link. "
@@ -213,7 +247,6 @@ class AuthController(Controller):
         responses={
             **_INVALID_BODY,
             HTTP_409_CONFLICT: _error("The email or the username is already taken (case-insensitively)"),
-            HTTP_415_UNSUPPORTED_MEDIA_TYPE: _error("The body is not JSON"),
             **_THROTTLED,
         },
     )
@@ -235,6 +268,7 @@ class AuthController(Controller):
 
     @post(
         "/login",
+        before_request=_require_media_type(RequestEncodingType.URL_ENCODED, RequestEncodingType.MULTI_PART),
         status_code=HTTP_200_OK,
         summary="Log in (OAuth2 password grant)",
         description="Form fields `username` (the email **or** the username) and `password`. "
@@ -261,6 +295,7 @@ class AuthController(Controller):
 
     @post(
         "/refresh_token",
+        before_request=_JSON_BODY,
         status_code=HTTP_200_OK,
         summary="Rotate the refresh token",
         description="Returns new tokens for the same session; the refresh token sent is dead afterwards. "
@@ -279,6 +314,7 @@ class AuthController(Controller):
 
     @post(
         "/logout",
+        before_request=_JSON_BODY,
         status_code=HTTP_204_NO_CONTENT,
         summary="End a session",
         description="Ends the session of the refresh token sent; its tokens stop working at once.",
@@ -333,6 +369,7 @@ class AuthController(Controller):
 
     @post(
         "/request_email",
+        before_request=_JSON_BODY,
         status_code=HTTP_202_ACCEPTED,
         summary="Re-send the confirmation mail",
         description="Always the same answer, whether or not the account exists or is confirmed.",
@@ -351,6 +388,7 @@ class AuthController(Controller):
 
     @post(
         "/update_password",
+        before_request=_JSON_BODY,
         status_code=HTTP_202_ACCEPTED,
         summary="Start a password reset",
         description="Mails a link to `GET /api/auth/confirm_update_password/{token}`. "
@@ -448,10 +486,12 @@ class PasswordController(Controller):
 
     path = "/api/users/me/password"
     tags = ["users"]
+    exception_handlers = {RecursionError: _too_deep}
     dependencies = {"auth_service": Provide(provide_auth_service)}
 
     @patch(
         "/",
+        before_request=_JSON_BODY,
         status_code=HTTP_204_NO_CONTENT,
         summary="Change my password",
         description="Needs the current password. Ends every other session (the one making the change stays) "

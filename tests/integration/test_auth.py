@@ -182,6 +182,32 @@ async def test_register_refuses_missing_fields_and_non_json(client: AsyncTestCli
     assert broken.status_code == 400
 
 
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        (
+            "/api/auth/register",
+            b'{"username": "ada", "email": "ada@example.com", "password": "a long passphrase"}',
+        ),
+        ("/api/auth/refresh_token", b'{"refresh_token": "x"}'),
+        ("/api/auth/request_email", b'{"email": "ada@example.com"}'),
+        ("/api/auth/update_password", b'{"email": "ada@example.com"}'),
+    ],
+)
+async def test_json_routes_refuse_other_content_types_and_deep_nesting(
+    client: AsyncTestClient[Litestar], path: str, body: bytes
+) -> None:
+    as_text = await client.post(path, content=body, headers={"Content-Type": "text/plain"})
+    as_form = await client.post(path, data={"email": "ada@example.com"})
+    deep = await client.post(path, content=b"[" * 100_000, headers={"Content-Type": "application/json"})
+
+    assert as_text.status_code == 415
+    assert "application/json" in as_text.json()["detail"]
+    assert as_form.status_code == 415
+    assert deep.status_code == 400
+    assert deep.json()["detail"] == "The JSON body is nested too deeply"
+
+
 async def test_long_passwords_are_compared_in_full(
     client: AsyncTestClient[Litestar], smtp_server: SmtpServer
 ) -> None:
@@ -387,7 +413,7 @@ async def test_login_refuses_malformed_forms(client: AsyncTestClient[Litestar]) 
     as_json = await client.post("/api/auth/login", json={"username": "ada", "password": "x" * 10})
 
     assert missing.status_code == 400
-    assert 400 <= as_json.status_code < 500
+    assert as_json.status_code == 415
 
 
 async def test_login_takes_the_same_time_for_unknown_users(

@@ -359,6 +359,18 @@ async def test_password_change_refusals(client: AsyncTestClient[Litestar], user:
     assert short.status_code == 400
     assert extra.status_code == 400
     assert anonymous.status_code == 401
+    as_form = await client.patch(
+        "/api/users/me/password",
+        data={"current_password": user.password, "new_password": NEW},
+        headers=user.headers,
+    )
+    deep = await client.patch(
+        "/api/users/me/password",
+        content=b"{" * 100_000,
+        headers={**user.headers, "Content-Type": "application/json"},
+    )
+    assert as_form.status_code == 415
+    assert deep.status_code == 400
     # Nothing changed.
     assert (await client.get("/api/users/me", headers=user.headers)).status_code == 200
     assert (await login(client, user.email, user.password)).status_code == 200

@@ -163,16 +163,10 @@ def render_settings() -> str:
 # --------------------------------------------------------------------------- OpenAPI
 
 
-def export_openapi() -> tuple[dict[str, Any], set[tuple[str, str]]]:
-    """The OpenAPI document of an app built with test-like settings (nothing is connected).
-
-    Returns:
-        The schema, and the ``(method, path)`` of the operations that need no token: those
-        the auth middleware excludes by path (``PUBLIC_PATHS``) or by ``exclude_from_auth``.
-    """
+def build_app() -> Any:
+    """An app built with test-like settings (nothing is connected, no file is written)."""
     from app.config import load_settings
     from app.main import create_app
-    from app.security.auth import PUBLIC_PATHS
 
     with tempfile.TemporaryDirectory() as tmp:
         settings = load_settings(
@@ -186,9 +180,20 @@ def export_openapi() -> tuple[dict[str, Any], set[tuple[str, str]]]:
             },
             env_file=None,
         )
-        application = create_app(settings)
-        schema = application.openapi_schema.to_schema()
-    expose_route_handlers(application)
+        return create_app(settings)
+
+
+def export_openapi(application: Any = None) -> tuple[dict[str, Any], set[tuple[str, str]]]:
+    """The OpenAPI document of ``application`` (by default one from :func:`build_app`).
+
+    Returns:
+        The schema, and the ``(method, path)`` of the operations that need no token: those
+        the auth middleware excludes by path (``PUBLIC_PATHS``) or by ``exclude_from_auth``.
+    """
+    from app.security.auth import PUBLIC_PATHS
+
+    application = application or build_app()
+    schema = application.openapi_schema.to_schema()
     excluded = re.compile("|".join(PUBLIC_PATHS))
     public: set[tuple[str, str]] = set()
     for route in application.routes:
@@ -477,7 +482,7 @@ def expose_route_handlers(application: Any) -> None:
     A controller's ``@get``/``@post`` methods are ``HTTPRouteHandler`` objects on the class,
     which autodoc does not recognise. In the docs build only (the app has been exported by
     then), each is replaced on its class by its function, whose docstring gets the routes it
-    serves as a first line.
+    serves as a first line. Never call this in a process that builds apps afterwards.
     """
     from litestar import Controller
     from litestar.handlers import HTTPRouteHandler
@@ -558,9 +563,12 @@ def plain_attribute_docstrings(
 def generate(_app: Any = None) -> None:
     """Write every generated page into ``docs/_generated``."""
     _write(GENERATED / "settings.rst", render_settings())
-    schema, public = export_openapi()
+    application = build_app()
+    schema, public = export_openapi(application)
     _write(GENERATED / "openapi.json", json.dumps(schema, indent=2, sort_keys=True) + "\n")
     _write(GENERATED / "http.rst", render_http(schema, public))
+    # Last: it changes the controller classes, which only the docs build may do.
+    expose_route_handlers(application)
     pages = render_modules(public_modules())
     wanted = {GENERATED / f"{name}.rst" for name in pages}
     for stale in (GENERATED / "modules").glob("*.rst"):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING
 
 import httpx
@@ -92,14 +92,30 @@ class LogCapture:
         """Every record, in order."""
         return self._handler.records
 
-    def text(self) -> str:
-        """Every record fully formatted (message, arguments, exception and stack), one per line."""
+    def text(self, where: Callable[[logging.LogRecord], bool] | None = None) -> str:
+        """Every record (or those ``where`` accepts) fully formatted, arguments included."""
         lines = []
         for record in self.records:
+            if where is not None and not where(record):
+                continue
             lines.append(self._formatter.format(record))
             # The raw arguments too: a handler with another format could print them differently.
             lines.append(repr(record.args))
         return "\n".join(lines)
+
+    def ignore(self, *prefixes: str) -> None:
+        """Drop the records of the loggers named by ``prefixes`` (and their children)."""
+        self._handler.records[:] = [
+            r for r in self.records if not any(r.name == p or r.name.startswith(p + ".") for p in prefixes)
+        ]
+
+    def sources_of(self, needle: str) -> set[str]:
+        """The loggers (and levels) of the records whose text holds ``needle``."""
+        return {
+            f"{record.name}:{record.levelname}"
+            for record in self.records
+            if needle in self._formatter.format(record) or needle in repr(record.args)
+        }
 
 
 @contextlib.contextmanager

@@ -26,7 +26,12 @@ from app.errors import EXCEPTION_HANDLERS
 from app.health.controller import HealthController
 from app.logs import RequestLogMiddleware, configure_logging
 from app.mail.senders import make_mailer
-from app.openapi_ui import LocalScalarRenderPlugin, oauth2_components, static_files_router
+from app.openapi_ui import (
+    LocalScalarRenderPlugin,
+    mark_public_operations,
+    oauth2_components,
+    static_files_router,
+)
 from app.ratelimit import rate_limit_middleware
 from app.security.auth import make_auth
 from app.security.headers import make_security_headers
@@ -93,7 +98,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     on_startup: list[Any] = []
     if settings.auto_migrate:
         on_startup.append(migrate_on_startup(db_config))
-    on_startup += [cache.open_stores, _freeze_gc]
+    on_startup += [cache.open_stores, mark_public_operations(auth.exclude or []), _freeze_gc]
 
     return Litestar(
         route_handlers=[

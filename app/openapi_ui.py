@@ -11,6 +11,8 @@ only same-origin resources: the Scalar standalone bundle vendored under ``app/st
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from html import escape
 from pathlib import Path
@@ -23,7 +25,7 @@ from litestar.openapi.spec import Components
 from litestar.static_files import create_static_files_router
 
 if TYPE_CHECKING:
-    from litestar import Request, Router
+    from litestar import Litestar, Request, Router
     from litestar.security.base import AbstractSecurityConfig
 
 #: Where the files of ``app/static`` are served.
@@ -140,3 +142,32 @@ def oauth2_components(auth: AbstractSecurityConfig[Any, Any]) -> Components:
             for name, scheme in schemes.items()
         }
     )
+
+
+#: The operations of an OpenAPI path item.
+_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+
+
+def mark_public_operations(exclude: str | Sequence[str]) -> Callable[[Litestar], None]:
+    """A start-up hook giving ``security: []`` to the operations the auth backend lets through.
+
+    Litestar puts the backend's requirement on the whole document, so without this the API
+    reference marks login, registration and the health check "Auth Required" and sends a token
+    to them as to everything else.
+
+    Args:
+        exclude: The auth backend's ``exclude`` patterns (regular expressions on the path).
+
+    Returns:
+        The hook, for ``on_startup`` (it runs before the first request renders the schema).
+    """
+    public = re.compile("|".join([exclude] if isinstance(exclude, str) else exclude))
+
+    def hook(app: Litestar) -> None:
+        for path, item in (app.openapi_schema.paths or {}).items():
+            if public.search(path):
+                for method in _METHODS:
+                    if (operation := getattr(item, method, None)) is not None:
+                        operation.security = []
+
+    return hook

@@ -92,3 +92,20 @@ async def test_every_response_carries_the_security_headers(client):
         assert response.headers["referrer-policy"] == "no-referrer", path
         assert response.headers["x-frame-options"] == "DENY", path
         assert response.headers["content-security-policy"] == NOTHING_CSP, path
+
+
+async def test_public_operations_need_no_token_in_the_schema(client):
+    """Scalar marks them "Auth Required" and sends a token to them otherwise."""
+    paths = (await client.get("/schema/openapi.json")).json()["paths"]
+    public = [
+        ("post", "/api/auth/login"),
+        ("post", "/api/auth/register"),
+        ("get", "/api/auth/confirmed_email/{token}"),
+        ("post", "/api/auth/confirm_update_password/{token}"),
+        ("get", "/api/healthchecker"),
+    ]
+    for method, path in public:
+        assert paths[path][method]["security"] == [], (method, path)
+    # The others keep the document's requirement (BearerToken).
+    for method, path in [("get", "/api/users/me"), ("post", "/api/auth/logout"), ("get", "/api/contacts")]:
+        assert "security" not in paths[path][method], (method, path)

@@ -99,12 +99,6 @@ class LiveServer:
     smtp: SmtpServer
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def live_server(settings: Settings, smtp_server: SmtpServer) -> Iterator[LiveServer]:
     """The whole application served by uvicorn on 127.0.0.1, in a background thread."""

@@ -29,6 +29,9 @@ async def test_schema_lists_the_operations_from_the_service_alone(browser_page, 
         assert await sidebar.get_by_text(tag, exact=True).count() == 1, tag
     await sidebar.get_by_text("health", exact=True).click()
     await sidebar.locator('a[href="#tag/health/GET/api/healthchecker"]').wait_for(state="visible")
+    health = page.locator('section[id$="/tag/health/GET/api/healthchecker"]')
+    await health.get_by_role("heading", name="Check the service's health").wait_for(state="visible")
+    assert await health.get_by_text("Auth Required").count() == 0  # a public operation
     # The link that would hand the schema's URL to a Scalar-hosted client is switched off.
     assert await page.get_by_text("Open API Client").count() == 0
     await screenshots(page, "schema", full_page=False)

@@ -39,10 +39,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     app_env: Environment = "development"
     #: SQLAlchemy URL of the database (``postgresql+asyncpg://...`` for PostgreSQL).
     database_url: str = "sqlite+aiosqlite:///./contacts.db"
-    #: Connections kept in the pool per worker (PostgreSQL).
-    db_pool_size: int = 10
-    #: Extra connections allowed beyond the pool under bursts (PostgreSQL).
-    db_max_overflow: int = 10
+    #: Connections kept in the pool per worker (PostgreSQL); one event loop rarely needs more.
+    db_pool_size: int = 20
+    #: Extra connections beyond the pool under bursts (PostgreSQL); each is closed after use.
+    db_max_overflow: int = 0
     #: Redis URL for the shared store; unset keeps an in-memory store (one process only).
     redis_url: str | None = None
     #: Key that signs JWTs; generated once into ``SECRET_KEY_FILE`` when unset outside production.

@@ -127,9 +127,12 @@ def make_db_config(settings: Settings) -> DatabaseConfig:
         The SQLAlchemy config used by the plugin, the CLI and the migrations.
     """
     if settings.is_sqlite:
-        engine_config = EngineConfig(connect_args={"timeout": 30})
+        engine_config = EngineConfig(connect_args={"timeout": 30}, hide_parameters=True)
     else:
         engine_config = EngineConfig(
+            # SQL parameters hold password hashes and token hashes: keep them out of the SQL log
+            # and out of the text of database errors (which the 500 handler logs).
+            hide_parameters=True,
             pool_size=settings.db_pool_size,
             max_overflow=settings.db_max_overflow,
             pool_recycle=1800,

@@ -484,7 +484,7 @@ def table(results: list[Result], ceiling: Result) -> str:
             lines.append(f"| {r.name} | {r.note} | | | | | | | |")
             continue
         ratio = r.rps / ceiling.rps if ceiling.rps else 0.0
-        cpu = f"{r.cpu_us:,.0f} | {ceiling.cpu_us / r.cpu_us:.1%}" if r.cpu_us else "- | -"
+        cpu = f"{r.cpu_us:,.0f} | {ceiling.cpu_us / r.cpu_us:.1%}" if r.cpu_us and r.requests else "- | -"
         lines.append(
             f"| {r.name} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {_non_2xx(r)} | "
             f"{ratio:.1%} | {cpu} | {_verdict(r, ratio)} |"
@@ -510,6 +510,8 @@ def _verdict(r: Result, ratio: float) -> str:
         checks.append((f"p99 ≤ {P99_MIXED_MS:.0f} ms", r.p99_ms <= P99_MIXED_MS))
     if r.name != "ceiling":
         checks.append(("2xx", r.non_2xx == 0))
+        if r.requests == 0:  # nothing finished within the run (wrk counts only complete answers)
+            checks.append(("an answer within the run", False))
     return ", ".join(f"{label} {'ok' if good else 'MISSED'}" for label, good in checks)
 
 

@@ -282,6 +282,11 @@ async def test_import_needs_the_file_field(client, user):
     assert 400 <= as_json.status_code < 500
     as_text = await client.post(f"{BASE}/import", data={"file": "BEGIN:VCARD"}, headers=user.headers)
     assert as_text.status_code == 400
+    text_field = await client.post(
+        f"{BASE}/import", data={"file": "BEGIN:VCARD"}, files={"other": ("a.vcf", b"x")}, headers=user.headers
+    )
+    assert text_field.status_code == 400
+    assert "file" in text_field.text
 
 
 async def test_import_over_the_size_limit_is_413(make_client, user_factory):

@@ -24,7 +24,7 @@ from litestar.exceptions import (
     ValidationException,
 )
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Schema
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, Operation, RequestBody, Schema
 from litestar.openapi.spec.enums import OpenAPIType
 from litestar.params import Body
 from litestar.response import Template
@@ -199,10 +199,23 @@ def _reset_form(token_path: str, status_code: int = HTTP_200_OK, error: str | No
 
 
 @dataclass
-class _NewPasswordOperation(Operation):
+class _PageOperation(Operation):
+    """Documents that the ``200`` and ``400`` answers may also be an HTML page (for a browser)."""
+
+    def __post_init__(self) -> None:
+        page = OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING, description="An HTML page"))
+        for code in ("200", "400"):
+            response = (self.responses or {}).get(code)
+            if isinstance(response, OpenAPIResponse):
+                response.content = {**(response.content or {}), MediaType.HTML: page}
+
+
+@dataclass
+class _NewPasswordOperation(_PageOperation):
     """Documents both bodies the reset POST accepts (the handler parses them itself)."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         password = Schema(
             type=OpenAPIType.STRING,
             min_length=MIN_LENGTH,
@@ -336,6 +349,7 @@ class AuthController(Controller):
 
     @get(
         "/confirmed_email/{token:str}",
+        operation_class=_PageOperation,
         summary="Confirm an email address",
         description="The link of the confirmation mail. A browser (`Accept: text/html`) gets an HTML page.",
         responses={
@@ -406,6 +420,7 @@ class AuthController(Controller):
 
     @get(
         "/confirm_update_password/{token:str}",
+        operation_class=_PageOperation,
         summary="Check a password reset link",
         description="A browser (`Accept: text/html`) gets a form that posts the new password to this address; "
         "a JSON client gets a message.",

@@ -700,6 +700,14 @@ async def test_openapi_documents_every_auth_error(client: AsyncTestClient[Litest
     for (path, method), codes in expected.items():
         documented = set(paths[path][method]["responses"])
         assert codes <= documented, (path, method, documented)
+    for path, method in (
+        ("/api/auth/confirmed_email/{token}", "get"),
+        ("/api/auth/confirm_update_password/{token}", "get"),
+        ("/api/auth/confirm_update_password/{token}", "post"),
+    ):
+        for code in ("200", "400"):
+            content = paths[path][method]["responses"][code]["content"]
+            assert {"application/json", "text/html"} <= set(content), (path, method, code)
     login_body = paths["/api/auth/login"]["post"]["requestBody"]["content"]
     assert "application/x-www-form-urlencoded" in login_body
     reset_body = paths["/api/auth/confirm_update_password/{token}"]["post"]["requestBody"]["content"]

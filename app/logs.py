@@ -47,6 +47,7 @@ class RequestLogMiddleware:
     """
 
     def __init__(self, app: ASGIApp) -> None:
+        """Wrap ``app``, the next ASGI application in the stack."""
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

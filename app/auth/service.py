@@ -63,6 +63,7 @@ class WeakPassword(AuthError):
     """The new password breaks the policy."""
 
     def __init__(self, message: str, field: str = "password") -> None:
+        """Say what is wrong (``message``) with which body ``field``."""
         super().__init__(message)
         #: The body field the message is about.
         self.field = field

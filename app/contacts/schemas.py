@@ -109,6 +109,7 @@ class ContactUpdate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     additional_data: Note | msgspec.UnsetType | None = msgspec.UNSET
 
     def __post_init__(self) -> None:
+        """Normalise the fields present, as the contract stores them."""
         if self.first_name is not msgspec.UNSET:
             self.first_name = normalize_name("first_name", self.first_name)
         if self.last_name is not msgspec.UNSET:

@@ -49,6 +49,7 @@ class InvalidContactError(ValueError):
     """Input that passed the schema but breaks a rule (a ``400`` naming ``field``)."""
 
     def __init__(self, field: str, message: str) -> None:
+        """Name the ``field`` that breaks a rule and say why in ``message``."""
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
@@ -171,6 +172,7 @@ class ContactService(SQLAlchemyAsyncRepositoryService[ContactModel]):
     repository_type = Repo
 
     def __init__(self, session: AsyncSession, settings: Settings) -> None:
+        """Serve one request's ``session`` with the application ``settings``."""
         # The generic (unscoped) repository methods inherited from advanced-alchemy start from a
         # statement that matches nothing: only the owner-scoped methods can reach a contact.
         super().__init__(session=session, statement=select(ContactModel).where(false()))

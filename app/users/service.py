@@ -39,6 +39,7 @@ class UserExistsError(DuplicateKeyError):
     """The email or the username is already used by another account."""
 
     def __init__(self, field: str) -> None:
+        """Name the taken ``field``: ``"email"`` or ``"username"``."""
         super().__init__(f"{field} already taken")
         #: ``"email"`` or ``"username"``.
         self.field = field

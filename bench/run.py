@@ -157,14 +157,20 @@ async def reset_database() -> None:
 
 
 async def db_sessions() -> int:
-    """Connections ever opened to the benchmark database (pool churn shows here)."""
+    """Connections ever opened to the benchmark database (pool churn shows here); -1 if unknown."""
     import asyncpg
 
-    conn = await asyncpg.connect(PG_ADMIN_DSN)
-    try:
-        return await conn.fetchval("SELECT sessions FROM pg_stat_database WHERE datname = $1", DB_NAME)
-    finally:
-        await conn.close()
+    for _ in range(10):  # a shared server may be out of connection slots for a moment
+        try:
+            conn = await asyncpg.connect(PG_ADMIN_DSN)
+        except asyncpg.TooManyConnectionsError:
+            await asyncio.sleep(1)
+            continue
+        try:
+            return await conn.fetchval("SELECT sessions FROM pg_stat_database WHERE datname = $1", DB_NAME)
+        finally:
+            await conn.close()
+    return -1
 
 
 async def flush_redis() -> None:

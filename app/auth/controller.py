@@ -81,6 +81,7 @@ RESET_QUEUED = "If an account with this email exists, a password reset link was 
 RESET_LINK_VALID = "The link is valid: POST the new password to this address."
 INVALID_RESET_LINK = "This password reset link is invalid, expired or already used."
 PASSWORD_RESET = "Your password was changed. Log in with the new one."  # noqa: S105 - a message
+FORM_PASSWORD_RULE = f"The new password must be {MIN_LENGTH} to {MAX_LENGTH} characters long."
 BAD_CREDENTIALS = "Incorrect username or password"
 NOT_CONFIRMED = "Email not confirmed: follow the link we mailed you (or ask for a new one)"
 BAD_REFRESH = "Invalid or expired refresh token"
@@ -454,7 +455,14 @@ class AuthController(Controller):
         self, request: Request, token: str, auth_service: AuthService
     ) -> Response[Message]:
         """Set the new password from a reset link."""
-        is_form, data = await self._new_password(request)
+        try:
+            is_form, data = await self._new_password(request)
+        except ValidationException:
+            if request.content_type[0] == MediaType.JSON:
+                raise
+            # The form's minlength/maxlength stop this in a browser; one that skips them still
+            # gets the form back with the rule rather than a JSON error.
+            return _reset_form(request.url.path, HTTP_400_BAD_REQUEST, error=FORM_PASSWORD_RULE)
         try:
             if is_form and data.password != data.password_confirm:
                 raise WeakPassword("The two passwords differ", "password_confirm")

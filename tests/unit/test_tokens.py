@@ -75,7 +75,11 @@ def test_a_token_is_refused_for_any_other_purpose(made_for: Purpose, used_as: Pu
         ),
         (
             "not yet valid",
-            jwt.encode(claims(nbf=datetime.now(UTC) + timedelta(minutes=1)), KEY, algorithm=ALGORITHM),
+            jwt.encode(
+                claims(nbf=datetime.now(UTC) + timedelta(days=1), exp=datetime.now(UTC) + timedelta(days=2)),
+                KEY,
+                algorithm=ALGORITHM,
+            ),
         ),
         ("wrong key", jwt.encode(claims(), "another-key-" + "x" * 40, algorithm=ALGORITHM)),
         ("alg none", jwt.encode(claims(), key=None, algorithm="none")),

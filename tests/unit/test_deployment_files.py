@@ -56,3 +56,10 @@ def test_containerfile_is_multistage_nonroot_with_healthcheck():
     user_lines = [line for line in text.splitlines() if line.startswith("USER ")]
     assert user_lines and user_lines[-1].split()[1] not in {"root", "0"}
     assert "HEALTHCHECK" in text and "/api/healthchecker" in text
+
+
+def test_container_does_not_trust_forwarded_headers_from_anyone():
+    # The app trusts X-Forwarded-For only from TRUSTED_PROXIES; uvicorn must not rewrite the peer first.
+    text = (ROOT / "Containerfile").read_text()
+    assert "--no-proxy-headers" in text
+    assert "--forwarded-allow-ips" not in text

@@ -145,10 +145,20 @@ def http(
 # --------------------------------------------------------------------------- database and seed
 
 
-async def reset_database() -> None:
+async def connect(dsn: str = PG_ADMIN_DSN) -> Any:
+    """An asyncpg connection, waiting for a slot when a shared server has none free."""
     import asyncpg
 
-    conn = await asyncpg.connect(PG_ADMIN_DSN)
+    for _ in range(60):
+        try:
+            return await asyncpg.connect(dsn)
+        except asyncpg.TooManyConnectionsError:
+            await asyncio.sleep(1)
+    return await asyncpg.connect(dsn)
+
+
+async def reset_database() -> None:
+    conn = await connect()
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
         await conn.execute(f'CREATE DATABASE "{DB_NAME}"')
@@ -158,19 +168,14 @@ async def reset_database() -> None:
 
 async def db_sessions() -> int:
     """Connections ever opened to the benchmark database (pool churn shows here); -1 if unknown."""
-    import asyncpg
-
-    for _ in range(10):  # a shared server may be out of connection slots for a moment
-        try:
-            conn = await asyncpg.connect(PG_ADMIN_DSN)
-        except asyncpg.TooManyConnectionsError:
-            await asyncio.sleep(1)
-            continue
-        try:
-            return await conn.fetchval("SELECT sessions FROM pg_stat_database WHERE datname = $1", DB_NAME)
-        finally:
-            await conn.close()
-    return -1
+    try:
+        conn = await connect()
+    except Exception:  # statistics only: never fail the run for them
+        return -1
+    try:
+        return await conn.fetchval("SELECT sessions FROM pg_stat_database WHERE datname = $1", DB_NAME)
+    finally:
+        await conn.close()
 
 
 async def flush_redis() -> None:
@@ -326,12 +331,11 @@ async def _copy(conn: Any, table: Any, rows: list[dict[str, Any]]) -> None:
 
 
 async def seed(secret: str, sizes: list[int]) -> list[SeededUser]:
-    import asyncpg
 
     from app.security.passwords import hash_password_sync
 
     password_hash = hash_password_sync(PASSWORD, 12)  # once, at the service's default cost
-    conn = await asyncpg.connect(PG_ADMIN_DSN.rsplit("/", 1)[0] + f"/{DB_NAME}")
+    conn = await connect(PG_ADMIN_DSN.rsplit("/", 1)[0] + f"/{DB_NAME}")
     try:
         users = [await seed_user(conn, secret, password_hash, n, f"bench{n}") for n in sizes]
         # As autovacuum would have by now: planner statistics and the visibility map.

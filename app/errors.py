@@ -9,6 +9,7 @@ from advanced_alchemy.exceptions import DuplicateKeyError, IntegrityError, NotFo
 from litestar import MediaType, Response
 from litestar.exceptions import HTTPException
 from litestar.status_codes import (
+    HTTP_400_BAD_REQUEST,
     HTTP_401_UNAUTHORIZED,
     HTTP_404_NOT_FOUND,
     HTTP_409_CONFLICT,
@@ -67,6 +68,13 @@ def conflict_handler(_request: Request, exc: IntegrityError) -> Response:
     return Response(_body(HTTP_409_CONFLICT, detail), status_code=HTTP_409_CONFLICT)
 
 
+def too_deep_handler(_request: Request, _exc: RecursionError) -> Response:
+    """A JSON body nested too deeply for the decoder is bad input (``400``), not a server error."""
+    return Response(
+        _body(HTTP_400_BAD_REQUEST, "The JSON body is nested too deeply"), status_code=HTTP_400_BAD_REQUEST
+    )
+
+
 def internal_error_handler(request: Request, exc: Exception) -> Response:
     """Log an unexpected exception with the request id and answer ``500`` without internals."""
     request_id = request_id_of(request.scope)
@@ -89,5 +97,6 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     HTTPException: http_exception_handler,
     NotFoundError: not_found_handler,
     IntegrityError: conflict_handler,
+    RecursionError: too_deep_handler,
     Exception: internal_error_handler,
 }

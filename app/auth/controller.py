@@ -164,14 +164,6 @@ def _require_media_type(*expected: str) -> Any:
 _JSON_BODY = _require_media_type(MediaType.JSON)
 
 
-def _too_deep(_request: Request[Any, Any, Any], _exc: RecursionError) -> Response[Any]:
-    """A JSON body nested too deeply for the decoder is bad input, not a server error."""
-    return Response(
-        {"status_code": HTTP_400_BAD_REQUEST, "detail": "The JSON body is nested too deeply"},
-        status_code=HTTP_400_BAD_REQUEST,
-    )
-
-
 def _user_read(user: Any) -> UserRead:
     return msgspec.convert(user, UserRead, from_attributes=True)
 
@@ -248,7 +240,6 @@ class AuthController(Controller):
 
     path = "/api/auth"
     tags = ["auth"]
-    exception_handlers = {RecursionError: _too_deep}
     dependencies = {"auth_service": Provide(provide_auth_service)}
 
     @post(
@@ -509,7 +500,6 @@ class PasswordController(Controller):
 
     path = "/api/users/me/password"
     tags = ["users"]
-    exception_handlers = {RecursionError: _too_deep}
     dependencies = {"auth_service": Provide(provide_auth_service)}
 
     @patch(

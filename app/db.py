@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import AsyncGenerator
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from advanced_alchemy.extensions.litestar import (
@@ -76,6 +78,24 @@ class DatabaseConfig(SQLAlchemyAsyncConfig):
         if fresh and self.autocommit_reads and _is_read_only(scope):
             session.bind = self.read_engine()
         return session
+
+    @asynccontextmanager
+    async def lifespan(self, app: Litestar) -> AsyncGenerator[None, None]:
+        """The plugin's lifespan, then the engine's pool closed for sure.
+
+        advanced-alchemy disposes the engine only when its app-state key equals the
+        dependency key, which is false for every config after the first in a process (the
+        keys get a numeric suffix): those pools, and their connections, would stay open.
+
+        Args:
+            app: The application.
+
+        Yields:
+            While the application runs.
+        """
+        async with super().lifespan(app):
+            yield
+        await self.get_engine().dispose()
 
     def read_engine(self) -> AsyncEngine:
         """The application engine (same pool) with autocommit connections."""

@@ -9,7 +9,7 @@ import msgspec
 import pytest
 
 from app.config import Settings
-from tests.reliability.harness import AppClient, serve
+from tests.reliability.harness import AppClient, serve, serve_live
 from tests.reliability.services import PrivatePostgres, PrivateRedis, SmtpSink
 
 
@@ -36,6 +36,16 @@ def serve_with(settings: Settings) -> Callable[..., Any]:
 
     def factory(**overrides: Any) -> Any:
         return serve(msgspec.structs.replace(settings, **overrides))
+
+    return factory
+
+
+@pytest.fixture
+def live_with(settings: Settings) -> Callable[..., Any]:
+    """Factory: ``async with live_with(**setting_overrides) as client`` (uvicorn on loopback)."""
+
+    def factory(**overrides: Any) -> Any:
+        return serve_live(msgspec.structs.replace(settings, **overrides))
 
     return factory
 

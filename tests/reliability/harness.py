@@ -71,6 +71,41 @@ async def serve(settings: Settings, *, client_host: str = "127.0.0.1") -> AsyncI
         await lifespan
 
 
+@contextlib.asynccontextmanager
+async def serve_live(settings: Settings) -> AsyncIterator[AppClient]:
+    """Run an app for ``settings`` under uvicorn on a free loopback port (on the current loop).
+
+    Unlike :func:`serve`, the client gets each answer as soon as it is sent, before the
+    background tasks (mail) run: what a real client would time.
+
+    Yields:
+        A client of the live server (``client.app`` is the app).
+    """
+    import uvicorn
+
+    from tests.reliability.services import free_port
+
+    app = create_app(settings)
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on", log_level="warning", access_log=False)
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()  # start-up failed: raise its error
+            msg = "uvicorn stopped before it started"
+            raise RuntimeError(msg)
+        await asyncio.sleep(0.01)
+    try:
+        async with AppClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            client.app = app
+            yield client
+    finally:
+        server.should_exit = True
+        await task
+
+
 class _ListHandler(logging.Handler):
     def __init__(self) -> None:
         super().__init__(level=logging.DEBUG)

@@ -203,6 +203,8 @@ class SmtpSink:
 
     port: int = field(default_factory=free_port)
     messages: list[Message] = field(default_factory=list)
+    #: Seconds the server takes to accept each message (a slow mail server).
+    delay: float = 0.0
     _controller: Any = None
 
     def start(self) -> None:
@@ -213,6 +215,8 @@ class SmtpSink:
 
         class _Handler:
             async def handle_DATA(self, _server: Any, _session: Any, envelope: Any) -> str:
+                if sink.delay:
+                    await asyncio.sleep(sink.delay)
                 sink.messages.append(message_from_bytes(envelope.original_content or envelope.content))
                 return "250 OK"
 

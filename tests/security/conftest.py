@@ -6,11 +6,11 @@ from typing import Any
 
 import pytest
 
-from tests.reliability.conftest import client, in_app_loop, serve_with, smtp_sink
+from tests.reliability.conftest import client, in_app_loop, live_with, serve_with, smtp_sink
 from tests.reliability.harness import AppClient
 from tests.reliability.services import SmtpSink
 
-__all__ = ["client", "in_app_loop", "mail_client", "serve_with", "smtp_sink"]
+__all__ = ["client", "in_app_loop", "live_with", "mail_client", "serve_with", "smtp_sink"]
 
 
 @pytest.fixture

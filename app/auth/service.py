@@ -253,6 +253,9 @@ class AuthService(SQLAlchemyAsyncRepositoryService[UserSession, UserSessionRepos
             NotConfirmed: Right password, unconfirmed email.
         """
         user = await self.users.get_by_login(login)
+        # Hand the connection back before hashing (~0.25 s): holding it through bcrypt drained
+        # the pool under concurrent logins. expire_on_commit=False keeps `user` loaded.
+        await self.repository.session.commit()
         hashed = user.password_hash if user is not None else await dummy_hash(self.settings.bcrypt_rounds)
         valid = await verify_password(password, hashed)
         if user is None or not valid:

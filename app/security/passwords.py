@@ -6,11 +6,28 @@ bcrypt reads at most 72 bytes, so the password is first reduced to a SHA-256 dig
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
+import os
+import weakref
 
 import bcrypt
-from anyio import to_thread
+from anyio import CapacityLimiter, to_thread
+
+#: bcrypt runs in at most this many threads at once: logins queue for a core instead of
+#: starving the event loop (anyio's default of 40 threads let 40 hashes fight over 2 cores).
+HASHING_THREADS = max(1, (os.cpu_count() or 2) - 1)
+_limiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, CapacityLimiter] = weakref.WeakKeyDictionary()
+
+
+def _hashing_limiter() -> CapacityLimiter:
+    # One limiter per event loop: a limiter is bound to the loop it first waits on.
+    loop = asyncio.get_running_loop()
+    limiter = _limiters.get(loop)
+    if limiter is None:
+        limiter = _limiters[loop] = CapacityLimiter(HASHING_THREADS)
+    return limiter
 
 
 def _prehash(password: str) -> bytes:
@@ -48,7 +65,7 @@ async def hash_password(password: str, rounds: int) -> str:
     Returns:
         The bcrypt hash, as text.
     """
-    return await to_thread.run_sync(hash_password_sync, password, rounds)
+    return await to_thread.run_sync(hash_password_sync, password, rounds, limiter=_hashing_limiter())
 
 
 async def verify_password(password: str, password_hash: str) -> bool:
@@ -61,4 +78,4 @@ async def verify_password(password: str, password_hash: str) -> bool:
     Returns:
         Whether they match.
     """
-    return await to_thread.run_sync(verify_password_sync, password, password_hash)
+    return await to_thread.run_sync(verify_password_sync, password, password_hash, limiter=_hashing_limiter())

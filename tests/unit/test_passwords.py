@@ -68,3 +68,29 @@ def test_the_bundled_list_is_loaded_lower_cased_without_comments() -> None:
     assert len(words) > 200
     assert "password" in words
     assert all(word == word.lower() and not word.startswith("#") for word in words)
+
+
+async def test_hashing_runs_in_a_bounded_number_of_threads(monkeypatch):
+    """Concurrent logins queue for the hashing threads instead of starving the event loop."""
+    import asyncio
+    import threading
+    import time
+
+    from app.security import passwords
+
+    active = peak = 0
+    lock = threading.Lock()
+
+    def slow_verify(_password: str, _hash: str) -> bool:
+        nonlocal active, peak
+        with lock:
+            active += 1
+            peak = max(peak, active)
+        time.sleep(0.02)
+        with lock:
+            active -= 1
+        return True
+
+    monkeypatch.setattr(passwords, "verify_password_sync", slow_verify)
+    await asyncio.gather(*(passwords.verify_password("x", "y") for _ in range(8)))
+    assert peak == passwords.HASHING_THREADS

@@ -17,7 +17,7 @@ from litestar.status_codes import (
     HTTP_500_INTERNAL_SERVER_ERROR,
 )
 
-from app.logs import request_id_of
+from app.logs import mask_tokens, request_id_of
 
 if TYPE_CHECKING:
     from litestar import Request
@@ -49,8 +49,9 @@ def http_exception_handler(request: Request, exc: HTTPException) -> Response:
     if exc.status_code == HTTP_429_TOO_MANY_REQUESTS:
         headers.setdefault("Retry-After", "60")
     extra = exc.extra if exc.extra not in (None, {}, []) else None
+    # Litestar's validation detail names the path, which may carry a confirmation/reset token.
     return Response(
-        _body(exc.status_code, exc.detail, extra),
+        _body(exc.status_code, mask_tokens(exc.detail), extra),
         status_code=exc.status_code,
         headers=headers,
         media_type=MediaType.JSON,

@@ -76,7 +76,7 @@ class RequestLogMiddleware:
                     _encode(
                         {
                             "method": scope["method"],
-                            "path": _safe_path(scope["path"]),
+                            "path": mask_tokens(scope["path"]),
                             "status": status,
                             "duration_ms": round((time.perf_counter() - started) * 1000, 2),
                             "request_id": request_id,
@@ -88,8 +88,8 @@ class RequestLogMiddleware:
 _TOKEN_IN_PATH = re.compile(r"/(confirmed_email|confirm_update_password)/[^/]+")
 
 
-def _safe_path(path: str) -> str:
-    """Mask the tokens that some routes carry in their path."""
+def mask_tokens(path: str) -> str:
+    """Mask the tokens that some routes carry in their path (for logs and error messages)."""
     return _TOKEN_IN_PATH.sub(r"/\1/***", path)
 
 

@@ -163,6 +163,11 @@ def birthday_ranges(today: date, days: int) -> list[tuple[int, int]]:
     return ranges
 
 
+#: The base statement of the inherited (unscoped) repository methods: it matches nothing, so
+#: only the owner-scoped methods can reach a contact. Built once: statements are immutable.
+_NOTHING = select(ContactModel).where(false())
+
+
 class ContactService(SQLAlchemyAsyncRepositoryService[ContactModel]):
     """The rules of a user's address book."""
 
@@ -173,9 +178,7 @@ class ContactService(SQLAlchemyAsyncRepositoryService[ContactModel]):
 
     def __init__(self, session: AsyncSession, settings: Settings) -> None:
         """Serve one request's ``session`` with the application ``settings``."""
-        # The generic (unscoped) repository methods inherited from advanced-alchemy start from a
-        # statement that matches nothing: only the owner-scoped methods can reach a contact.
-        super().__init__(session=session, statement=select(ContactModel).where(false()))
+        super().__init__(session=session, statement=_NOTHING)
         self.settings = settings
         self.contacts: ContactRepository = self.repository  # type: ignore[assignment]
 

@@ -16,19 +16,24 @@ A ``429`` carries ``Retry-After`` with the seconds left in the window.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import re
+import time
 from typing import TYPE_CHECKING, Any
 
 from litestar.exceptions import TooManyRequestsException
-from litestar.middleware.rate_limit import RateLimitConfig, RateLimitMiddleware
+from litestar.middleware.rate_limit import DURATION_VALUES, CacheObject, RateLimitConfig, RateLimitMiddleware
 
 from app import cache
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable
 
     from litestar.connection import Request
     from litestar.middleware.base import DefineMiddleware
+    from litestar.stores.base import Store
     from litestar.types import Receive, Scope, Send
 
     from app.config import Settings
@@ -52,6 +57,25 @@ class _RetryAfterRateLimitMiddleware(RateLimitMiddleware):
                 headers["Retry-After"] = str(max(1, int(reset)))
                 exc.headers = headers
             raise
+
+    async def retrieve_cached_history(self, key: str, store: Store) -> CacheObject:
+        """The client's request history; an empty one when the store is down (fail open).
+
+        A Redis outage degrades the service (no rate limit for a while) instead of turning
+        every limited route into a ``500``.
+        """
+        try:
+            return await super().retrieve_cached_history(key, store)
+        except Exception as exc:
+            logger.warning("rate limit store unavailable, not limiting (%s)", type(exc).__name__)
+            return CacheObject(history=[], reset=int(time.time()) + DURATION_VALUES[self.unit])
+
+    async def set_cached_history(self, key: str, cache_object: CacheObject, store: Store) -> None:
+        """Record this request; skipped (logged) when the store is down."""
+        try:
+            await super().set_cached_history(key, cache_object, store)
+        except Exception as exc:
+            logger.warning("rate limit store unavailable, request not counted (%s)", type(exc).__name__)
 
 
 class ClientIdentifier:

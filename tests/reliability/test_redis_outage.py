@@ -45,7 +45,8 @@ async def test_redis_outage_requests_served_from_database_health_degraded_then_r
     serve_with, user_factory, private_redis: PrivateRedis
 ):
     user = await user_factory()
-    async with serve_with() as client:
+    # Rate limits on: their counters live in Redis too, and must not turn an outage into 500s.
+    async with serve_with(rate_limit_enabled=True, rate_limit_me_per_minute=1000) as client:
         response = await client.get("/api/users/me", headers=user.headers)
         assert response.status_code == 200, response.text
         assert await _cached_keys(private_redis.url), "the user snapshot should be cached in Redis"

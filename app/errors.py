@@ -83,7 +83,7 @@ def internal_error_handler(request: Request, exc: Exception) -> Response:
         "unhandled %s on %s %s (request_id=%s)",
         type(exc).__name__,
         request.method,
-        request.url.path,
+        mask_tokens(request.url.path),  # a confirmation or reset token must not reach the log
         request_id,
         exc_info=exc,
     )

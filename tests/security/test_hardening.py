@@ -242,3 +242,16 @@ async def test_asvs_16_2_5_no_password_token_or_hash_in_any_log_of_a_whole_accou
     for token in (confirm, reset):
         claims = jwt.decode(token, options={"verify_signature": False})
         assert claims["jti"] not in text
+
+
+def test_asvs_16_2_5_a_500_on_a_token_path_does_not_log_the_token():
+    from litestar.testing import RequestFactory
+
+    from app.errors import internal_error_handler
+
+    request = RequestFactory().get("/api/auth/confirm_update_password/SECRET-TOKEN-123")
+    with capture_all_logs() as logs:
+        response = internal_error_handler(request, RuntimeError("boom"))
+    assert response.status_code == 500
+    assert "unhandled RuntimeError" in logs.text()
+    assert "SECRET-TOKEN-123" not in logs.text()

@@ -9,8 +9,10 @@ error it loads the user and their live sessions from the database and refills th
 from __future__ import annotations
 
 import logging
+import time
+from collections import OrderedDict
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 from uuid import UUID
 
 import msgspec
@@ -156,6 +158,34 @@ async def retrieve_user_handler(
     return user
 
 
+class VerifiedToken(Token):
+    """Litestar's JWT token, remembering tokens it has already verified.
+
+    Verifying an HS256 signature and its claims is a large share of a cached request's cost,
+    and a client sends the same access token many times. A token string seen and verified
+    before is taken from a bounded in-process map; its expiry and ``nbf`` are still checked on
+    every use. A forged or altered token is a different string, so it is always fully verified;
+    ended sessions are refused later by the session check, as for any token.
+    """
+
+    _verified: ClassVar[OrderedDict[tuple[str, str], VerifiedToken]] = OrderedDict()
+    _max_verified: ClassVar[int] = 10_000
+
+    @classmethod
+    def decode(cls, encoded_token: str, secret: str, *args: Any, **kwargs: Any) -> VerifiedToken:  # type: ignore[override]
+        """Return the verified token, from the map when this exact string was verified before."""
+        key = (encoded_token, secret)
+        token = cls._verified.get(key)
+        now = time.time()
+        if token is not None and token.exp.timestamp() > now and token.extras.get("nbf", 0) <= now:
+            return token
+        token = super().decode(encoded_token, secret, *args, **kwargs)
+        cls._verified[key] = token
+        if len(cls._verified) > cls._max_verified:
+            cls._verified.popitem(last=False)
+        return token
+
+
 def make_auth(settings: Settings) -> OAuth2PasswordBearerAuth[CurrentUser, Token]:
     """Build the bearer-token authentication for the app.
 
@@ -166,6 +196,7 @@ def make_auth(settings: Settings) -> OAuth2PasswordBearerAuth[CurrentUser, Token
         The auth config; its ``on_app_init`` is registered in :func:`app.main.create_app`.
     """
     return OAuth2PasswordBearerAuth[CurrentUser, Token](
+        token_cls=VerifiedToken,
         token_url="/api/auth/login",  # noqa: S106 - a URL
         token_secret=settings.secret_key,
         retrieve_user_handler=retrieve_user_handler,

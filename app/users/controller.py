@@ -16,7 +16,7 @@ from litestar.di import NamedDependency, Provide
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import HTTPException
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import Body, Parameter
+from litestar.params import Body, FromPath, JSONBody, QueryParameter
 from litestar.status_codes import (
     HTTP_400_BAD_REQUEST,
     HTTP_401_UNAUTHORIZED,
@@ -110,9 +110,9 @@ class UsersController(Controller):
     )
     async def list_users(
         self,
-        user_service: UserService,
-        limit: Annotated[int, Parameter(ge=1, le=100, description="Page size (1-100).")] = 20,
-        offset: Annotated[int, Parameter(ge=0, description="Users to skip.")] = 0,
+        user_service: NamedDependency[UserService],
+        limit: Annotated[int, QueryParameter(ge=1, le=100, description="Page size (1-100).")] = 20,
+        offset: Annotated[int, QueryParameter(ge=0, description="Users to skip.")] = 0,
     ) -> OffsetPagination[UserRead]:
         """Every user, oldest first, a page at a time."""
         users, total = await user_service.list_page(limit=limit, offset=offset)
@@ -131,7 +131,9 @@ class UsersController(Controller):
             HTTP_409_CONFLICT: _error("The last admin cannot be demoted"),
         },
     )
-    async def set_role(self, user_id: str, data: RoleUpdate, user_service: UserService) -> UserRead:
+    async def set_role(
+        self, user_id: FromPath[str], data: JSONBody[RoleUpdate], user_service: NamedDependency[UserService]
+    ) -> UserRead:
         """Make a user an ``admin`` or a plain ``user``; the change applies on their next request."""
         try:
             uid = UUID(user_id)
@@ -172,7 +174,7 @@ class AvatarController(Controller):
         self,
         request: Request[CurrentUser, Any, Any],
         data: Annotated[AvatarUpload, Body(media_type=RequestEncodingType.MULTI_PART)],
-        user_service: UserService,
+        user_service: NamedDependency[UserService],
         settings: NamedDependency[Settings],
     ) -> UserRead:
         """Replace the avatar; the type is judged from the bytes, never the name or content type."""

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from advanced_alchemy.exceptions import DuplicateKeyError, NotFoundError
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 from litestar import Request
+from litestar.di import NamedDependency
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -276,7 +277,7 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
 
 
 async def provide_user_service(
-    db_session: AsyncSession, request: Request
+    db_session: NamedDependency[AsyncSession], request: Request
 ) -> AsyncGenerator[UserService, None]:
     """Dependency: a :class:`UserService` on the request's database session.
 

@@ -14,7 +14,7 @@ from uuid import UUID
 import msgspec
 from litestar import Controller, MediaType, Request, Response, get, patch, post
 from litestar.background_tasks import BackgroundTask
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import (
     ClientException,
@@ -26,7 +26,7 @@ from litestar.exceptions import (
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, Operation, RequestBody, Schema
 from litestar.openapi.spec.enums import OpenAPIType
-from litestar.params import Body
+from litestar.params import Body, FromPath, JSONBody
 from litestar.response import Template
 from litestar.status_codes import (
     HTTP_200_OK,
@@ -256,7 +256,7 @@ class AuthController(Controller):
         },
     )
     async def register(
-        self, request: Request, data: Register, auth_service: AuthService
+        self, request: Request, data: JSONBody[Register], auth_service: NamedDependency[AuthService]
     ) -> Response[UserRead]:
         """Create an account and mail its confirmation link."""
         try:
@@ -288,7 +288,7 @@ class AuthController(Controller):
     async def login(
         self,
         data: Annotated[LoginForm, Body(media_type=RequestEncodingType.URL_ENCODED)],
-        auth_service: AuthService,
+        auth_service: NamedDependency[AuthService],
     ) -> Tokens:
         """Exchange credentials for an access and a refresh token."""
         try:
@@ -310,7 +310,9 @@ class AuthController(Controller):
             HTTP_401_UNAUTHORIZED: _error("Invalid, expired, re-used or wrong-purpose refresh token"),
         },
     )
-    async def refresh_token(self, data: RefreshRequest, auth_service: AuthService) -> Tokens:
+    async def refresh_token(
+        self, data: JSONBody[RefreshRequest], auth_service: NamedDependency[AuthService]
+    ) -> Tokens:
         """Rotate a refresh token."""
         try:
             return await auth_service.refresh(data.refresh_token)
@@ -331,7 +333,10 @@ class AuthController(Controller):
         },
     )
     async def logout(
-        self, request: Request[CurrentUser, Any, Any], data: RefreshRequest, auth_service: AuthService
+        self,
+        request: Request[CurrentUser, Any, Any],
+        data: JSONBody[RefreshRequest],
+        auth_service: NamedDependency[AuthService],
     ) -> None:
         """End the session the refresh token belongs to."""
         try:
@@ -353,7 +358,7 @@ class AuthController(Controller):
         },
     )
     async def confirmed_email(
-        self, request: Request, token: str, auth_service: AuthService
+        self, request: Request, token: FromPath[str], auth_service: NamedDependency[AuthService]
     ) -> Response[Message]:
         """Confirm the email a confirmation token was made for."""
         try:
@@ -382,7 +387,7 @@ class AuthController(Controller):
         responses={**_INVALID_BODY, **_THROTTLED},
     )
     async def request_email(
-        self, request: Request, data: EmailRequest, auth_service: AuthService
+        self, request: Request, data: JSONBody[EmailRequest], auth_service: NamedDependency[AuthService]
     ) -> Response[Message]:
         """Mail a new confirmation link if the account exists and is unconfirmed."""
         mail = await auth_service.request_confirmation(data.email)
@@ -402,7 +407,7 @@ class AuthController(Controller):
         responses={**_INVALID_BODY, **_THROTTLED},
     )
     async def update_password(
-        self, request: Request, data: EmailRequest, auth_service: AuthService
+        self, request: Request, data: JSONBody[EmailRequest], auth_service: NamedDependency[AuthService]
     ) -> Response[Message]:
         """Mail a password reset link if an account has this email."""
         mail = await auth_service.request_reset(data.email)
@@ -419,7 +424,7 @@ class AuthController(Controller):
         responses=_BAD_LINK_RESPONSES,
     )
     async def check_reset_link(
-        self, request: Request, token: str, auth_service: AuthService
+        self, request: Request, token: FromPath[str], auth_service: NamedDependency[AuthService]
     ) -> Response[Message]:
         """Check a reset token; show the form to a browser."""
         try:
@@ -443,7 +448,7 @@ class AuthController(Controller):
         operation_class=_NewPasswordOperation,
     )
     async def reset_password(
-        self, request: Request, token: str, auth_service: AuthService
+        self, request: Request, token: FromPath[str], auth_service: NamedDependency[AuthService]
     ) -> Response[Message]:
         """Set the new password from a reset link."""
         try:
@@ -516,7 +521,10 @@ class PasswordController(Controller):
         },
     )
     async def change_password(
-        self, request: Request[CurrentUser, Any, Any], data: PasswordChange, auth_service: AuthService
+        self,
+        request: Request[CurrentUser, Any, Any],
+        data: JSONBody[PasswordChange],
+        auth_service: NamedDependency[AuthService],
     ) -> Response[None]:
         """Change the password of the current user."""
         sid = request.auth.extras.get("sid")

@@ -18,6 +18,7 @@ from uuid import UUID
 
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 from litestar import Request
+from litestar.di import NamedDependency
 from sqlalchemy.ext.asyncio import AsyncSession
 from uuid_utils.compat import uuid7
 
@@ -412,7 +413,7 @@ class AuthService(SQLAlchemyAsyncRepositoryService[UserSession, UserSessionRepos
 
 
 async def provide_auth_service(
-    db_session: AsyncSession, request: Request
+    db_session: NamedDependency[AsyncSession], request: Request
 ) -> AsyncGenerator[AuthService, None]:
     """Dependency: an :class:`AuthService` on the request's database session.
 

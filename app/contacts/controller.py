@@ -20,7 +20,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, Operation, Schema
 from litestar.openapi.spec.enums import OpenAPIType
-from litestar.params import Body, Parameter, QueryParameter
+from litestar.params import Body, FromQuery, HeaderParameter, JSONBody, PathParameter, QueryParameter
 from litestar.response import Stream
 from litestar.status_codes import (
     HTTP_201_CREATED,
@@ -55,16 +55,16 @@ from app.users.schemas import CurrentUser
 #: Room for the multipart framing (boundaries, part headers) around the imported file.
 MULTIPART_OVERHEAD = 16 * 1024
 
-ContactId = Annotated[str, Parameter(description="The contact's id (opaque).", max_length=64)]
+ContactId = Annotated[str, PathParameter(description="The contact's id (opaque).", max_length=64)]
 IfMatch = Annotated[
     str | None,
-    Parameter(
-        header="If-Match",
+    HeaderParameter(
+        name="If-Match",
         description="Write only if the contact still has this ETag (else 412).",
         required=False,
     ),
 ]
-Filter = Annotated[str | None, Parameter(max_length=254, required=False)]
+Filter = Annotated[str | None, QueryParameter(max_length=254, required=False)]
 
 
 class _Error(msgspec.Struct):
@@ -178,10 +178,10 @@ class ContactController(Controller):
         last_name: Filter = None,
         email: Filter = None,
         q: Filter = None,
-        limit: Annotated[int, Parameter(ge=1, le=100, description="Page size (1-100).")] = 20,
-        offset: Annotated[int, Parameter(ge=0, description="Contacts to skip.")] = 0,
-        order_by: ContactOrderBy = "created_at",
-        sort_order: ContactSortOrder = "asc",
+        limit: Annotated[int, QueryParameter(ge=1, le=100, description="Page size (1-100).")] = 20,
+        offset: Annotated[int, QueryParameter(ge=0, description="Contacts to skip.")] = 0,
+        order_by: FromQuery[ContactOrderBy] = "created_at",
+        sort_order: FromQuery[ContactSortOrder] = "asc",
     ) -> ContactPage:
         """Your contacts a page at a time.
 
@@ -210,7 +210,7 @@ class ContactController(Controller):
     async def create_contact(
         self,
         request: Request[CurrentUser, Any, Any],
-        data: ContactCreate,
+        data: JSONBody[ContactCreate],
         contacts: NamedDependency[ContactService],
     ) -> Response[Contact]:
         """Add a contact. Names are trimmed, the email lower-cased, the phone number stored as E.164."""
@@ -226,7 +226,7 @@ class ContactController(Controller):
         self,
         request: Request[CurrentUser, Any, Any],
         contacts: NamedDependency[ContactService],
-        days: Annotated[int, Parameter(ge=0, le=365, description="Days ahead of today (0-365).")] = 7,
+        days: Annotated[int, QueryParameter(ge=0, le=365, description="Days ahead of today (0-365).")] = 7,
     ) -> list[ContactBirthday]:
         """Contacts whose birthday falls from today through ``days`` ahead, soonest first.
 
@@ -291,7 +291,7 @@ class ContactController(Controller):
         self,
         request: Request[CurrentUser, Any, Any],
         contact_id: ContactId,
-        data: ContactCreate,
+        data: JSONBody[ContactCreate],
         contacts: NamedDependency[ContactService],
         if_match: IfMatch = None,
     ) -> Response[Contact]:
@@ -310,7 +310,7 @@ class ContactController(Controller):
         self,
         request: Request[CurrentUser, Any, Any],
         contact_id: ContactId,
-        data: ContactUpdate,
+        data: JSONBody[ContactUpdate],
         contacts: NamedDependency[ContactService],
         if_match: IfMatch = None,
     ) -> Response[Contact]:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 from advanced_alchemy.exceptions import DuplicateKeyError, IntegrityError, NotFoundError
 from litestar import MediaType, Response
 from litestar.exceptions import HTTPException
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import (
     HTTP_400_BAD_REQUEST,
     HTTP_401_UNAUTHORIZED,
@@ -24,6 +26,26 @@ if TYPE_CHECKING:
     from litestar.types import ExceptionHandlersMap
 
 logger = logging.getLogger("app.errors")
+
+
+class ErrorBody(msgspec.Struct):
+    """Litestar's error shape, as documented in the OpenAPI schema."""
+
+    status_code: int
+    detail: str
+    extra: dict[str, Any] | list[Any] | None = None
+
+
+def error_response(description: str) -> ResponseSpec:
+    """An OpenAPI response entry for an error answered in :class:`ErrorBody`'s shape.
+
+    Args:
+        description: When this error happens.
+
+    Returns:
+        The spec for a route's ``responses`` map.
+    """
+    return ResponseSpec(data_container=ErrorBody, description=description, generate_examples=False)
 
 
 def _body(status_code: int, detail: str, extra: Any = None) -> dict[str, Any]:

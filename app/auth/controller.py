@@ -61,6 +61,7 @@ from app.auth.service import (
     WrongPassword,
     provide_auth_service,
 )
+from app.errors import ErrorBody, error_response
 from app.mail.senders import deliver
 from app.security.password_policy import MAX_LENGTH, MIN_LENGTH
 from app.users.schemas import CurrentUser, UserRead
@@ -87,26 +88,16 @@ NOT_CONFIRMED = "Email not confirmed: follow the link we mailed you (or ask for 
 BAD_REFRESH = "Invalid or expired refresh token"
 
 
-class _Error(msgspec.Struct):
-    """Litestar's error shape (for the OpenAPI schema)."""
-
-    status_code: int
-    detail: str
-    extra: dict[str, Any] | list[Any] | None = None
-
-
-def _error(description: str) -> ResponseSpec:
-    return ResponseSpec(data_container=_Error, description=description, generate_examples=False)
-
-
 _INVALID_BODY = {
-    HTTP_400_BAD_REQUEST: _error("Malformed body, unknown field or a value out of bounds"),
-    HTTP_415_UNSUPPORTED_MEDIA_TYPE: _error("The body has the wrong content type"),
+    HTTP_400_BAD_REQUEST: error_response("Malformed body, unknown field or a value out of bounds"),
+    HTTP_415_UNSUPPORTED_MEDIA_TYPE: error_response("The body has the wrong content type"),
 }
-_THROTTLED = {HTTP_429_TOO_MANY_REQUESTS: _error("Too many attempts from this client; see Retry-After")}
+_THROTTLED = {
+    HTTP_429_TOO_MANY_REQUESTS: error_response("Too many attempts from this client; see Retry-After")
+}
 _BAD_LINK_RESPONSES = {
     HTTP_400_BAD_REQUEST: ResponseSpec(
-        data_container=_Error,
+        data_container=ErrorBody,
         description="The token is invalid, expired, already used or made for another purpose "
         "(an HTML page for a browser)",
         generate_examples=False,
@@ -251,7 +242,9 @@ class AuthController(Controller):
         "Unknown fields (such as `role` or `confirmed`) are refused with `400`.",
         responses={
             **_INVALID_BODY,
-            HTTP_409_CONFLICT: _error("The email or the username is already taken (case-insensitively)"),
+            HTTP_409_CONFLICT: error_response(
+                "The email or the username is already taken (case-insensitively)"
+            ),
             **_THROTTLED,
         },
     )
@@ -280,8 +273,8 @@ class AuthController(Controller):
         "Opens a session and returns its tokens.",
         responses={
             **_INVALID_BODY,
-            HTTP_401_UNAUTHORIZED: _error("Unknown user or wrong password (one message for both)"),
-            HTTP_403_FORBIDDEN: _error("Right password, but the email is not confirmed yet"),
+            HTTP_401_UNAUTHORIZED: error_response("Unknown user or wrong password (one message for both)"),
+            HTTP_403_FORBIDDEN: error_response("Right password, but the email is not confirmed yet"),
             **_THROTTLED,
         },
     )
@@ -307,7 +300,7 @@ class AuthController(Controller):
         "Sending a refresh token that was already rotated ends **every** session of its user.",
         responses={
             **_INVALID_BODY,
-            HTTP_401_UNAUTHORIZED: _error("Invalid, expired, re-used or wrong-purpose refresh token"),
+            HTTP_401_UNAUTHORIZED: error_response("Invalid, expired, re-used or wrong-purpose refresh token"),
         },
     )
     async def refresh_token(
@@ -327,7 +320,7 @@ class AuthController(Controller):
         description="Ends the session of the refresh token sent; its tokens stop working at once.",
         responses={
             **_INVALID_BODY,
-            HTTP_401_UNAUTHORIZED: _error(
+            HTTP_401_UNAUTHORIZED: error_response(
                 "Missing/invalid access token, or a refresh token that is not yours"
             ),
         },
@@ -351,7 +344,7 @@ class AuthController(Controller):
         description="The link of the confirmation mail. A browser (`Accept: text/html`) gets an HTML page.",
         responses={
             HTTP_400_BAD_REQUEST: ResponseSpec(
-                data_container=_Error,
+                data_container=ErrorBody,
                 description="Invalid, expired or wrong-purpose token (an HTML page for a browser)",
                 generate_examples=False,
             )
@@ -443,7 +436,7 @@ class AuthController(Controller):
         "the password changes. Every session of the user ends and a notice is mailed.",
         responses={
             **_BAD_LINK_RESPONSES,
-            HTTP_415_UNSUPPORTED_MEDIA_TYPE: _error("The body is neither JSON nor a form"),
+            HTTP_415_UNSUPPORTED_MEDIA_TYPE: error_response("The body is neither JSON nor a form"),
         },
         operation_class=_NewPasswordOperation,
     )
@@ -515,9 +508,9 @@ class PasswordController(Controller):
         description="Needs the current password. Ends every other session (the one making the change stays) "
         "and mails a notice.",
         responses={
-            HTTP_400_BAD_REQUEST: _error("Wrong current password, or an unacceptable new one"),
-            HTTP_401_UNAUTHORIZED: _error("Missing, invalid or expired access token"),
-            HTTP_415_UNSUPPORTED_MEDIA_TYPE: _error("The body is not JSON"),
+            HTTP_400_BAD_REQUEST: error_response("Wrong current password, or an unacceptable new one"),
+            HTTP_401_UNAUTHORIZED: error_response("Missing, invalid or expired access token"),
+            HTTP_415_UNSUPPORTED_MEDIA_TYPE: error_response("The body is not JSON"),
         },
     )
     async def change_password(

@@ -11,13 +11,11 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 from uuid import UUID
 
-import msgspec
 from litestar import Controller, Request, Response, Router, delete, get, patch, post, put
 from litestar.datastructures import UploadFile
 from litestar.di import NamedDependency, Provide
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import HTTPException, ValidationException
-from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, Operation, Schema
 from litestar.openapi.spec.enums import OpenAPIType
 from litestar.params import Body, FromQuery, HeaderParameter, JSONBody, PathParameter, QueryParameter
@@ -49,7 +47,7 @@ from app.contacts.schemas import (
     ImportResult,
 )
 from app.contacts.service import ContactService, InvalidContactError, StaleContactError
-from app.errors import http_exception_handler
+from app.errors import error_response, http_exception_handler
 from app.users.schemas import CurrentUser
 
 #: Room for the multipart framing (boundaries, part headers) around the imported file.
@@ -67,23 +65,11 @@ IfMatch = Annotated[
 Filter = Annotated[str | None, QueryParameter(max_length=254, required=False)]
 
 
-class _Error(msgspec.Struct):
-    """Litestar's error shape (for the OpenAPI schema)."""
-
-    status_code: int
-    detail: str
-    extra: dict[str, Any] | list[Any] | None = None
-
-
-def _error(description: str) -> ResponseSpec:
-    return ResponseSpec(data_container=_Error, description=description, generate_examples=False)
-
-
-_AUTH = {HTTP_401_UNAUTHORIZED: _error("Missing, invalid or expired access token")}
-_NOT_FOUND = {HTTP_404_NOT_FOUND: _error("No such contact among yours (or a malformed id)")}
-_INVALID = {HTTP_400_BAD_REQUEST: _error("Invalid body: the failing field is named in `extra`")}
-_CONFLICT = {HTTP_409_CONFLICT: _error("You already have a contact with this email")}
-_STALE = {HTTP_412_PRECONDITION_FAILED: _error("If-Match does not name the contact's current ETag")}
+_AUTH = {HTTP_401_UNAUTHORIZED: error_response("Missing, invalid or expired access token")}
+_NOT_FOUND = {HTTP_404_NOT_FOUND: error_response("No such contact among yours (or a malformed id)")}
+_INVALID = {HTTP_400_BAD_REQUEST: error_response("Invalid body: the failing field is named in `extra`")}
+_CONFLICT = {HTTP_409_CONFLICT: error_response("You already have a contact with this email")}
+_STALE = {HTTP_412_PRECONDITION_FAILED: error_response("If-Match does not name the contact's current ETag")}
 
 
 @dataclass
@@ -168,7 +154,7 @@ class ContactController(Controller):
     @get(
         "/",
         summary="List and search contacts",
-        responses={**_AUTH, HTTP_400_BAD_REQUEST: _error("A query parameter is out of range")},
+        responses={**_AUTH, HTTP_400_BAD_REQUEST: error_response("A query parameter is out of range")},
     )
     async def list_contacts(
         self,
@@ -220,7 +206,7 @@ class ContactController(Controller):
     @get(
         "/birthdays",
         summary="Upcoming birthdays",
-        responses={**_AUTH, HTTP_400_BAD_REQUEST: _error("days is not between 0 and 365")},
+        responses={**_AUTH, HTTP_400_BAD_REQUEST: error_response("days is not between 0 and 365")},
     )
     async def birthdays(
         self,
@@ -241,7 +227,7 @@ class ContactController(Controller):
         operation_class=_ExportOperation,
         responses={
             **_AUTH,
-            HTTP_400_BAD_REQUEST: _error("format is neither vcard nor csv"),
+            HTTP_400_BAD_REQUEST: error_response("format is neither vcard nor csv"),
         },
     )
     async def export_contacts(
@@ -351,11 +337,11 @@ class ContactImportController(Controller):
         status_code=200,
         responses={
             **_AUTH,
-            HTTP_400_BAD_REQUEST: _error(
+            HTTP_400_BAD_REQUEST: error_response(
                 "Not a multipart form with a `file` field, or not vCard/CSV UTF-8 text"
             ),
-            HTTP_413_REQUEST_ENTITY_TOO_LARGE: _error("The file is larger than IMPORT_MAX_BYTES"),
-            HTTP_415_UNSUPPORTED_MEDIA_TYPE: _error("The body is not multipart/form-data"),
+            HTTP_413_REQUEST_ENTITY_TOO_LARGE: error_response("The file is larger than IMPORT_MAX_BYTES"),
+            HTTP_415_UNSUPPORTED_MEDIA_TYPE: error_response("The body is not multipart/form-data"),
         },
     )
     async def import_contacts(

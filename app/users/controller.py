@@ -15,7 +15,6 @@ from litestar.datastructures import UploadFile
 from litestar.di import NamedDependency, Provide
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import HTTPException
-from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Body, FromPath, JSONBody, QueryParameter
 from litestar.status_codes import (
     HTTP_400_BAD_REQUEST,
@@ -31,6 +30,7 @@ from litestar.status_codes import (
 )
 
 from app.config import Settings
+from app.errors import error_response
 from app.security.guards import requires_admin
 from app.storage.adapters import AvatarStorage, StorageError
 from app.storage.images import ImageTooLargeError, UnsupportedImageError, inspect_image
@@ -41,20 +41,8 @@ from app.users.service import LastAdminError, UserService, provide_user_service
 MULTIPART_OVERHEAD = 16 * 1024
 
 
-class _Error(msgspec.Struct):
-    """Litestar's error shape (for the OpenAPI schema)."""
-
-    status_code: int
-    detail: str
-    extra: dict[str, Any] | list[Any] | None = None
-
-
-def _error(description: str) -> ResponseSpec:
-    return ResponseSpec(data_container=_Error, description=description, generate_examples=False)
-
-
-_AUTH_ERRORS = {HTTP_401_UNAUTHORIZED: _error("Missing, invalid or expired access token")}
-_ADMIN_ERRORS = {**_AUTH_ERRORS, HTTP_403_FORBIDDEN: _error("The user is not an admin")}
+_AUTH_ERRORS = {HTTP_401_UNAUTHORIZED: error_response("Missing, invalid or expired access token")}
+_ADMIN_ERRORS = {**_AUTH_ERRORS, HTTP_403_FORBIDDEN: error_response("The user is not an admin")}
 
 
 class AvatarUpload(msgspec.Struct, forbid_unknown_fields=True):
@@ -96,7 +84,10 @@ class UsersController(Controller):
     @get(
         "/me",
         summary="The current user",
-        responses={**_AUTH_ERRORS, HTTP_429_TOO_MANY_REQUESTS: _error("Too many requests from this client")},
+        responses={
+            **_AUTH_ERRORS,
+            HTTP_429_TOO_MANY_REQUESTS: error_response("Too many requests from this client"),
+        },
     )
     async def me(self, request: Request[CurrentUser, Any, Any]) -> UserRead:
         """The authenticated user, from the cached snapshot (no database query on a warm cache)."""
@@ -106,7 +97,7 @@ class UsersController(Controller):
         "/",
         summary="List users (admin)",
         guards=[requires_admin],
-        responses={**_ADMIN_ERRORS, HTTP_400_BAD_REQUEST: _error("limit or offset out of range")},
+        responses={**_ADMIN_ERRORS, HTTP_400_BAD_REQUEST: error_response("limit or offset out of range")},
     )
     async def list_users(
         self,
@@ -125,10 +116,10 @@ class UsersController(Controller):
         before_request=_require_media_type("application/json"),
         responses={
             **_ADMIN_ERRORS,
-            HTTP_400_BAD_REQUEST: _error("Malformed body or unknown role"),
-            HTTP_415_UNSUPPORTED_MEDIA_TYPE: _error("The body is not JSON"),
-            HTTP_404_NOT_FOUND: _error("No such user (or a malformed id)"),
-            HTTP_409_CONFLICT: _error("The last admin cannot be demoted"),
+            HTTP_400_BAD_REQUEST: error_response("Malformed body or unknown role"),
+            HTTP_415_UNSUPPORTED_MEDIA_TYPE: error_response("The body is not JSON"),
+            HTTP_404_NOT_FOUND: error_response("No such user (or a malformed id)"),
+            HTTP_409_CONFLICT: error_response("The last admin cannot be demoted"),
         },
     )
     async def set_role(
@@ -161,13 +152,13 @@ class AvatarController(Controller):
         before_request=_require_media_type("multipart/form-data"),
         responses={
             **_ADMIN_ERRORS,
-            HTTP_400_BAD_REQUEST: _error("Not a multipart form with a `file` field"),
-            HTTP_413_REQUEST_ENTITY_TOO_LARGE: _error("The file is larger than AVATAR_MAX_BYTES"),
-            HTTP_415_UNSUPPORTED_MEDIA_TYPE: _error(
+            HTTP_400_BAD_REQUEST: error_response("Not a multipart form with a `file` field"),
+            HTTP_413_REQUEST_ENTITY_TOO_LARGE: error_response("The file is larger than AVATAR_MAX_BYTES"),
+            HTTP_415_UNSUPPORTED_MEDIA_TYPE: error_response(
                 "Not multipart/form-data, or not a PNG, JPEG, WebP or GIF image"
             ),
-            HTTP_422_UNPROCESSABLE_ENTITY: _error("The image has more pixels than AVATAR_MAX_PIXELS"),
-            HTTP_502_BAD_GATEWAY: _error("The avatar storage failed"),
+            HTTP_422_UNPROCESSABLE_ENTITY: error_response("The image has more pixels than AVATAR_MAX_PIXELS"),
+            HTTP_502_BAD_GATEWAY: error_response("The avatar storage failed"),
         },
     )
     async def update_avatar(

@@ -120,7 +120,8 @@ async def test_birthday_and_search_queries_use_indexes(big_book):
         assert "ix_contacts_owner_birthday_md" in plan, plan
         assert "Seq Scan" not in plan, plan
 
-    # Selective patterns, as a search box sends them; each page is a count and a select.
+    # Selective patterns, as a search box sends them; a page shorter than the limit needs
+    # no count, so one statement (two at most).
     for query in ({"q": "zyxw"}, {"first_name": "zyxw"}, {"email": "a99999@"}):
         pages = []
 
@@ -131,7 +132,7 @@ async def test_birthday_and_search_queries_use_indexes(big_book):
         rows, total = pages[0]
         assert total >= 1, query
         assert len(rows) == total, query
-        assert len(plans) == 2, query
+        assert 1 <= len(plans) <= 2, query
         for plan in plans:
             assert "_trgm" in plan, (query, plan)
             assert "Seq Scan" not in plan, (query, plan)

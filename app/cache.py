@@ -2,21 +2,27 @@
 
 One root store is created at start-up on the running event loop and closed at shutdown;
 each use gets its own namespace under it, registered by name in the app's store registry.
+With Redis, the user snapshots also live briefly in each process (:class:`NearCache`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from typing import TYPE_CHECKING
 
+from litestar.stores.base import Store
 from litestar.stores.memory import MemoryStore
 from litestar.stores.redis import RedisStore
 from redis.asyncio import ConnectionPool, Redis
 
 if TYPE_CHECKING:
+    from datetime import timedelta
+
     from litestar import Litestar
-    from litestar.stores.base import NamespacedStore, Store
+    from litestar.stores.base import NamespacedStore
 
     from app.config import Settings
 
@@ -32,6 +38,11 @@ TOKENS = "tokens"
 NAMESPACES = (USER_CACHE, RATE_LIMIT, TOKENS)
 
 _ROOT_KEY = "contacts_root_store"
+_LISTENER_KEY = "contacts_user_cache_listener"
+#: Redis channel on which a process names the user snapshot it dropped (``*``: all of them).
+INVALIDATIONS = "contacts:user_cache:dropped"
+#: Seconds between attempts to subscribe again after the subscription broke.
+RESUBSCRIBE_AFTER = 1.0
 
 
 def make_root_store(settings: Settings) -> NamespacedStore:
@@ -66,16 +77,148 @@ class _MemoryRoot(MemoryStore):
         return MemoryStore()
 
 
+class NearCache(Store):
+    """A shared store (Redis) with a short-lived copy of what this process read from it.
+
+    An authenticated request reads the user's snapshot; from Redis that is a round trip,
+    the largest cost left in a cached request. Entries read or written here are also kept in
+    process for ``local_ttl`` seconds. :meth:`delete` publishes the key on
+    :data:`INVALIDATIONS` and every process subscribed to it drops its copy at once, so a
+    logout, a role change or a new password takes effect everywhere as with Redis alone.
+
+    Copies are only used while this process's subscription is up (:meth:`listen`): without it,
+    a change made elsewhere could go unnoticed, so reads go to Redis. An invalidation that
+    arrives while a read from Redis is in flight keeps that read out of the local copy.
+
+    Args:
+        shared: The shared store (a Redis namespace).
+        redis: The Redis client used to publish and subscribe.
+        local_ttl: Seconds a local copy lives (``0``: no local copies).
+        max_entries: Local copies kept at most (oldest dropped first).
+    """
+
+    def __init__(self, shared: Store, redis: Redis, local_ttl: float, max_entries: int = 10_000) -> None:
+        """Front ``shared``; publish and subscribe through ``redis``."""
+        self.shared = shared
+        self.redis = redis
+        self.local_ttl = local_ttl
+        self.max_entries = max_entries
+        self.subscribed = False
+        self._local: dict[str, tuple[bytes, float]] = {}
+        self._generation = 0  # bumped by every invalidation this process hears of
+
+    def _forget(self, key: str) -> None:
+        self._generation += 1
+        if key == "*":
+            self._local.clear()
+        else:
+            self._local.pop(key, None)
+
+    def _keep(self, key: str, value: bytes, generation: int) -> None:
+        if not self.subscribed or self.local_ttl <= 0 or generation != self._generation:
+            return
+        if len(self._local) >= self.max_entries:
+            del self._local[next(iter(self._local))]  # dicts keep insertion order: the oldest
+        self._local[key] = (value, time.monotonic() + self.local_ttl)
+
+    async def get(self, key: str, renew_for: int | timedelta | None = None) -> bytes | None:
+        """The value of ``key``: the local copy while it is fresh, else the shared store's."""
+        if self.subscribed:
+            entry = self._local.get(key)
+            if entry is not None and entry[1] > time.monotonic():
+                return entry[0]
+        generation = self._generation
+        value = await self.shared.get(key, renew_for)
+        if value is not None:
+            self._keep(key, value, generation)
+        return value
+
+    async def set(self, key: str, value: str | bytes, expires_in: int | timedelta | None = None) -> None:
+        """Store ``value`` in the shared store, and a local copy."""
+        generation = self._generation
+        await self.shared.set(key, value, expires_in)
+        self._keep(key, value.encode() if isinstance(value, str) else value, generation)
+
+    async def delete(self, key: str) -> None:
+        """Drop ``key`` here, in the shared store, then in every other process."""
+        self._forget(key)
+        await self.shared.delete(key)
+        await self.redis.publish(INVALIDATIONS, key)
+
+    async def delete_all(self) -> None:
+        """Drop every entry here, in the shared store, then in every other process."""
+        self._forget("*")
+        await self.shared.delete_all()
+        await self.redis.publish(INVALIDATIONS, "*")
+
+    async def exists(self, key: str) -> bool:
+        """Whether the shared store has ``key``."""
+        return await self.shared.exists(key)
+
+    async def expires_in(self, key: str) -> int | None:
+        """Seconds until ``key`` expires in the shared store."""
+        return await self.shared.expires_in(key)
+
+    async def listen(self) -> None:
+        """Apply other processes' invalidations until cancelled, subscribing again after a failure.
+
+        Local copies are only served while subscribed; each (re)subscription starts from an
+        empty local map, since messages may have been missed in between.
+        """
+        while True:
+            try:
+                async with self.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(INVALIDATIONS)
+                    self._forget("*")
+                    self.subscribed = True
+                    while True:
+                        # A bounded wait, so the client's periodic health check (a PING) runs:
+                        # a silently dead connection is noticed, not waited on forever.
+                        message = await pubsub.get_message(timeout=1.0)
+                        if message is not None and message["type"] == "message":
+                            self._forget(message["data"].decode())
+            except Exception as exc:
+                logger.warning(
+                    "user cache: invalidation channel lost (%s); local copies off", type(exc).__name__
+                )
+            finally:
+                self.subscribed = False
+                self._forget("*")
+            await asyncio.sleep(RESUBSCRIBE_AFTER)
+
+
+def user_cache(root: NamespacedStore, settings: Settings) -> Store:
+    """The ``user_cache`` store under ``root``: a :class:`NearCache` on Redis, else plain memory.
+
+    Args:
+        root: The root store (:func:`make_root_store`).
+        settings: The application settings (``USER_CACHE_LOCAL_TTL``).
+
+    Returns:
+        The store.
+    """
+    shared = root.with_namespace(USER_CACHE)
+    if isinstance(root, RedisStore):
+        return NearCache(shared, root._redis, settings.user_cache_local_ttl)
+    return shared
+
+
 async def open_stores(app: Litestar) -> None:
     """Start-up hook: create the root store on the running loop and register the namespaces.
+
+    With Redis, the user cache's invalidation listener starts here too.
 
     Args:
         app: The application whose store registry receives the stores.
     """
-    root = make_root_store(app.state.settings)
+    settings: Settings = app.state.settings
+    root = make_root_store(settings)
     app.state[_ROOT_KEY] = root
     for name in NAMESPACES:
-        app.stores.register(name, root.with_namespace(name), allow_override=True)
+        store = user_cache(root, settings) if name == USER_CACHE else root.with_namespace(name)
+        app.stores.register(name, store, allow_override=True)
+        if isinstance(store, NearCache) and store.local_ttl > 0:
+            app.state[_LISTENER_KEY] = asyncio.get_running_loop().create_task(store.listen())
 
 
 async def close_stores(app: Litestar) -> None:
@@ -84,6 +227,11 @@ async def close_stores(app: Litestar) -> None:
     Args:
         app: The application whose root store is closed.
     """
+    listener = app.state.get(_LISTENER_KEY)
+    if listener is not None:
+        listener.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listener
     root = app.state.get(_ROOT_KEY)
     if isinstance(root, RedisStore):
         await root._shutdown()  # the public __aexit__ does the same; no context manager here

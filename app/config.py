@@ -61,6 +61,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     bcrypt_rounds: int = 12
     #: How long a cached user snapshot lives in the store, in seconds.
     user_cache_ttl: int = 300
+    #: How long a process also keeps a snapshot in its own memory, in seconds (0: never). With
+    #: Redis, changes reach every process at once over pub/sub; this only bounds a missed message.
+    user_cache_local_ttl: float = 5.0
     #: Base URL the links in mails are built from.
     public_base_url: str = "http://127.0.0.1:8000"
     #: SMTP server host; unset writes mails to the log instead of sending them.
@@ -202,9 +205,10 @@ def _check(settings: Settings) -> None:
         if getattr(settings, name) <= 0:
             msg = f"{_env_name(name)}: must be a positive number (got {getattr(settings, name)!r})"
             raise SettingsError(msg)
-    if settings.mail_retry_seconds < 0:
-        msg = f"MAIL_RETRY_SECONDS: must not be negative (got {settings.mail_retry_seconds})"
-        raise SettingsError(msg)
+    for name in ("mail_retry_seconds", "user_cache_local_ttl"):
+        if getattr(settings, name) < 0:
+            msg = f"{_env_name(name)}: must not be negative (got {getattr(settings, name)})"
+            raise SettingsError(msg)
     if settings.reset_token_minutes > 60:
         msg = f"RESET_TOKEN_MINUTES: must be at most 60 (got {settings.reset_token_minutes})"
         raise SettingsError(msg)

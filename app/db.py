@@ -8,6 +8,7 @@ from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
+import asyncpg
 from advanced_alchemy.extensions.litestar import (
     AlembicAsyncConfig,
     AlembicCommands,
@@ -21,10 +22,14 @@ from sqlalchemy import event
 from sqlalchemy.exc import DisconnectionError
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from litestar import Litestar
     from litestar.datastructures import State
     from litestar.types import Scope
+    from sqlalchemy import Dialect
     from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+    from sqlalchemy.sql import Select
 
     from app.config import Settings
 
@@ -186,6 +191,106 @@ def make_db_config(settings: Settings) -> DatabaseConfig:
         event.listen(engine, "checkin", _remember_checkin)
         event.listen(engine, "checkout", _ping_if_idle)
     return config
+
+
+class Query:
+    """A read statement built once, compiled once per dialect, run with bound values.
+
+    Hot reads are module-level ``Query`` objects whose variable parts are all ``bindparam``:
+    nothing is constructed, coerced or cache-keyed per request, which is most of what a
+    SQLAlchemy ``select()`` costs beyond the round trip.
+
+    Args:
+        statement: The statement; values come later as named parameters.
+    """
+
+    __slots__ = ("_compiled", "statement")
+
+    def __init__(self, statement: Select[Any]) -> None:
+        """Keep ``statement``; it is compiled on first use for each dialect."""
+        self.statement = statement
+        self._compiled: dict[str, tuple[str, tuple[tuple[str, Any], ...]]] = {}
+
+    def compiled(self, dialect: Dialect) -> tuple[str, tuple[tuple[str, Any], ...]]:
+        """The SQL for ``dialect`` and its positional parameters as ``(name, default)`` pairs.
+
+        Args:
+            dialect: The dialect to compile for (a positional paramstyle, such as asyncpg's).
+
+        Returns:
+            The SQL text and, in order, each parameter's name and compiled-in default value.
+        """
+        found = self._compiled.get(dialect.name)
+        if found is None:
+            compiled = self.statement.compile(dialect=dialect)
+            defaults = compiled.params
+            order = compiled.positiontup or ()
+            found = self._compiled[dialect.name] = (
+                compiled.string,
+                tuple((n, defaults.get(n)) for n in order),
+            )
+        return found
+
+
+class Database:
+    """Runs :class:`Query` reads on the application's pool by the shortest path the driver has.
+
+    On asyncpg the compiled SQL goes straight to the pooled connection's driver: asyncpg keeps
+    it prepared, and no ORM session, execution context or transaction is made — one round
+    trip, no ``BEGIN``/``ROLLBACK``. Under PostgreSQL's READ COMMITTED a single statement sees
+    the same snapshot inside or outside a transaction. Other drivers (SQLite) run the same
+    statement through SQLAlchemy Core.
+
+    Args:
+        engine: The application's engine.
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        """Serve reads from ``engine``'s pool."""
+        self.engine = engine
+        self._direct = engine.dialect.driver == "asyncpg"
+
+    async def fetch(self, query: Query, **params: Any) -> Sequence[Sequence[Any]]:
+        """All rows of ``query`` with ``params`` bound.
+
+        Args:
+            query: The prebuilt statement.
+            **params: A value for each of its bound parameters (compiled-in ones may be left out).
+
+        Returns:
+            The rows, as tuples in the statement's column order.
+        """
+        async with self.engine.connect() as connection:
+            if not self._direct:
+                return (await connection.execute(query.statement, params)).all()
+            sql, names = query.compiled(self.engine.dialect)
+            args = [params.get(name, default) for name, default in names]
+            listeners = self.engine.sync_engine.dispatch.before_cursor_execute
+            if listeners:
+                # SQLAlchemy does not see this statement: tell its listeners (statement
+                # logging, query counting), as it would have.
+                for listener in listeners:
+                    listener(connection.sync_connection, None, sql, tuple(args), None, False)
+            pooled = await connection.get_raw_connection()
+            try:
+                return await pooled.driver_connection.fetch(sql, *args)  # type: ignore[union-attr]
+            except BaseException as exc:
+                # SQLAlchemy never saw this call: a broken connection must be dropped from
+                # the pool here, as it would have done itself, so the next request gets a live one.
+                if _is_disconnect(exc):
+                    await connection.invalidate(exc)
+                raise
+
+
+def _is_disconnect(exc: BaseException) -> bool:
+    """Whether an error during a query leaves the connection unusable (anything but an SQL error).
+
+    A cancelled query (a timeout) counts: the connection may still be busy with it; so do the
+    server's own interventions (class 57: shutdown, termination, cancel).
+    """
+    return not isinstance(exc, asyncpg.PostgresError) or isinstance(
+        exc, asyncpg.PostgresConnectionError | asyncpg.exceptions.OperatorInterventionError
+    )
 
 
 def upgrade_database(db_config: SQLAlchemyAsyncConfig, revision: str = "head") -> None:

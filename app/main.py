@@ -21,7 +21,7 @@ from app import __version__, cache
 from app.auth.controller import AuthController, PasswordController
 from app.config import Settings, get_settings
 from app.contacts.controller import ContactController, contacts_import_router
-from app.db import make_db_config, migrate_on_startup
+from app.db import Database, make_db_config, migrate_on_startup
 from app.errors import EXCEPTION_HANDLERS
 from app.health.controller import HealthController
 from app.logs import RequestLogMiddleware, configure_logging
@@ -132,6 +132,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             {
                 "settings": settings,
                 "db_config": db_config,
+                "database": Database(db_config.get_engine()),
                 "avatar_storage": avatar_storage,
                 "mailer": make_mailer(settings),
             }

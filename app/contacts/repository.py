@@ -8,15 +8,17 @@ straight onto the response Struct, and a single contact costs one statement.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from advanced_alchemy.exceptions import wrap_sqlalchemy_exception
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
-from sqlalchemy import and_, case, delete, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, case, delete, func, insert, or_, select, update
 
 from app.contacts.models import Contact, derived_columns, fold
+from app.db import Database, Query
 
 if TYPE_CHECKING:
     from sqlalchemy import ColumnElement, Row
@@ -50,22 +52,84 @@ def _like_pattern(value: str) -> str:
     return f"%{escaped}%"
 
 
-def _contains(column: Any, value: str) -> ColumnElement[bool]:
+def _contains(column: Any, name: str) -> ColumnElement[bool]:
     # The pattern is one bound value (not '%' || :v || '%'), so PostgreSQL can plan the
     # trigram index for it.
-    return column.like(_like_pattern(value), escape="\\")
+    return column.like(bindparam(name), escape="\\")
 
 
-class ContactRepository(SQLAlchemyAsyncRepository[Contact]):
-    """Owner-scoped queries on ``contacts``."""
+#: Offsets beyond this match nothing (and would overflow a 64-bit SQL integer).
+MAX_OFFSET = 2**62
 
-    model_type = Contact
+_OWNER = Contact.owner_id == bindparam("owner_id")
 
-    def _wrap(self) -> Any:
-        """Map driver errors to advanced-alchemy's (a duplicate email becomes ``DuplicateKeyError``)."""
-        return wrap_sqlalchemy_exception(dialect_name=self.session.get_bind().dialect.name)
+#: One contact of an owner (``owner_id``, ``contact_id``).
+ONE = Query(select(*COLUMNS).where(Contact.id == bindparam("contact_id"), _OWNER))
 
-    async def get_row(self, owner_id: UUID, contact_id: UUID) -> Row[Any] | None:
+#: Each filter's condition, on a bound pattern named like the filter.
+_FILTERS: dict[str, ColumnElement[bool]] = {
+    "first_name": _contains(Contact.first_name_search, "first_name"),
+    "last_name": _contains(Contact.last_name_search, "last_name"),
+    "email": _contains(Contact.email, "email"),
+    "q": or_(
+        _contains(Contact.first_name_search, "q_name"),
+        _contains(Contact.last_name_search, "q_name"),
+        _contains(Contact.email, "q_email"),
+    ),
+}
+
+
+@functools.cache
+def page_queries(filters: frozenset[str], order_by: str, descending: bool) -> tuple[Query, Query]:
+    """The count and the page statement for one combination of filters and ordering.
+
+    There are few combinations (4 filters x 4 orderings x 2 directions), so each is built once.
+    Contacts without a birthday sort last in both directions.
+
+    Args:
+        filters: The names of the filters present (keys of ``_FILTERS``).
+        order_by: A key of :data:`ORDER_COLUMNS`.
+        descending: Sort descending.
+
+    Returns:
+        The count statement and the page statement (bound ``limit`` and ``offset``).
+    """
+    where = [_OWNER, *(condition for name, condition in _FILTERS.items() if name in filters)]
+    column = ORDER_COLUMNS[order_by]
+    first = column.desc() if descending else column.asc()
+    if order_by == "birthday":
+        first = first.nulls_last()
+    ordering = [first, Contact.id.desc() if descending else Contact.id.asc()]
+    count = select(func.count()).select_from(Contact).where(*where)
+    page = select(*COLUMNS).where(*where).order_by(*ordering)
+    return Query(count), Query(page.limit(bindparam("limit")).offset(bindparam("offset")))
+
+
+def _birthdays_query(ranges: int) -> Query:
+    md = Contact.birthday_md
+    matches = [md.between(bindparam(f"low{i}"), bindparam(f"high{i}")) for i in range(ranges)]
+    return Query(
+        select(*COLUMNS)
+        .where(_OWNER, or_(*matches) if ranges > 1 else matches[0])
+        .order_by(case((md >= bindparam("start"), 0), else_=1), md, Contact.last_name_search, Contact.id)
+    )
+
+
+#: Contacts with a birthday in one or in two month-day ranges (a window over the new year).
+BIRTHDAYS = {1: _birthdays_query(1), 2: _birthdays_query(2)}
+
+
+class ContactQueries:
+    """The owner-scoped reads, over whatever runs a :class:`~app.db.Query`.
+
+    :class:`ContactRepository` runs them on an ORM session (inside a write's transaction);
+    :class:`ContactReader` runs them straight on the pool (the read endpoints).
+    """
+
+    async def _fetch(self, query: Query, params: dict[str, Any]) -> Sequence[Sequence[Any]]:
+        raise NotImplementedError
+
+    async def get_row(self, owner_id: UUID, contact_id: UUID) -> Sequence[Any] | None:
         """One contact of ``owner_id`` (``COLUMNS``), or ``None``.
 
         Args:
@@ -75,13 +139,8 @@ class ContactRepository(SQLAlchemyAsyncRepository[Contact]):
         Returns:
             The row, or ``None`` when missing or someone else's.
         """
-        statement = select(*COLUMNS).where(Contact.id == contact_id, Contact.owner_id == owner_id)
-        return (await self.session.execute(statement)).first()
-
-    async def exists(self, owner_id: UUID, contact_id: UUID) -> bool:
-        """Whether ``owner_id`` has the contact ``contact_id``."""
-        statement = select(Contact.id).where(Contact.id == contact_id, Contact.owner_id == owner_id)
-        return (await self.session.execute(statement)).first() is not None
+        rows = await self._fetch(ONE, {"owner_id": owner_id, "contact_id": contact_id})
+        return rows[0] if rows else None
 
     async def page(
         self,
@@ -95,11 +154,12 @@ class ContactRepository(SQLAlchemyAsyncRepository[Contact]):
         descending: bool = False,
         limit: int = 20,
         offset: int = 0,
-    ) -> tuple[Sequence[Row[Any]], int]:
-        """One page of the owner's contacts and the total matching the filters (two statements).
+    ) -> tuple[Sequence[Sequence[Any]], int]:
+        """One page of the owner's contacts and the total matching the filters.
 
         Filters are case-insensitive substrings combined with ``AND``; ``q`` matches any of
-        the three fields. Contacts without a birthday sort last in both directions.
+        the three fields. The total costs a second statement only when the page does not
+        tell it (a first page shorter than ``limit`` holds every match).
 
         Args:
             owner_id: The owner.
@@ -115,38 +175,72 @@ class ContactRepository(SQLAlchemyAsyncRepository[Contact]):
         Returns:
             The page's rows (``COLUMNS``) and the total.
         """
-        where: list[ColumnElement[bool]] = [Contact.owner_id == owner_id]
+        params: dict[str, Any] = {"owner_id": owner_id, "limit": limit, "offset": offset}
         if first_name:
-            where.append(_contains(Contact.first_name_search, fold(first_name)))
+            params["first_name"] = _like_pattern(fold(first_name))
         if last_name:
-            where.append(_contains(Contact.last_name_search, fold(last_name)))
+            params["last_name"] = _like_pattern(fold(last_name))
         if email:
-            where.append(_contains(Contact.email, email.lower()))
+            params["email"] = _like_pattern(email.lower())
         if q:
-            where.append(
-                or_(
-                    _contains(Contact.first_name_search, fold(q)),
-                    _contains(Contact.last_name_search, fold(q)),
-                    _contains(Contact.email, q.lower()),
-                )
-            )
-        column = ORDER_COLUMNS[order_by]
-        ordering = [column.desc() if descending else column.asc()]
-        if order_by == "birthday":
-            ordering = [ordering[0].nulls_last()]
-        ordering.append(Contact.id.desc() if descending else Contact.id.asc())
-
-        total = (
-            await self.session.execute(select(func.count()).select_from(Contact).where(*where))
-        ).scalar_one()
-        if total <= offset:
-            return [], total
-        rows = (
-            await self.session.execute(
-                select(*COLUMNS).where(*where).order_by(*ordering).limit(limit).offset(offset)
-            )
-        ).all()
+            params["q_name"], params["q_email"] = _like_pattern(fold(q)), _like_pattern(q.lower())
+        present = {"first_name": first_name, "last_name": last_name, "email": email, "q": q}
+        filters = frozenset(name for name, value in present.items() if value)
+        count, page = page_queries(filters, order_by, descending)
+        # An offset past any possible table skips the page: SQL integers would overflow.
+        rows = await self._fetch(page, params) if offset <= MAX_OFFSET else []
+        if offset == 0 and len(rows) < limit:
+            return rows, len(rows)
+        total = (await self._fetch(count, params))[0][0]
         return rows, total
+
+    async def birthdays(self, owner_id: UUID, ranges: Sequence[tuple[int, int]]) -> Sequence[Sequence[Any]]:
+        """The owner's contacts whose month-day key falls in ``ranges``, in calendar order.
+
+        ``ranges`` are ``(first, last)`` month-day keys, in the order the days come: the
+        first starts today, a second one (after a new year) starts on 1 January. Rows of the
+        first range come first, each range sorted by month-day.
+
+        Args:
+            owner_id: The owner.
+            ranges: One or two inclusive month-day ranges.
+
+        Returns:
+            The rows (``COLUMNS``).
+        """
+        params: dict[str, Any] = {"owner_id": owner_id, "start": ranges[0][0]}
+        for i, (low, high) in enumerate(ranges):
+            params[f"low{i}"], params[f"high{i}"] = low, high
+        return await self._fetch(BIRTHDAYS[len(ranges)], params)
+
+
+class ContactReader(ContactQueries):
+    """The owner-scoped reads on the pool, without an ORM session (see :class:`~app.db.Database`)."""
+
+    def __init__(self, database: Database) -> None:
+        """Read through ``database``."""
+        self.database = database
+
+    async def _fetch(self, query: Query, params: dict[str, Any]) -> Sequence[Sequence[Any]]:
+        return await self.database.fetch(query, **params)
+
+
+class ContactRepository(ContactQueries, SQLAlchemyAsyncRepository[Contact]):
+    """Owner-scoped statements on ``contacts`` in an ORM session (writes, and reads inside them)."""
+
+    model_type = Contact
+
+    def _wrap(self) -> Any:
+        """Map driver errors to advanced-alchemy's (a duplicate email becomes ``DuplicateKeyError``)."""
+        return wrap_sqlalchemy_exception(dialect_name=self.session.get_bind().dialect.name)
+
+    async def _fetch(self, query: Query, params: dict[str, Any]) -> Sequence[Sequence[Any]]:
+        return (await self.session.execute(query.statement, params)).all()
+
+    async def exists(self, owner_id: UUID, contact_id: UUID) -> bool:
+        """Whether ``owner_id`` has the contact ``contact_id``."""
+        statement = select(Contact.id).where(Contact.id == contact_id, Contact.owner_id == owner_id)
+        return (await self.session.execute(statement)).first() is not None
 
     async def insert(self, owner_id: UUID, values: dict[str, Any]) -> Row[Any]:
         """Insert a contact for ``owner_id`` and return it (one statement).
@@ -228,30 +322,6 @@ class ContactRepository(SQLAlchemyAsyncRepository[Contact]):
             .returning(Contact.id)
         )
         return (await self.session.execute(statement)).first() is not None
-
-    async def birthdays(self, owner_id: UUID, ranges: Sequence[tuple[int, int]]) -> Sequence[Row[Any]]:
-        """The owner's contacts whose month-day key falls in ``ranges``, in calendar order.
-
-        ``ranges`` are ``(first, last)`` month-day keys, in the order the days come: the
-        first starts today, a second one (after a new year) starts on 1 January. Rows of the
-        first range come first, each range sorted by month-day.
-
-        Args:
-            owner_id: The owner.
-            ranges: One or two inclusive month-day ranges.
-
-        Returns:
-            The rows (``COLUMNS``).
-        """
-        md = Contact.birthday_md
-        matches = [md.between(low, high) for low, high in ranges]
-        start = ranges[0][0]
-        statement = (
-            select(*COLUMNS)
-            .where(Contact.owner_id == owner_id, or_(*matches) if len(matches) > 1 else matches[0])
-            .order_by(case((md >= start, 0), else_=1), md, Contact.last_name_search, Contact.id)
-        )
-        return (await self.session.execute(statement)).all()
 
     async def emails(self, owner_id: UUID) -> set[str]:
         """Every email the owner's contacts use (import de-duplication)."""

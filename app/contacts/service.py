@@ -20,7 +20,7 @@ from sqlalchemy import false, select
 
 from app.contacts import exchange
 from app.contacts.models import Contact as ContactModel
-from app.contacts.repository import ContactRepository
+from app.contacts.repository import ContactQueries, ContactRepository
 from app.contacts.schemas import (
     Contact,
     ContactBirthday,
@@ -34,7 +34,6 @@ from app.contacts.schemas import (
 
 if TYPE_CHECKING:
     from advanced_alchemy.extensions.litestar import SQLAlchemyAsyncConfig
-    from sqlalchemy import Row
     from sqlalchemy.ext.asyncio import AsyncSession
 
     from app.config import Settings
@@ -92,7 +91,7 @@ def parse_if_match(header: str | None) -> set[int] | None:
     return versions
 
 
-def _to_contact(row: Row[Any]) -> Contact:
+def _to_contact(row: Sequence[Any]) -> Contact:
     return Contact(
         id=row[0],
         first_name=row[1],
@@ -168,8 +167,85 @@ def birthday_ranges(today: date, days: int) -> list[tuple[int, int]]:
 _NOTHING = select(ContactModel).where(false())
 
 
-class ContactService(SQLAlchemyAsyncRepositoryService[ContactModel]):
-    """The rules of a user's address book."""
+class ContactReads:
+    """The read rules of an address book, over any :class:`ContactQueries`.
+
+    The read endpoints use one on the pool (:class:`ContactReader`: no ORM session at all);
+    :class:`ContactService` is one over its session's repository.
+
+    Args:
+        queries: What runs the owner-scoped statements.
+        settings: The application settings (time zone of "today").
+    """
+
+    def __init__(self, queries: ContactQueries, settings: Settings) -> None:
+        """Read through ``queries`` with the application ``settings``."""
+        self.queries = queries
+        self.settings = settings
+
+    def today(self) -> date:
+        """Today in the configured time zone."""
+        return datetime.now(self.settings.tz).date()
+
+    async def get_contact(self, owner_id: UUID, contact_id: UUID) -> tuple[Contact, str]:
+        """One of the owner's contacts and its ETag.
+
+        Raises:
+            NotFoundError: Missing or not the owner's.
+        """
+        row = await self.queries.get_row(owner_id, contact_id)
+        if row is None:
+            raise NotFoundError
+        return _to_contact(row), etag(row[-1])
+
+    async def list_contacts(self, owner_id: UUID, **query: Any) -> ContactPage:
+        """A page of the owner's contacts (see :meth:`ContactQueries.page` for ``query``).
+
+        Returns:
+            The page.
+        """
+        rows, total = await self.queries.page(owner_id, **query)
+        return ContactPage(
+            items=[_to_contact(row) for row in rows],
+            total=total,
+            limit=query["limit"],
+            offset=query["offset"],
+        )
+
+    async def upcoming_birthdays(
+        self, owner_id: UUID, days: int, today: date | None = None
+    ) -> list[ContactBirthday]:
+        """The owner's contacts with a birthday from ``today`` through ``today + days``, soonest first.
+
+        Args:
+            owner_id: The owner.
+            days: Days ahead (0-365).
+            today: The reference day; defaults to today in the configured time zone.
+
+        Returns:
+            The contacts, each with its ``next_birthday``.
+        """
+        today = today or self.today()
+        rows = await self.queries.birthdays(owner_id, birthday_ranges(today, days))
+        return [
+            ContactBirthday(
+                id=row[0],
+                first_name=row[1],
+                last_name=row[2],
+                email=row[3],
+                phone_number=row[4],
+                birthday=row[5],
+                additional_data=row[6],
+                created_at=row[7],
+                updated_at=row[8],
+                next_birthday=next_birthday(row[5], today),
+            )
+            for row in rows
+        ]
+
+
+class ContactService(ContactReads, SQLAlchemyAsyncRepositoryService[ContactModel]):
+    """The rules of a user's address book, on one request's session (writes, import)."""
 
     class Repo(ContactRepository):
         """The owner-scoped contacts repository."""
@@ -178,15 +254,11 @@ class ContactService(SQLAlchemyAsyncRepositoryService[ContactModel]):
 
     def __init__(self, session: AsyncSession, settings: Settings) -> None:
         """Serve one request's ``session`` with the application ``settings``."""
-        super().__init__(session=session, statement=_NOTHING)
-        self.settings = settings
+        SQLAlchemyAsyncRepositoryService.__init__(self, session=session, statement=_NOTHING)
         self.contacts: ContactRepository = self.repository  # type: ignore[assignment]
+        ContactReads.__init__(self, self.contacts, settings)
 
     # ------------------------------------------------------------------ helpers
-
-    def today(self) -> date:
-        """Today in the configured time zone."""
-        return datetime.now(self.settings.tz).date()
 
     def _check_birthday(self, born: date | None, today: date | None) -> None:
         if born is not None and born >= (today or self.today()):
@@ -210,31 +282,6 @@ class ContactService(SQLAlchemyAsyncRepositoryService[ContactModel]):
         }
 
     # ------------------------------------------------------------------ CRUD
-
-    async def get_contact(self, owner_id: UUID, contact_id: UUID) -> tuple[Contact, str]:
-        """One of the owner's contacts and its ETag.
-
-        Raises:
-            NotFoundError: Missing or not the owner's.
-        """
-        row = await self.contacts.get_row(owner_id, contact_id)
-        if row is None:
-            raise NotFoundError
-        return _to_contact(row), etag(row[-1])
-
-    async def list_contacts(self, owner_id: UUID, **query: Any) -> ContactPage:
-        """A page of the owner's contacts (see :meth:`ContactRepository.page` for ``query``).
-
-        Returns:
-            The page.
-        """
-        rows, total = await self.contacts.page(owner_id, **query)
-        return ContactPage(
-            items=[_to_contact(row) for row in rows],
-            total=total,
-            limit=query["limit"],
-            offset=query["offset"],
-        )
 
     async def add_contact(self, owner_id: UUID, data: ContactCreate) -> tuple[Contact, str]:
         """Create a contact for the owner.
@@ -307,39 +354,6 @@ class ContactService(SQLAlchemyAsyncRepositoryService[ContactModel]):
         if not await self.contacts.delete_row(owner_id, contact_id):
             raise NotFoundError
         await self.repository.session.commit()
-
-    # ------------------------------------------------------------------ birthdays
-
-    async def upcoming_birthdays(
-        self, owner_id: UUID, days: int, today: date | None = None
-    ) -> list[ContactBirthday]:
-        """The owner's contacts with a birthday from ``today`` through ``today + days``, soonest first.
-
-        Args:
-            owner_id: The owner.
-            days: Days ahead (0-365).
-            today: The reference day; defaults to today in the configured time zone.
-
-        Returns:
-            The contacts, each with its ``next_birthday``.
-        """
-        today = today or self.today()
-        rows = await self.contacts.birthdays(owner_id, birthday_ranges(today, days))
-        return [
-            ContactBirthday(
-                id=row[0],
-                first_name=row[1],
-                last_name=row[2],
-                email=row[3],
-                phone_number=row[4],
-                birthday=row[5],
-                additional_data=row[6],
-                created_at=row[7],
-                updated_at=row[8],
-                next_birthday=next_birthday(row[5], today),
-            )
-            for row in rows
-        ]
 
     # ------------------------------------------------------------------ exchange
 

@@ -8,19 +8,21 @@ from typing import Literal
 
 import msgspec
 from litestar import Controller, Request, get
-from litestar.di import NamedDependency
+from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.response import Response
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import literal_column, select
 
 from app import cache
-from app.config import Settings
+from app.db import Query
 
 logger = logging.getLogger(__name__)
 
 PartState = Literal["ok", "unavailable"]
+
+#: The database probe: the cheapest statement that needs a working connection.
+PROBE = Query(select(literal_column("1")))
 
 
 class Health(msgspec.Struct):
@@ -45,23 +47,20 @@ class HealthController(Controller):
         responses={503: ResponseSpec(data_container=Health, description="The database is unreachable")},
         exclude_from_auth=True,
     )
-    async def check(
-        self, request: Request, db_engine: NamedDependency[AsyncEngine], settings: NamedDependency[Settings]
-    ) -> Response[Health]:
-        """Probe the database (short timeout) and the cache.
+    async def check(self, request: Request, state: State) -> Response[Health]:
+        """Probe the database (short timeout, one round trip) and the cache.
 
         Args:
             request: The current request (gives access to the stores).
-            db_engine: The application's database engine.
-            settings: The application settings.
+            state: The application state (its :class:`~app.db.Database` and settings).
 
         Returns:
             The health report; status ``503`` when the database is down.
         """
         database: PartState = "ok"
         try:
-            async with asyncio.timeout(settings.health_timeout), db_engine.connect() as connection:
-                await connection.execute(text("SELECT 1"))
+            async with asyncio.timeout(state.settings.health_timeout):
+                await state.database.fetch(PROBE)
         except Exception as exc:
             logger.warning("health: database unavailable (%s)", type(exc).__name__)
             database = "unavailable"

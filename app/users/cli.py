@@ -59,7 +59,7 @@ async def _with_service(settings: Settings, action: str, **kwargs: str) -> str:
     root = cache.make_root_store(settings)
     try:
         async with root, db_config.get_session() as session:  # leaving the root store closes Redis
-            store = root.with_namespace(cache.USER_CACHE)
+            store = cache.user_cache(root, settings)  # its deletes reach the servers' copies
             service = UserService(session, user_cache=store, bcrypt_rounds=settings.bcrypt_rounds)
             if action == "create":
                 user = await service.create_admin(**kwargs)

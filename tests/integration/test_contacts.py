@@ -358,10 +358,12 @@ async def test_ties_are_broken_by_id_so_pages_never_overlap(client, user):
     assert seen == sorted(ids)
 
 
-async def test_offset_past_the_end_gives_an_empty_page_with_the_total(client, user, book):
-    data = (await client.get(f"{BASE}/", params={"offset": 100}, headers=user.headers)).json()
+@pytest.mark.parametrize("offset", [100, 2**62, 2**63, 10**30])  # even past a 64-bit SQL integer
+async def test_offset_past_the_end_gives_an_empty_page_with_the_total(client, user, book, offset):
+    data = (await client.get(f"{BASE}/", params={"offset": offset}, headers=user.headers)).json()
     assert data["items"] == []
     assert data["total"] == 6
+    assert data["offset"] == offset
 
 
 @pytest.mark.parametrize(

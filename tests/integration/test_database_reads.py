@@ -1,0 +1,65 @@
+"""Reads on the pool (:class:`app.db.Database`): the driver path and what it does on errors."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from app.db import _is_disconnect
+from tests.conftest import ON_POSTGRES
+
+BASE = "/api/contacts"
+
+
+@pytest.mark.parametrize(
+    ("error", "disconnect"),
+    [
+        (asyncpg.UniqueViolationError("duplicate"), False),  # an SQL error: the connection is fine
+        (asyncpg.UndefinedTableError("no table"), False),
+        (asyncpg.ConnectionDoesNotExistError("gone"), True),
+        (asyncpg.AdminShutdownError("terminating connection"), True),
+        (ConnectionResetError(), True),
+        (asyncio.CancelledError(), True),  # a timed-out query may still run on that connection
+    ],
+)
+def test_only_errors_that_break_the_connection_drop_it(error, disconnect):
+    assert _is_disconnect(error) is disconnect
+
+
+@pytest.mark.skipif(not ON_POSTGRES, reason="the driver path is asyncpg's")
+async def test_a_killed_connection_is_dropped_from_the_pool_not_reused(client, settings, user):
+    created = (
+        await client.post(
+            f"{BASE}/",
+            json={
+                "first_name": "A",
+                "last_name": "B",
+                "email": "a@example.com",
+                "phone_number": "+380501234567",
+            },
+            headers=user.headers,
+        )
+    ).json()
+    url = f"{BASE}/{created['id']}"
+    assert (await client.get(url, headers=user.headers)).status_code == 200
+
+    # From a connection of our own (another application name), as an operator would.
+    engine = create_async_engine(settings.database_url)
+    async with engine.connect() as connection:
+        killed = await connection.execute(
+            text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE application_name = 'contacts-api' AND datname = current_database()"
+            )
+        )
+        assert killed.scalar_one() >= 1
+    await engine.dispose()
+    statuses = [(await client.get(url, headers=user.headers)).status_code for _ in range(3)]
+    # The pooled connection the read gets may be a dead one: that request fails, the
+    # connection is thrown away, and the next reads run on fresh ones.
+    assert statuses[-2:] == [200, 200], statuses
+    assert statuses[0] in (200, 500), statuses

@@ -17,7 +17,7 @@ from advanced_alchemy.exceptions import wrap_sqlalchemy_exception
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from sqlalchemy import and_, bindparam, case, delete, func, insert, or_, select, update
 
-from app.contacts.models import Contact, derived_columns, fold
+from app.contacts.models import SEARCH_TEXT, Contact, derived_columns, fold
 from app.db import Database, Query
 
 if TYPE_CHECKING:
@@ -66,16 +66,31 @@ _OWNER = Contact.owner_id == bindparam("owner_id")
 #: One contact of an owner (``owner_id``, ``contact_id``).
 ONE = Query(select(*COLUMNS).where(Contact.id == bindparam("contact_id"), _OWNER))
 
-#: Each filter's condition, on a bound pattern named like the filter.
+
+def _search(column: Any, name: str) -> ColumnElement[bool]:
+    """``column`` contains the pattern ``name``, pre-filtered through :data:`SEARCH_TEXT`.
+
+    A field that contains the pattern makes the joined text contain it, so the pre-filter
+    drops nothing; on PostgreSQL it is what the owner + trigram index answers.
+    """
+    return and_(_contains(SEARCH_TEXT, name), _contains(column, name))
+
+
+_Q_FIELDS = or_(
+    _contains(Contact.first_name_search, "q_name"),
+    _contains(Contact.last_name_search, "q_name"),
+    _contains(Contact.email, "q_email"),
+)
+
+#: Each filter's condition, on a bound pattern named like the filter. ``q`` has two forms:
+#: names are case-folded and emails lower-cased, which differ for a few letters ("ß"), and
+#: then the joined text is searched for both patterns.
 _FILTERS: dict[str, ColumnElement[bool]] = {
-    "first_name": _contains(Contact.first_name_search, "first_name"),
-    "last_name": _contains(Contact.last_name_search, "last_name"),
-    "email": _contains(Contact.email, "email"),
-    "q": or_(
-        _contains(Contact.first_name_search, "q_name"),
-        _contains(Contact.last_name_search, "q_name"),
-        _contains(Contact.email, "q_email"),
-    ),
+    "first_name": _search(Contact.first_name_search, "first_name"),
+    "last_name": _search(Contact.last_name_search, "last_name"),
+    "email": _search(Contact.email, "email"),
+    "q": and_(_contains(SEARCH_TEXT, "q_name"), _Q_FIELDS),
+    "q_unlike": and_(or_(_contains(SEARCH_TEXT, "q_name"), _contains(SEARCH_TEXT, "q_email")), _Q_FIELDS),
 }
 
 
@@ -159,7 +174,7 @@ class ContactQueries:
 
         Filters are case-insensitive substrings combined with ``AND``; ``q`` matches any of
         the three fields. The total costs a second statement only when the page does not
-        tell it (a first page shorter than ``limit`` holds every match).
+        tell it (a page shorter than ``limit`` ends the matches).
 
         Args:
             owner_id: The owner.
@@ -175,7 +190,9 @@ class ContactQueries:
         Returns:
             The page's rows (``COLUMNS``) and the total.
         """
-        params: dict[str, Any] = {"owner_id": owner_id, "limit": limit, "offset": offset}
+        # One row more than the page: when it does not come, the total is known without a
+        # COUNT (which is O(matches): the whole book for an unfiltered list).
+        params: dict[str, Any] = {"owner_id": owner_id, "limit": limit + 1, "offset": offset}
         if first_name:
             params["first_name"] = _like_pattern(fold(first_name))
         if last_name:
@@ -184,15 +201,16 @@ class ContactQueries:
             params["email"] = _like_pattern(email.lower())
         if q:
             params["q_name"], params["q_email"] = _like_pattern(fold(q)), _like_pattern(q.lower())
-        present = {"first_name": first_name, "last_name": last_name, "email": email, "q": q}
+        q_form = "q" if q and params["q_name"] == params["q_email"] else "q_unlike"
+        present = {"first_name": first_name, "last_name": last_name, "email": email, q_form: q}
         filters = frozenset(name for name, value in present.items() if value)
         count, page = page_queries(filters, order_by, descending)
         # An offset past any possible table skips the page: SQL integers would overflow.
         rows = await self._fetch(page, params) if offset <= MAX_OFFSET else []
-        if offset == 0 and len(rows) < limit:
-            return rows, len(rows)
+        if len(rows) <= limit and (rows or offset == 0):
+            return rows, offset + len(rows)
         total = (await self._fetch(count, params))[0][0]
-        return rows, total
+        return rows[:limit], total
 
     async def birthdays(self, owner_id: UUID, ranges: Sequence[tuple[int, int]]) -> Sequence[Sequence[Any]]:
         """The owner's contacts whose month-day key falls in ``ranges``, in calendar order.

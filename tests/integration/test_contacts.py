@@ -302,6 +302,10 @@ async def test_list_page_shape_and_default_order(client, user, book):
         ({"q": ".ua"}, ["Тарас"]),
         ({"q": "%"}, ["Édith"]),
         ({"q": "zzz"}, []),
+        # Case-folded ("strasse") and lower-cased ("straße") forms differ: both are searched.
+        ({"q": "STRAßE"}, ["Straße"]),
+        ({"q": "straße@"}, []),
+        ({"q": "strasse@"}, ["Straße"]),
     ],
 )
 async def test_filters(client, user, book, params, expected):
@@ -356,6 +360,30 @@ async def test_ties_are_broken_by_id_so_pages_never_overlap(client, user):
         assert page["offset"] == offset
         seen += [c["id"] for c in page["items"]]
     assert seen == sorted(ids)
+
+
+@pytest.mark.parametrize(
+    ("limit", "offset", "items", "statements"),
+    [
+        (6, 0, 6, 1),  # the whole book fits: the page is the total
+        (7, 0, 6, 1),
+        (5, 0, 5, 2),  # more remain: counted
+        (3, 3, 3, 1),  # the last page, full: no row after it, so offset + items
+        (4, 3, 3, 1),
+        (2, 2, 2, 2),
+        (3, 6, 0, 2),  # past the end: counted
+    ],
+)
+async def test_total_is_exact_with_or_without_a_count(
+    client, user, book, queries, limit, offset, items, statements
+):
+    queries.reset()
+    data = (
+        await client.get(f"{BASE}/", params={"limit": limit, "offset": offset}, headers=user.headers)
+    ).json()
+    assert (len(data["items"]), data["total"]) == (items, 6)
+    assert [c["id"] for c in data["items"]] == [c["id"] for c in book][offset : offset + limit]
+    assert len([s for s in queries.statements if "FROM contacts" in s]) == statements, queries.statements
 
 
 @pytest.mark.parametrize("offset", [100, 2**62, 2**63, 10**30])  # even past a 64-bit SQL integer

@@ -104,6 +104,7 @@ class NearCache(Store):
         self.local_ttl = local_ttl
         self.max_entries = max_entries
         self.subscribed = False
+        self._stopping = False
         self._local: dict[str, tuple[bytes, float]] = {}
         self._generation = 0  # bumped by every invalidation this process hears of
 
@@ -165,13 +166,13 @@ class NearCache(Store):
         Local copies are only served while subscribed; each (re)subscription starts from an
         empty local map, since messages may have been missed in between.
         """
-        while True:
+        while not self._stopping:
             try:
                 async with self.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(INVALIDATIONS)
                     self._forget("*")
                     self.subscribed = True
-                    while True:
+                    while not self._stopping:
                         # A bounded wait, so the client's periodic health check (a PING) runs:
                         # a silently dead connection is noticed, not waited on forever.
                         message = await pubsub.get_message(timeout=1.0)
@@ -184,7 +185,19 @@ class NearCache(Store):
             finally:
                 self.subscribed = False
                 self._forget("*")
-            await asyncio.sleep(RESUBSCRIBE_AFTER)
+            if not self._stopping:
+                await asyncio.sleep(RESUBSCRIBE_AFTER)
+
+    async def stop(self, listener: asyncio.Task[None]) -> None:
+        """End ``listener`` (the task running :meth:`listen`).
+
+        Cancelling alone is not enough: a cancellation that lands as the client's read
+        timeout expires is turned into that timeout (Python 3.11), and the loop would go on.
+        """
+        self._stopping = True
+        listener.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listener
 
 
 def user_cache(root: NamespacedStore, settings: Settings) -> Store:
@@ -229,9 +242,7 @@ async def close_stores(app: Litestar) -> None:
     """
     listener = app.state.get(_LISTENER_KEY)
     if listener is not None:
-        listener.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await listener
+        await app.stores.get(USER_CACHE).stop(listener)  # type: ignore[attr-defined]
     root = app.state.get(_ROOT_KEY)
     if isinstance(root, RedisStore):
         await root._shutdown()  # the public __aexit__ does the same; no context manager here

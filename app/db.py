@@ -20,6 +20,7 @@ from advanced_alchemy.extensions.litestar._utils import get_aa_scope_state
 from anyio import to_thread
 from sqlalchemy import event
 from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.util import greenlet_spawn
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -260,26 +261,31 @@ class Database:
         Returns:
             The rows, as tuples in the statement's column order.
         """
-        async with self.engine.connect() as connection:
-            if not self._direct:
+        if not self._direct:
+            async with self.engine.connect() as connection:
                 return (await connection.execute(query.statement, params)).all()
-            sql, names = query.compiled(self.engine.dialect)
-            args = [params.get(name, default) for name, default in names]
-            listeners = self.engine.sync_engine.dispatch.before_cursor_execute
-            if listeners:
-                # SQLAlchemy does not see this statement: tell its listeners (statement
-                # logging, query counting), as it would have.
-                for listener in listeners:
-                    listener(connection.sync_connection, None, sql, tuple(args), None, False)
-            pooled = await connection.get_raw_connection()
-            try:
-                return await pooled.driver_connection.fetch(sql, *args)  # type: ignore[union-attr]
-            except BaseException as exc:
-                # SQLAlchemy never saw this call: a broken connection must be dropped from
-                # the pool here, as it would have done itself, so the next request gets a live one.
-                if _is_disconnect(exc):
-                    await connection.invalidate(exc)
-                raise
+        sql, names = query.compiled(self.engine.dialect)
+        args = [params.get(name, default) for name, default in names]
+        listeners = self.engine.sync_engine.dispatch.before_cursor_execute
+        if listeners:
+            # SQLAlchemy does not see this statement: tell its listeners (statement
+            # logging, query counting), as it would have.
+            for listener in listeners:
+                listener(None, None, sql, tuple(args), None, False)
+        # The pool's own connection, without the Connection/AsyncConnection wrappers (half
+        # of what a checkout costs); checkin and invalidation may await the driver, hence
+        # greenlet_spawn as SQLAlchemy's asyncio layer does.
+        pooled = await self.engine.raw_connection()
+        try:
+            return await pooled.driver_connection.fetch(sql, *args)  # type: ignore[union-attr]
+        except BaseException as exc:
+            # SQLAlchemy never saw this call: a broken connection must be dropped from the
+            # pool here, as it would have done itself, so the next request gets a live one.
+            if _is_disconnect(exc):
+                await greenlet_spawn(pooled.invalidate, exc)
+            raise
+        finally:
+            await greenlet_spawn(pooled.close)
 
 
 def _is_disconnect(exc: BaseException) -> bool:

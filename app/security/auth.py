@@ -8,6 +8,7 @@ error it loads the user and their live sessions from the database and refills th
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections import OrderedDict
@@ -95,7 +96,7 @@ async def invalidate_user(store: Store, user_id: UUID | str) -> None:
 
 
 async def get_current_user(
-    store: Store, db_config: SQLAlchemyAsyncConfig, user_id: UUID, ttl: int
+    store: Store, db_config: SQLAlchemyAsyncConfig, user_id: UUID, ttl: int, key: str | None = None
 ) -> CurrentUser | None:
     """The user snapshot from the store, or from the database on a miss or an outage.
 
@@ -104,11 +105,12 @@ async def get_current_user(
         db_config: The SQLAlchemy config (for a session on a miss).
         user_id: The user's id.
         ttl: Seconds a refilled entry lives.
+        key: ``str(user_id)``, when the caller has it already.
 
     Returns:
         The snapshot, or ``None`` if the user does not exist.
     """
-    key = str(user_id)
+    key = key or str(user_id)
     store_ok = True
     try:
         raw = await store.get(key)
@@ -131,7 +133,7 @@ async def get_current_user(
 
 
 async def retrieve_user_handler(
-    token: Token, connection: ASGIConnection[Any, Any, Any, Any]
+    token: VerifiedToken, connection: ASGIConnection[Any, Any, Any, Any]
 ) -> CurrentUser | None:
     """Litestar's user lookup: an access token of a live session of an existing user.
 
@@ -144,14 +146,17 @@ async def retrieve_user_handler(
     """
     if token.extras.get("pur") != Purpose.ACCESS:
         return None
-    try:
-        user_id = UUID(token.sub)
-    except ValueError:
+    subject = token.subject
+    if subject is None:
         return None
     state: State = connection.app.state
     settings: Settings = state.settings
     user = await get_current_user(
-        connection.app.stores.get(cache.USER_CACHE), state.db_config, user_id, settings.user_cache_ttl
+        connection.app.stores.get(cache.USER_CACHE),
+        state.db_config,
+        subject[0],
+        settings.user_cache_ttl,
+        key=subject[1],
     )
     if user is None or token.extras.get("sid") not in user.session_ids:
         return None
@@ -170,6 +175,18 @@ class VerifiedToken(Token):
 
     _verified: ClassVar[OrderedDict[tuple[str, str], VerifiedToken]] = OrderedDict()
     _max_verified: ClassVar[int] = 10_000
+
+    @functools.cached_property
+    def subject(self) -> tuple[UUID, str] | None:
+        """The subject as a user id and its canonical text (``None`` if it is not a user id).
+
+        Parsed once per token: a remembered token is used for many requests.
+        """
+        try:
+            user_id = UUID(self.sub)
+        except ValueError:
+            return None
+        return user_id, str(user_id)
 
     @classmethod
     def decode(cls, encoded_token: str, secret: str, *args: Any, **kwargs: Any) -> VerifiedToken:  # type: ignore[override]

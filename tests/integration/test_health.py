@@ -50,3 +50,9 @@ async def test_openapi_served(client):
     page = await client.get("/schema")
     assert page.status_code == 200
     assert "scalar" in page.text.lower()
+
+
+async def test_request_ids_are_unique_per_request(client):
+    ids = [(await client.get("/api/healthchecker")).headers["x-request-id"] for _ in range(5)]
+    assert len(set(ids)) == 5
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import socket
 from typing import TYPE_CHECKING, Any
 
+import asyncpg
 import msgspec
 from advanced_alchemy.exceptions import DuplicateKeyError, IntegrityError, NotFoundError
 from litestar import MediaType, Response
@@ -17,7 +19,9 @@ from litestar.status_codes import (
     HTTP_409_CONFLICT,
     HTTP_429_TOO_MANY_REQUESTS,
     HTTP_500_INTERNAL_SERVER_ERROR,
+    HTTP_503_SERVICE_UNAVAILABLE,
 )
+from sqlalchemy import exc as sa_exc
 
 from app.logs import mask_tokens, request_id_of
 
@@ -98,9 +102,67 @@ def too_deep_handler(_request: Request, _exc: RecursionError) -> Response:
     )
 
 
+#: Errors that mean "the database cannot be reached or is going away", not a bug.
+_UNREACHABLE = (
+    ConnectionError,  # refused, reset, aborted
+    TimeoutError,  # a connect or a read that timed out
+    socket.gaierror,  # the database's host name does not resolve
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,  # a connection closed under a query
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.CannotConnectNowError,  # starting up or shutting down
+    sa_exc.OperationalError,  # SQLite cannot open its file or is locked; a lost connection
+    sa_exc.DisconnectionError,
+    sa_exc.TimeoutError,  # no pooled connection came free
+)
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an error it was raised from) says the database is out of reach.
+
+    Args:
+        exc: The exception a request ended with.
+
+    Returns:
+        ``True`` for connection failures, which deserve a ``503`` rather than a ``500``.
+    """
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 8:
+        if isinstance(current, _UNREACHABLE):
+            return True
+        if isinstance(current, sa_exc.DBAPIError) and current.connection_invalidated:
+            return True
+        current = current.__cause__ or current.__context__
+        seen += 1
+    return False
+
+
 def internal_error_handler(request: Request, exc: Exception) -> Response:
-    """Log an unexpected exception with the request id and answer ``500`` without internals."""
+    """Answer ``503`` when the database is out of reach; otherwise log and answer ``500``.
+
+    A ``500`` is a bug: it is logged with the request id and its traceback, and the client
+    gets the id, nothing internal. An outage is not a bug: the client is told to retry.
+    """
     request_id = request_id_of(request.scope)
+    if database_unavailable(exc):
+        logger.warning(
+            "database unavailable (%s) on %s %s (request_id=%s)",
+            type(exc).__name__,
+            request.method,
+            mask_tokens(request.url.path),
+            request_id,
+        )
+        return Response(
+            _body(
+                HTTP_503_SERVICE_UNAVAILABLE,
+                "The service is briefly unavailable: try again",
+                {"request_id": request_id},
+            ),
+            status_code=HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": "1"},
+        )
     logger.error(
         "unhandled %s on %s %s (request_id=%s)",
         type(exc).__name__,

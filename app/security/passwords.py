@@ -8,17 +8,59 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import os
+import sys
+import threading
 import weakref
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import bcrypt
-from anyio import CapacityLimiter, to_thread
+from anyio import CancelScope, CapacityLimiter
+
+_T = TypeVar("_T")
 
 #: bcrypt runs in at most this many threads at once: logins queue for a core instead of
 #: starving the event loop (anyio's default of 40 threads let 40 hashes fight over 2 cores).
 HASHING_THREADS = max(1, (os.cpu_count() or 2) - 1)
+#: Nice value of the hashing threads (0 = normal, 19 = lowest): when the cores are busy the
+#: kernel runs the event loop first, so bcrypt delays other logins more than other requests.
+#: Not 19: on a busy host that starved logins, and a starved thread holds up the event loop
+#: when it waits for the GIL the loop has to hand over.
+HASHING_NICENESS = 10
 _limiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, CapacityLimiter] = weakref.WeakKeyDictionary()
+_executor: ThreadPoolExecutor | None = None
+_executor_lock = threading.Lock()
+
+
+def lower_thread_priority() -> None:
+    """Give the calling thread the nice value :data:`HASHING_NICENESS` where the OS allows it.
+
+    Linux schedules threads separately, so this slows down only the calling thread. Elsewhere
+    ``setpriority`` on a thread id would renice the whole process (or some other one) and
+    ``threading.get_native_id`` may be missing, so nothing is done; if the OS refuses
+    (a seccomp profile, or a value the process may not set) hashing runs at normal priority,
+    only less politely, rather than failing logins.
+    """
+    if not sys.platform.startswith("linux") or not hasattr(os, "setpriority"):
+        return
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASHING_NICENESS)
+
+
+def _hashing_executor() -> ThreadPoolExecutor:
+    # Own threads, not anyio's shared pool: an unprivileged thread cannot lower its nice value
+    # again, so a reniced anyio worker would slow down whatever else later runs on it.
+    global _executor
+    with _executor_lock:
+        if _executor is None:
+            _executor = ThreadPoolExecutor(
+                HASHING_THREADS, thread_name_prefix="bcrypt", initializer=lower_thread_priority
+            )
+        return _executor
 
 
 def _hashing_limiter() -> CapacityLimiter:
@@ -28,6 +70,15 @@ def _hashing_limiter() -> CapacityLimiter:
     if limiter is None:
         limiter = _limiters[loop] = CapacityLimiter(HASHING_THREADS)
     return limiter
+
+
+async def _run_hashing(func: Callable[..., _T], *args: object) -> _T:
+    async with _hashing_limiter():
+        future = asyncio.get_running_loop().run_in_executor(_hashing_executor(), func, *args)
+        # As anyio.to_thread.run_sync does: a cancelled login still waits for its running hash,
+        # so the limiter never admits more hashes than there are threads to run them.
+        with CancelScope(shield=True):
+            return await future
 
 
 def _prehash(password: str) -> bytes:
@@ -65,7 +116,7 @@ async def hash_password(password: str, rounds: int) -> str:
     Returns:
         The bcrypt hash, as text.
     """
-    return await to_thread.run_sync(hash_password_sync, password, rounds, limiter=_hashing_limiter())
+    return await _run_hashing(hash_password_sync, password, rounds)
 
 
 async def verify_password(password: str, password_hash: str) -> bool:
@@ -78,4 +129,4 @@ async def verify_password(password: str, password_hash: str) -> bool:
     Returns:
         Whether they match.
     """
-    return await to_thread.run_sync(verify_password_sync, password, password_hash, limiter=_hashing_limiter())
+    return await _run_hashing(verify_password_sync, password, password_hash)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
+
 import pytest
 
 from app.security.password_policy import MAX_LENGTH, MIN_LENGTH, common_passwords, password_problem
@@ -94,3 +98,54 @@ async def test_hashing_runs_in_a_bounded_number_of_threads(monkeypatch):
     monkeypatch.setattr(passwords, "verify_password_sync", slow_verify)
     await asyncio.gather(*(passwords.verify_password("x", "y") for _ in range(8)))
     assert peak == passwords.HASHING_THREADS
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux-only")
+async def test_hashing_runs_at_a_lower_priority_than_the_event_loop(monkeypatch):
+    """On Linux the kernel prefers the event loop (and every other request) over bcrypt."""
+    from app.security import passwords
+
+    seen: list[int] = []
+
+    def recording_verify(_password: str, _hash: str) -> bool:
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return True
+
+    loop_priority = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    monkeypatch.setattr(passwords, "verify_password_sync", recording_verify)
+
+    assert await passwords.verify_password("x", "y")
+    assert seen == [passwords.HASHING_NICENESS]
+    # Only the hashing thread was reniced, not the thread running the event loop.
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == loop_priority
+
+
+async def test_hashing_still_works_when_the_os_refuses_the_lower_priority(monkeypatch):
+    """A refused ``setpriority`` (seccomp, a locked-down container) must not break logins."""
+    from app.security import passwords
+
+    def refuse(*_args: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "setpriority", refuse)
+    monkeypatch.setattr(passwords, "_executor", None)  # fresh threads, so the refusal is hit
+    try:
+        hashed = await passwords.hash_password("a fine passphrase", 4)
+        assert await passwords.verify_password("a fine passphrase", hashed)
+        assert not await passwords.verify_password("another passphrase", hashed)
+    finally:
+        if passwords._executor is not None:
+            passwords._executor.shutdown()
+
+
+def test_lowering_the_priority_is_skipped_off_linux(monkeypatch):
+    """Elsewhere a thread id passed to setpriority could renice a whole process."""
+    from app.security import passwords
+
+    calls: list[tuple[object, ...]] = []
+    monkeypatch.setattr(sys, "platform", "darwin")
+    monkeypatch.setattr(os, "setpriority", lambda *args: calls.append(args), raising=False)
+
+    passwords.lower_thread_priority()
+
+    assert calls == []

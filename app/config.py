@@ -39,7 +39,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     app_env: Environment = "development"
     #: SQLAlchemy URL of the database (``postgresql+asyncpg://...`` for PostgreSQL).
     database_url: str = "sqlite+aiosqlite:///./contacts.db"
-    #: Connections kept in the pool per worker (PostgreSQL); one event loop rarely needs more.
+    #: Connections per worker in each of its two pools, one for reads and one for writes
+    #: (PostgreSQL); one event loop rarely needs more.
     db_pool_size: int = 20
     #: Extra connections beyond the pool under bursts (PostgreSQL); each is closed after use.
     db_max_overflow: int = 0

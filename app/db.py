@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncGenerator
@@ -20,7 +21,6 @@ from advanced_alchemy.extensions.litestar._utils import get_aa_scope_state
 from anyio import to_thread
 from sqlalchemy import event
 from sqlalchemy.exc import DisconnectionError
-from sqlalchemy.util import greenlet_spawn
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -42,6 +42,8 @@ MIGRATION_LOCK_KEY = 7_210_391_117
 PING_AFTER_IDLE = 10.0
 #: Methods whose requests never write: their sessions run without a transaction (PostgreSQL).
 READ_ONLY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: Seconds a read waits for a free pooled connection.
+POOL_TIMEOUT = 30.0
 #: ``opt`` key a route handler sets to keep a transaction on a read-only method.
 TRANSACTION_OPT = "db_transaction"
 
@@ -234,22 +236,53 @@ class Query:
 
 
 class Database:
-    """Runs :class:`Query` reads on the application's pool by the shortest path the driver has.
+    """Runs :class:`Query` reads by the shortest path the driver has.
 
-    On asyncpg the compiled SQL goes straight to the pooled connection's driver: asyncpg keeps
-    it prepared, and no ORM session, execution context or transaction is made — one round
-    trip, no ``BEGIN``/``ROLLBACK``. Under PostgreSQL's READ COMMITTED a single statement sees
-    the same snapshot inside or outside a transaction. Other drivers (SQLite) run the same
-    statement through SQLAlchemy Core.
+    On PostgreSQL the reads have a small asyncpg pool of their own: the compiled SQL goes
+    straight to a connection (asyncpg keeps it prepared), with no ORM session, execution
+    context, transaction or greenlet switch — one round trip. SQLAlchemy's asyncio layer
+    switches greenlets on every checkout and checkin, and each switch copies the request's
+    deep stack: that cost more than the query itself. Under PostgreSQL's READ COMMITTED a
+    single statement sees the same snapshot inside or outside a transaction. A read that
+    meets a dropped connection (a database restart) is retried once on a fresh one: reads
+    are safe to repeat. Other drivers (SQLite) run the statement through SQLAlchemy Core.
+
+    The pool is opened by :meth:`open` at start-up and closed by :meth:`close` at shutdown.
 
     Args:
-        engine: The application's engine.
+        engine: The application's engine (its URL, dialect and listeners).
+        pool_size: Connections of the read pool at most.
     """
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        """Serve reads from ``engine``'s pool."""
+    def __init__(self, engine: AsyncEngine, pool_size: int = 10) -> None:
+        """Serve reads for ``engine``'s database."""
         self.engine = engine
+        self.pool_size = pool_size
         self._direct = engine.dialect.driver == "asyncpg"
+        self._pool: asyncpg.Pool | None = None
+
+    async def open(self, _app: Any = None) -> None:
+        """Open the read pool (PostgreSQL; connections are made on first use). A start-up hook."""
+        if not self._direct or self._pool is not None:
+            return
+        url = self.engine.url.set(drivername="postgresql")
+        self._pool = await asyncpg.create_pool(
+            url.render_as_string(hide_password=False),
+            min_size=0,
+            max_size=self.pool_size,
+            statement_cache_size=500,  # every read statement stays prepared
+            server_settings={"application_name": "contacts-api", "jit": "off"},
+            reset=_keep_session,
+        )
+
+    async def close(self, _app: Any = None) -> None:
+        """Close the read pool, waiting briefly for reads in flight. A shutdown hook."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            try:
+                await asyncio.wait_for(pool.close(), timeout=5)
+            except TimeoutError:
+                pool.terminate()
 
     async def fetch(self, query: Query, **params: Any) -> Sequence[Sequence[Any]]:
         """All rows of ``query`` with ``params`` bound.
@@ -264,6 +297,9 @@ class Database:
         if not self._direct:
             async with self.engine.connect() as connection:
                 return (await connection.execute(query.statement, params)).all()
+        if self._pool is None:
+            msg = "Database.open() was not called (it is an on_startup hook)"
+            raise RuntimeError(msg)
         sql, names = query.compiled(self.engine.dialect)
         args = [params.get(name, default) for name, default in names]
         listeners = self.engine.sync_engine.dispatch.before_cursor_execute
@@ -272,20 +308,22 @@ class Database:
             # logging, query counting), as it would have.
             for listener in listeners:
                 listener(None, None, sql, tuple(args), None, False)
-        # The pool's own connection, without the Connection/AsyncConnection wrappers (half
-        # of what a checkout costs); checkin and invalidation may await the driver, hence
-        # greenlet_spawn as SQLAlchemy's asyncio layer does.
-        pooled = await self.engine.raw_connection()
         try:
-            return await pooled.driver_connection.fetch(sql, *args)  # type: ignore[union-attr]
-        except BaseException as exc:
-            # SQLAlchemy never saw this call: a broken connection must be dropped from the
-            # pool here, as it would have done itself, so the next request gets a live one.
-            if _is_disconnect(exc):
-                await greenlet_spawn(pooled.invalidate, exc)
-            raise
-        finally:
-            await greenlet_spawn(pooled.close)
+            async with self._pool.acquire(timeout=POOL_TIMEOUT) as connection:
+                return await connection.fetch(sql, *args)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            if isinstance(exc, TimeoutError) or not _is_disconnect(exc):
+                raise  # an SQL error, or no connection came free: retrying would not help
+        # The connection was dead (asyncpg drops it from the pool): once more, on a new one.
+        async with self._pool.acquire(timeout=POOL_TIMEOUT) as connection:
+            return await connection.fetch(sql, *args)
+
+
+async def _keep_session(_connection: asyncpg.Connection) -> None:
+    """Nothing to reset: the read pool only runs prebuilt SELECTs, which change no session state.
+
+    asyncpg's default reset (``RESET ALL``, ``UNLISTEN *``...) is a round trip per read.
+    """
 
 
 def _is_disconnect(exc: BaseException) -> bool:

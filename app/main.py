@@ -92,13 +92,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or get_settings()
     configure_logging(settings.log_level)
     db_config = make_db_config(settings)
+    database = Database(db_config.get_engine(), settings.db_pool_size)
     auth = make_auth(settings)
     avatar_storage = make_avatar_storage(settings)
 
     on_startup: list[Any] = []
     if settings.auto_migrate:
         on_startup.append(migrate_on_startup(db_config))
-    on_startup += [cache.open_stores, mark_public_operations(auth.exclude or []), _freeze_gc]
+    on_startup += [database.open, cache.open_stores, mark_public_operations(auth.exclude or []), _freeze_gc]
 
     return Litestar(
         route_handlers=[
@@ -112,7 +113,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         dependencies={"settings": Provide(lambda: settings, use_cache=True, sync_to_thread=False)},
         on_app_init=[auth.on_app_init],
         on_startup=on_startup,
-        on_shutdown=[cache.close_stores],
+        on_shutdown=[cache.close_stores, database.close],
         middleware=[RequestLogMiddleware, *rate_limit_middleware(settings)],
         before_send=[make_security_headers("/schema")],
         exception_handlers=EXCEPTION_HANDLERS,
@@ -132,7 +133,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             {
                 "settings": settings,
                 "db_config": db_config,
-                "database": Database(db_config.get_engine()),
+                "database": database,
                 "avatar_storage": avatar_storage,
                 "mailer": make_mailer(settings),
             }

@@ -268,7 +268,11 @@ class AuthService(SQLAlchemyAsyncRepositoryService[UserSession, UserSessionRepos
         await self.repository.add(
             UserSession(id=session_id, user_id=user.id, refresh_token_hash=refresh_hash, expires_at=expires)
         )
-        await self.users.save(user.id)  # the cached user lists its live sessions
+        # No cache invalidation: a new session only adds to the user's live sessions, and a
+        # token whose session the cached snapshot lacks makes the snapshot be read again
+        # (app.security.auth). Dropping it sent every in-flight request of this user to the
+        # database at once, on every login.
+        await self.repository.session.commit()
         return tokens
 
     async def refresh(self, refresh_token: str) -> Tokens:
@@ -306,7 +310,7 @@ class AuthService(SQLAlchemyAsyncRepositoryService[UserSession, UserSessionRepos
             # expired): this one fails; the winner's session lives on.
             await self.repository.session.rollback()
             raise InvalidRefreshToken
-        await self.users.save(user_id)
+        await self.repository.session.commit()  # same session id: the cached snapshot still holds
         return tokens
 
     async def logout(self, user_id: UUID, refresh_token: str) -> None:

@@ -96,7 +96,13 @@ async def invalidate_user(store: Store, user_id: UUID | str) -> None:
 
 
 async def get_current_user(
-    store: Store, db_config: SQLAlchemyAsyncConfig, user_id: UUID, ttl: int, key: str | None = None
+    store: Store,
+    db_config: SQLAlchemyAsyncConfig,
+    user_id: UUID,
+    ttl: int,
+    key: str | None = None,
+    *,
+    fresh: bool = False,
 ) -> CurrentUser | None:
     """The user snapshot from the store, or from the database on a miss or an outage.
 
@@ -106,17 +112,20 @@ async def get_current_user(
         user_id: The user's id.
         ttl: Seconds a refilled entry lives.
         key: ``str(user_id)``, when the caller has it already.
+        fresh: Skip the store: read the database and refill the store.
 
     Returns:
         The snapshot, or ``None`` if the user does not exist.
     """
     key = key or str(user_id)
     store_ok = True
-    try:
-        raw = await store.get(key)
-    except Exception as exc:
-        logger.warning("user cache unavailable, reading the database (%s)", type(exc).__name__)
-        raw, store_ok = None, False
+    raw = None
+    if not fresh:
+        try:
+            raw = await store.get(key)
+        except Exception as exc:
+            logger.warning("user cache unavailable, reading the database (%s)", type(exc).__name__)
+            store_ok = False
     if raw is not None:
         try:
             return _decoder.decode(raw)
@@ -151,14 +160,17 @@ async def retrieve_user_handler(
         return None
     state: State = connection.app.state
     settings: Settings = state.settings
-    user = await get_current_user(
-        connection.app.stores.get(cache.USER_CACHE),
-        state.db_config,
-        subject[0],
-        settings.user_cache_ttl,
-        key=subject[1],
-    )
-    if user is None or token.extras.get("sid") not in user.session_ids:
+    store = connection.app.stores.get(cache.USER_CACHE)
+    user_id, key = subject
+    user = await get_current_user(store, state.db_config, user_id, settings.user_cache_ttl, key)
+    sid = token.extras.get("sid")
+    if user is not None and sid not in user.session_ids:
+        # Logins do not drop the cached snapshot, so it may predate this token's session:
+        # ask the database. Ended sessions are dropped from the cache when they end.
+        user = await get_current_user(
+            store, state.db_config, user_id, settings.user_cache_ttl, key, fresh=True
+        )
+    if user is None or sid not in user.session_ids:
         return None
     return user
 

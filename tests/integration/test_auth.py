@@ -15,13 +15,16 @@ from urllib.parse import urlparse
 from uuid import UUID
 
 import jwt
+import msgspec
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from sqlalchemy import select
 
+from app import cache
 from app.security.tokens import ALGORITHM, AUDIENCE, ISSUER, Purpose, create_token
 from app.users.models import User, UserSession
+from app.users.schemas import CurrentUser
 from tests.conftest import SECRET, SmtpServer, TestUser
 
 STRONG = "a long enough passphrase"
@@ -712,3 +715,34 @@ async def test_openapi_documents_every_auth_error(client: AsyncTestClient[Litest
     assert "application/x-www-form-urlencoded" in login_body
     reset_body = paths["/api/auth/confirm_update_password/{token}"]["post"]["requestBody"]["content"]
     assert {"application/json", "application/x-www-form-urlencoded"} <= set(reset_body)
+
+
+async def test_a_login_keeps_the_cached_user_and_its_new_token_works_at_once(
+    client: AsyncTestClient[Litestar], user: TestUser, in_app_loop: InAppLoop
+):
+    """A login must not drop the user's snapshot (every in-flight request would then read the
+    database at once); the new session's token is checked against the database once instead."""
+    store = client.app.stores.get(cache.USER_CACHE)
+    assert (await client.get("/api/users/me", headers=user.headers)).status_code == 200
+    cached = await in_app_loop(store.get, str(user.id))
+    assert cached is not None
+
+    tokens = (await login(client, user.email, user.password)).json()
+    assert await in_app_loop(store.get, str(user.id)) == cached  # still there, unchanged
+
+    response = await client.get(
+        "/api/users/me", headers={"Authorization": f"Bearer {tokens['access_token']}"}
+    )
+    assert response.status_code == 200
+    sid = jwt.decode(tokens["access_token"], options={"verify_signature": False})["sid"]
+    refreshed = msgspec.msgpack.decode(await in_app_loop(store.get, str(user.id)), type=CurrentUser)
+    assert {sid, str(user.session_id)} <= refreshed.session_ids  # both sessions, from the database
+
+
+async def test_a_token_of_a_session_the_database_does_not_have_is_refused(
+    client: AsyncTestClient[Litestar], user: TestUser
+):
+    assert (await client.get("/api/users/me", headers=user.headers)).status_code == 200  # cached
+    token, _ = create_token(SECRET, Purpose.ACCESS, str(user.id), timedelta(minutes=5), sid=str(UUID(int=7)))
+    response = await client.get("/api/users/me", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 401

@@ -16,6 +16,10 @@ and that the service maintains on every write (see :func:`derived_columns`):
   ``SEARCH_TEXT LIKE p AND (field LIKE p ...)`` selects exactly what the field test does.
 * ``version``: bumped by every update; the ``ETag`` is made from it, and ``If-Match`` turns
   into ``UPDATE ... WHERE version = :v`` so a stale write changes nothing.
+
+:class:`ContactCount` (table ``contact_counts``) keeps each owner's number of contacts,
+maintained by triggers on ``contacts`` (migration 0004), so an unfiltered list reads its
+total from one row instead of counting the whole book.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import uuid
 from datetime import date
 from typing import Any
 
-from advanced_alchemy.base import UUIDv7AuditBase
+from advanced_alchemy.base import DefaultBase, UUIDv7AuditBase
 from sqlalchemy import Date, ForeignKey, Index, Integer, SmallInteger, String, literal_column
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.sql import operators
@@ -73,6 +77,19 @@ class Contact(UUIDv7AuditBase):
             for column in ("first_name_search", "last_name_search", "email")
         ),
     )
+
+
+class ContactCount(DefaultBase):
+    """How many contacts an owner has: the total of an unfiltered list.
+
+    Written only by the database: triggers on ``contacts`` (migration 0004) change it in the
+    same transaction as the rows, so it is exact in every snapshot. No row means no contacts.
+    """
+
+    __tablename__ = "contact_counts"
+
+    owner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    total: Mapped[int] = mapped_column(Integer)
 
 
 def _joined(*parts: Any) -> Any:

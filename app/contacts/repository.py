@@ -15,9 +15,9 @@ from uuid import UUID
 
 from advanced_alchemy.exceptions import wrap_sqlalchemy_exception
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
-from sqlalchemy import and_, bindparam, case, delete, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, case, delete, func, insert, literal_column, or_, select, update
 
-from app.contacts.models import SEARCH_TEXT, Contact, derived_columns, fold
+from app.contacts.models import SEARCH_TEXT, Contact, ContactCount, derived_columns, fold
 from app.db import Database, Query
 
 if TYPE_CHECKING:
@@ -94,6 +94,13 @@ _FILTERS: dict[str, ColumnElement[bool]] = {
 }
 
 
+#: The owner's number of contacts, kept by the database (0 when the owner has no counter row).
+_TOTAL = func.coalesce(
+    select(ContactCount.total).where(ContactCount.owner_id == bindparam("owner_id")).scalar_subquery(),
+    literal_column("0"),
+)
+
+
 @functools.cache
 def page_queries(filters: frozenset[str], order_by: str, descending: bool) -> tuple[Query, Query]:
     """The count and the page statement for one combination of filters and ordering.
@@ -101,13 +108,19 @@ def page_queries(filters: frozenset[str], order_by: str, descending: bool) -> tu
     There are few combinations (4 filters x 4 orderings x 2 directions), so each is built once.
     Contacts without a birthday sort last in both directions.
 
+    Without filters the total is the owner's counter (:class:`ContactCount`), and the page
+    reads it too: every row ends with it (one index lookup, made once per statement), so the
+    page and its total come from one statement and one snapshot. The count statement then
+    reads the counter alone, for a page that comes back empty.
+
     Args:
         filters: The names of the filters present (keys of ``_FILTERS``).
         order_by: A key of :data:`ORDER_COLUMNS`.
         descending: Sort descending.
 
     Returns:
-        The count statement and the page statement (bound ``limit`` and ``offset``).
+        The count statement and the page statement (bound ``owner_id``, ``limit``, ``offset``
+        and the filters' patterns).
     """
     where = [_OWNER, *(condition for name, condition in _FILTERS.items() if name in filters)]
     column = ORDER_COLUMNS[order_by]
@@ -115,9 +128,14 @@ def page_queries(filters: frozenset[str], order_by: str, descending: bool) -> tu
     if order_by == "birthday":
         first = first.nulls_last()
     ordering = [first, Contact.id.desc() if descending else Contact.id.asc()]
-    count = select(func.count()).select_from(Contact).where(*where)
-    page = select(*COLUMNS).where(*where).order_by(*ordering)
-    return Query(count), Query(page.limit(bindparam("limit")).offset(bindparam("offset")))
+    if filters:
+        count = select(func.count()).select_from(Contact).where(*where)
+        page = select(*COLUMNS)
+    else:
+        count = select(_TOTAL)
+        page = select(*COLUMNS, _TOTAL.label("total"))
+    page = page.where(*where).order_by(*ordering).limit(bindparam("limit")).offset(bindparam("offset"))
+    return Query(count), Query(page)
 
 
 def _birthdays_query(ranges: int) -> Query:
@@ -173,8 +191,10 @@ class ContactQueries:
         """One page of the owner's contacts and the total matching the filters.
 
         Filters are case-insensitive substrings combined with ``AND``; ``q`` matches any of
-        the three fields. The total costs a second statement only when the page does not
-        tell it (a page shorter than ``limit`` ends the matches).
+        the three fields. Without filters the total is the owner's counter, read by the page's
+        own statement (a second one, reading the counter, only for an empty page past the
+        end). With filters it costs a second statement (a ``COUNT``) only when the page does
+        not tell it (a page shorter than ``limit`` ends the matches).
 
         Args:
             owner_id: The owner.
@@ -190,9 +210,7 @@ class ContactQueries:
         Returns:
             The page's rows (``COLUMNS``) and the total.
         """
-        # One row more than the page: when it does not come, the total is known without a
-        # COUNT (which is O(matches): the whole book for an unfiltered list).
-        params: dict[str, Any] = {"owner_id": owner_id, "limit": limit + 1, "offset": offset}
+        params: dict[str, Any] = {"owner_id": owner_id, "limit": limit, "offset": offset}
         if first_name:
             params["first_name"] = _like_pattern(fold(first_name))
         if last_name:
@@ -205,8 +223,14 @@ class ContactQueries:
         present = {"first_name": first_name, "last_name": last_name, "email": email, q_form: q}
         filters = frozenset(name for name, value in present.items() if value)
         count, page = page_queries(filters, order_by, descending)
+        if filters:
+            # One row more than the page: when it does not come, the total is known without
+            # a COUNT (which is O(matches)).
+            params["limit"] = limit + 1
         # An offset past any possible table skips the page: SQL integers would overflow.
         rows = await self._fetch(page, params) if offset <= MAX_OFFSET else []
+        if rows and not filters:
+            return [row[:-1] for row in rows], rows[0][-1]  # each row ends with the total
         if len(rows) <= limit and (rows or offset == 0):
             return rows, offset + len(rows)
         total = (await self._fetch(count, params))[0][0]
@@ -280,7 +304,7 @@ class ContactRepository(ContactQueries, SQLAlchemyAsyncRepository[Contact]):
             return (await self.session.execute(statement)).one()
 
     async def insert_many(self, owner_id: UUID, rows: Iterable[dict[str, Any]]) -> None:
-        """Insert many contacts for ``owner_id`` in one batch (the import).
+        """Insert many contacts for ``owner_id`` in multi-row statements (the import).
 
         Args:
             owner_id: The owner.
@@ -292,8 +316,11 @@ class ContactRepository(ContactQueries, SQLAlchemyAsyncRepository[Contact]):
         values = [{"owner_id": owner_id, **derived_columns(dict(row))} for row in rows]
         if not values:
             return
+        # With RETURNING, SQLAlchemy sends "INSERT ... VALUES (...), (...)" pages of up to 1000
+        # rows; without it asyncpg runs one INSERT per row, and the counter trigger, which runs
+        # once per statement, would run once per row (~50 µs each).
         with self._wrap():
-            await self.session.execute(insert(Contact), values)
+            await self.session.execute(insert(Contact).returning(Contact.id), values)
 
     async def update_row(
         self, owner_id: UUID, contact_id: UUID, values: dict[str, Any], versions: set[int] | None = None

@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from uuid import UUID
 
 import msgspec
+from litestar.exceptions import NotAuthorizedException
 from litestar.security.jwt import OAuth2PasswordBearerAuth, Token
+from litestar.security.jwt.middleware import JWTCookieAuthenticationMiddleware
 from sqlalchemy import select
 
 from app import cache
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
     from advanced_alchemy.extensions.litestar import SQLAlchemyAsyncConfig
     from litestar.connection import ASGIConnection
     from litestar.datastructures import State
+    from litestar.middleware.authentication import AuthenticationResult
     from litestar.stores.base import Store
     from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -215,6 +218,39 @@ class VerifiedToken(Token):
         return token
 
 
+class BearerAuthenticationMiddleware(JWTCookieAuthenticationMiddleware):
+    """Litestar's JWT middleware reading the bearer token from the ``Authorization`` header only.
+
+    Cookies are never read: a credential the browser sends on its own would open the API to
+    cross-site request forgery. The header is found in the raw ASGI headers, without
+    building the request's header map for it.
+    """
+
+    async def authenticate_request(
+        self, connection: ASGIConnection[Any, Any, Any, Any]
+    ) -> AuthenticationResult:
+        """The user of the request's bearer token.
+
+        Args:
+            connection: The current connection.
+
+        Returns:
+            The authenticated user and token.
+
+        Raises:
+            NotAuthorizedException: No token, or one that is invalid or names no live session.
+        """
+        wanted = self.auth_header.lower().encode("latin-1")
+        encoded_token = ""
+        for name, value in connection.scope["headers"]:
+            if name == wanted:
+                encoded_token = value.decode("latin-1").partition(" ")[-1]
+                break
+        if not encoded_token:
+            raise NotAuthorizedException("No JWT token found in request header")
+        return await self.authenticate_token(encoded_token=encoded_token, connection=connection)
+
+
 def make_auth(settings: Settings) -> OAuth2PasswordBearerAuth[CurrentUser, Token]:
     """Build the bearer-token authentication for the app.
 
@@ -225,6 +261,7 @@ def make_auth(settings: Settings) -> OAuth2PasswordBearerAuth[CurrentUser, Token
         The auth config; its ``on_app_init`` is registered in :func:`app.main.create_app`.
     """
     return OAuth2PasswordBearerAuth[CurrentUser, Token](
+        authentication_middleware_class=BearerAuthenticationMiddleware,
         token_cls=VerifiedToken,
         token_url="/api/auth/login",  # noqa: S106 - a URL
         token_secret=settings.secret_key,

@@ -255,3 +255,12 @@ def test_asvs_16_2_5_a_500_on_a_token_path_does_not_log_the_token():
     assert response.status_code == 500
     assert "unhandled RuntimeError" in logs.text()
     assert "SECRET-TOKEN-123" not in logs.text()
+
+
+async def test_a_token_in_a_cookie_is_not_a_credential(client, user):
+    """Only the Authorization header authenticates: an ambient cookie would allow CSRF."""
+    token = user.headers["Authorization"].partition(" ")[2]
+    for cookie in (f"token={token}", f"token=Bearer {token}"):
+        response = await client.get("/api/users/me", headers={"Cookie": cookie})
+        assert response.status_code == 401, cookie
+    assert (await client.get("/api/users/me", headers=user.headers)).status_code == 200

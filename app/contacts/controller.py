@@ -51,6 +51,8 @@ from app.contacts.service import ContactReads, ContactService, InvalidContactErr
 from app.errors import error_response, http_exception_handler
 from app.users.schemas import CurrentUser
 
+_READS_KEY = "contact_reads"
+
 #: Room for the multipart framing (boundaries, part headers) around the imported file.
 MULTIPART_OVERHEAD = 16 * 1024
 
@@ -99,8 +101,12 @@ def provide_contact_service(db_session: NamedDependency[AsyncSession], state: St
     return ContactService(db_session, state.settings)
 
 
-def provide_contact_reads(state: State) -> ContactReads:
+def contact_reads(state: State) -> ContactReads:
     """The read side of the contacts, straight on the pool (no ORM session for a read).
+
+    One per application, kept in its state: it holds nothing of a request. The read handlers
+    take ``state`` (resolved in place) rather than a dependency, which Litestar would resolve
+    through a provider call on every request.
 
     Args:
         state: The application state (its :class:`~app.db.Database` and settings).
@@ -108,7 +114,10 @@ def provide_contact_reads(state: State) -> ContactReads:
     Returns:
         The read rules.
     """
-    return ContactReads(ContactReader(state.database), state.settings)
+    reads = state.get(_READS_KEY)
+    if reads is None:
+        reads = state[_READS_KEY] = ContactReads(ContactReader(state.database), state.settings)
+    return reads
 
 
 def _contact_id(raw: str) -> UUID:
@@ -166,7 +175,6 @@ class ContactController(Controller):
     tags = ["contacts"]
     dependencies = {
         "contacts": Provide(provide_contact_service, sync_to_thread=False),
-        "reads": Provide(provide_contact_reads, sync_to_thread=False),
     }
     exception_handlers = {InvalidContactError: _invalid, StaleContactError: _stale}
 
@@ -178,7 +186,7 @@ class ContactController(Controller):
     async def list_contacts(
         self,
         request: Request[CurrentUser, Any, Any],
-        reads: NamedDependency[ContactReads],
+        state: State,
         first_name: Filter = None,
         last_name: Filter = None,
         email: Filter = None,
@@ -194,7 +202,7 @@ class ContactController(Controller):
         ``%`` and ``_`` match themselves), combined with AND; ``q`` matches any of the three.
         Contacts without a birthday come last when ordering by birthday.
         """
-        return await reads.list_contacts(
+        return await contact_reads(state).list_contacts(
             request.user.id,
             first_name=first_name,
             last_name=last_name,
@@ -230,7 +238,7 @@ class ContactController(Controller):
     async def birthdays(
         self,
         request: Request[CurrentUser, Any, Any],
-        reads: NamedDependency[ContactReads],
+        state: State,
         days: Annotated[int, QueryParameter(ge=0, le=365, description="Days ahead of today (0-365).")] = 7,
     ) -> list[ContactBirthday]:
         """Contacts whose birthday falls from today through ``days`` ahead, soonest first.
@@ -238,7 +246,7 @@ class ContactController(Controller):
         "Today" is in the configured time zone; the window wraps the new year; a 29 February
         birthday is celebrated on 28 February in common years.
         """
-        return await reads.upcoming_birthdays(request.user.id, days)
+        return await contact_reads(state).upcoming_birthdays(request.user.id, days)
 
     @get(
         "/export",
@@ -281,10 +289,10 @@ class ContactController(Controller):
         self,
         request: Request[CurrentUser, Any, Any],
         contact_id: ContactId,
-        reads: NamedDependency[ContactReads],
+        state: State,
     ) -> Response[Contact]:
         """One of your contacts, with its ``ETag``."""
-        contact, tag = await reads.get_contact(request.user.id, _contact_id(contact_id))
+        contact, tag = await contact_reads(state).get_contact(request.user.id, _contact_id(contact_id))
         return _with_etag(contact, tag)
 
     @put(
@@ -346,7 +354,6 @@ class ContactImportController(Controller):
     tags = ["contacts"]
     dependencies = {
         "contacts": Provide(provide_contact_service, sync_to_thread=False),
-        "reads": Provide(provide_contact_reads, sync_to_thread=False),
     }
     exception_handlers = {
         InvalidContactError: _invalid,

@@ -56,3 +56,15 @@ async def test_request_ids_are_unique_per_request(client):
     ids = [(await client.get("/api/healthchecker")).headers["x-request-id"] for _ in range(5)]
     assert len(set(ids)) == 5
     assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+
+
+async def test_start_up_freezes_its_objects_and_spaces_out_collections(make_client):
+    import gc
+
+    from app.main import GC_GEN0_THRESHOLD
+
+    gc.unfreeze()
+    gc.set_threshold(700, 10, 10)
+    async with make_client():
+        assert gc.get_freeze_count() > 0  # start-up objects are out of the collector's way
+        assert gc.get_threshold()[0] == GC_GEN0_THRESHOLD

@@ -494,9 +494,10 @@ def table(results: list[Result], ceiling: Result) -> str:
             lines.append(f"| {r.name} | {r.note} | | | | | | | |")
             continue
         ratio = r.rps / ceiling.rps if ceiling.rps else 0.0
+        rps = f"{r.rps:,.0f}" if r.rps >= 100 else f"{r.rps:.1f}"  # logins: a few per second
         cpu = f"{r.cpu_us:,.0f} | {ceiling.cpu_us / r.cpu_us:.1%}" if r.cpu_us and r.requests else "- | -"
         lines.append(
-            f"| {r.name} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {_non_2xx(r)} | "
+            f"| {r.name} | {rps} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {_non_2xx(r)} | "
             f"{ratio:.1%} | {cpu} | {_verdict(r, ratio)} |"
         )
     return "\n".join(lines)

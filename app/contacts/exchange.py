@@ -94,6 +94,24 @@ def vcard(contact: Contact) -> str:
     return "".join(_fold(line) for line in lines)
 
 
+#: A cell starting with one of these is a formula to a spreadsheet (CSV injection, OWASP).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _defused(value: str) -> str:
+    """``value`` made inert for spreadsheets: a leading formula character gets a ``'`` before it.
+
+    The import takes the quote off again (:func:`_restored`), so a file exported by the
+    service imports back to the same contacts.
+    """
+    return "'" + value if value.startswith(_FORMULA_START) else value
+
+
+def _restored(value: str) -> str:
+    """The text :func:`_defused` was given."""
+    return value[1:] if value.startswith("'") and value[1:].startswith(_FORMULA_START) else value
+
+
 def csv_header() -> str:
     """The CSV export's header line."""
     return _csv_line(CSV_COLUMNS)
@@ -101,6 +119,9 @@ def csv_header() -> str:
 
 def csv_rows(contacts: Iterable[Contact]) -> str:
     """Contacts as CSV lines in :data:`CSV_COLUMNS` order.
+
+    Text a spreadsheet would run as a formula is written with a leading ``'`` (see
+    :func:`_defused`); the phone number is E.164, digits after a ``+``, never a formula.
 
     Args:
         contacts: The contacts.
@@ -114,12 +135,12 @@ def csv_rows(contacts: Iterable[Contact]) -> str:
         writer.writerow(
             (
                 c.id,
-                c.first_name,
-                c.last_name,
-                c.email,
+                _defused(c.first_name),
+                _defused(c.last_name),
+                _defused(c.email),
                 c.phone_number,
                 c.birthday.isoformat() if c.birthday else "",
-                c.additional_data or "",
+                _defused(c.additional_data or ""),
                 c.created_at.isoformat(),
                 c.updated_at.isoformat(),
             )
@@ -179,7 +200,7 @@ def _read_csv(text: str) -> Iterator[tuple[int, dict[str, Any] | str]]:
                     {
                         name: (value.strip() or None) if name in {"birthday", "additional_data"} else value
                         for name in _FIELDS
-                        if (value := row.get(name)) is not None
+                        if (value := _restored(row[name]) if name in row else None) is not None
                     },
                 )
         line = reader.line_num + 1

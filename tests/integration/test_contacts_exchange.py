@@ -165,6 +165,24 @@ async def test_csv_export(client, user):
     ]
 
 
+async def test_csv_export_defuses_formulas_and_the_import_restores_them(client, user, user_factory):
+    fields = {
+        "first_name": '=HYPERLINK("https://evil.example","x")',
+        "last_name": "-2+3",
+        "additional_data": "@SUM(A1:A9)",
+    }
+    original = await add(client, user, **fields)
+    response = await client.get(f"{BASE}/export", params={"format": "csv"}, headers=user.headers)
+    (row,) = csv.DictReader(io.StringIO(response.text, newline=""))
+    for name, value in fields.items():
+        assert row[name] == "'" + value, name  # a spreadsheet shows it as text, runs nothing
+    assert row["phone_number"] == "+380501234567"  # E.164 stays as it is
+
+    other = await user_factory()
+    assert (await upload(client, other, response.content, name="x.csv")).json()["created"] == 1
+    assert comparable(await all_contacts(client, other)) == comparable([original])
+
+
 async def test_an_empty_book_exports_nothing(client, user):
     assert (await client.get(f"{BASE}/export", headers=user.headers)).content == b""
     csv_text = (await client.get(f"{BASE}/export", params={"format": "csv"}, headers=user.headers)).text

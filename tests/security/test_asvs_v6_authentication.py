@@ -57,7 +57,19 @@ async def test_asvs_6_2_1_passwords_longer_than_128_are_refused(client):
 
 
 @pytest.mark.parametrize(
-    "password", ["12345678", "password", "qwertyuiop", "iloveyou", "Sunshine", "PASSWORD1", "trustno1"]
+    "password",
+    [
+        "12345678",
+        "password",
+        "qwertyuiop",
+        "iloveyou",
+        "Sunshine",
+        "PASSWORD1",
+        "trustno1",
+        "Blink182",
+        "Qwaszx12",
+        "Stranger",
+    ],
 )
 async def test_asvs_6_2_4_common_passwords_are_refused_whatever_their_case(client, password):
     response = await client.post("/api/auth/register", json=new_account(password))

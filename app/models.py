@@ -2,10 +2,10 @@
 
 from advanced_alchemy.base import orm_registry
 
-from app.contacts.models import Contact
+from app.contacts.models import Contact, ContactCount
 from app.users.models import User, UserSession
 
 #: The metadata of every table (Alembic's target).
 metadata = orm_registry.metadata
 
-__all__ = ("Contact", "User", "UserSession", "metadata")
+__all__ = ("Contact", "ContactCount", "User", "UserSession", "metadata")

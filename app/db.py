@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
+from advanced_alchemy.exceptions import DuplicateKeyError, IntegrityError, wrap_sqlalchemy_exception
 from advanced_alchemy.extensions.litestar import (
     AlembicAsyncConfig,
     AlembicCommands,
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
     from litestar.types import Scope
     from sqlalchemy import Dialect
     from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
-    from sqlalchemy.sql import Select
+    from sqlalchemy.sql import Executable
 
     from app.config import Settings
 
@@ -209,7 +210,7 @@ class Query:
 
     __slots__ = ("_compiled", "statement")
 
-    def __init__(self, statement: Select[Any]) -> None:
+    def __init__(self, statement: Executable) -> None:
         """Keep ``statement``; it is compiled on first use for each dialect."""
         self.statement = statement
         self._compiled: dict[str, tuple[str, tuple[tuple[str, Any], ...]]] = {}
@@ -297,9 +298,50 @@ class Database:
         if not self._direct:
             async with self.engine.connect() as connection:
                 return (await connection.execute(query.statement, params)).all()
-        if self._pool is None:
-            msg = "Database.open() was not called (it is an on_startup hook)"
-            raise RuntimeError(msg)
+        sql, args = self._prepare(query, params)
+        try:
+            async with self._pool_or_fail().acquire(timeout=POOL_TIMEOUT) as connection:
+                return await connection.fetch(sql, *args)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            if isinstance(exc, TimeoutError) or not _is_disconnect(exc):
+                raise  # an SQL error, or no connection came free: retrying would not help
+        # The connection was dead (asyncpg drops it from the pool): once more, on a new one.
+        async with self._pool_or_fail().acquire(timeout=POOL_TIMEOUT) as connection:
+            return await connection.fetch(sql, *args)
+
+    async def write(self, query: Query, **params: Any) -> Sequence[Sequence[Any]]:
+        """Run one writing statement (``INSERT``/``UPDATE``/``DELETE ... RETURNING``), committed.
+
+        A single statement is atomic on its own: on PostgreSQL it runs like a read, in
+        autocommit; elsewhere in a transaction of its own. Unlike a read it is never retried:
+        after a dropped connection it may or may not have been applied.
+
+        Args:
+            query: The prebuilt statement.
+            **params: A value for each of its bound parameters.
+
+        Returns:
+            The rows it returned.
+
+        Raises:
+            DuplicateKeyError: A unique constraint refused the row.
+            IntegrityError: Another constraint refused it.
+        """
+        if not self._direct:
+            async with self.engine.begin() as connection:
+                with wrap_sqlalchemy_exception(dialect_name=self.engine.dialect.name):
+                    return (await connection.execute(query.statement, params)).all()
+        sql, args = self._prepare(query, params)
+        try:
+            async with self._pool_or_fail().acquire(timeout=POOL_TIMEOUT) as connection:
+                return await connection.fetch(sql, *args)
+        except asyncpg.UniqueViolationError as exc:
+            raise DuplicateKeyError(detail="A row with this key already exists") from exc
+        except asyncpg.IntegrityConstraintViolationError as exc:
+            raise IntegrityError(detail="The row breaks a constraint") from exc
+
+    def _prepare(self, query: Query, params: dict[str, Any]) -> tuple[str, list[Any]]:
+        """The driver SQL and positional values of ``query``, announced to SQLAlchemy's listeners."""
         sql, names = query.compiled(self.engine.dialect)
         args = [params.get(name, default) for name, default in names]
         listeners = self.engine.sync_engine.dispatch.before_cursor_execute
@@ -308,15 +350,13 @@ class Database:
             # logging, query counting), as it would have.
             for listener in listeners:
                 listener(None, None, sql, tuple(args), None, False)
-        try:
-            async with self._pool.acquire(timeout=POOL_TIMEOUT) as connection:
-                return await connection.fetch(sql, *args)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-            if isinstance(exc, TimeoutError) or not _is_disconnect(exc):
-                raise  # an SQL error, or no connection came free: retrying would not help
-        # The connection was dead (asyncpg drops it from the pool): once more, on a new one.
-        async with self._pool.acquire(timeout=POOL_TIMEOUT) as connection:
-            return await connection.fetch(sql, *args)
+        return sql, args
+
+    def _pool_or_fail(self) -> asyncpg.Pool:
+        if self._pool is None:
+            msg = "Database.open() was not called (it is an on_startup hook)"
+            raise RuntimeError(msg)
+        return self._pool
 
 
 async def _keep_session(_connection: asyncpg.Connection) -> None:

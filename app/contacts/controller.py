@@ -47,11 +47,11 @@ from app.contacts.schemas import (
     ExportFormat,
     ImportResult,
 )
-from app.contacts.service import ContactReads, ContactService, InvalidContactError, StaleContactError
+from app.contacts.service import ContactBook, ContactService, InvalidContactError, StaleContactError
 from app.errors import error_response, http_exception_handler
 from app.users.schemas import CurrentUser
 
-_READS_KEY = "contact_reads"
+_BOOK_KEY = "contact_book"
 
 #: Room for the multipart framing (boundaries, part headers) around the imported file.
 MULTIPART_OVERHEAD = 16 * 1024
@@ -101,23 +101,23 @@ def provide_contact_service(db_session: NamedDependency[AsyncSession], state: St
     return ContactService(db_session, state.settings)
 
 
-def contact_reads(state: State) -> ContactReads:
-    """The read side of the contacts, straight on the pool (no ORM session for a read).
+def contact_book(state: State) -> ContactBook:
+    """The contacts' rules straight on the pool (no ORM session: each operation is one statement).
 
-    One per application, kept in its state: it holds nothing of a request. The read handlers
-    take ``state`` (resolved in place) rather than a dependency, which Litestar would resolve
+    One per application, kept in its state: it holds nothing of a request. The handlers take
+    ``state`` (resolved in place) rather than a dependency, which Litestar would resolve
     through a provider call on every request.
 
     Args:
         state: The application state (its :class:`~app.db.Database` and settings).
 
     Returns:
-        The read rules.
+        The address book.
     """
-    reads = state.get(_READS_KEY)
-    if reads is None:
-        reads = state[_READS_KEY] = ContactReads(ContactReader(state.database), state.settings)
-    return reads
+    book = state.get(_BOOK_KEY)
+    if book is None:
+        book = state[_BOOK_KEY] = ContactBook(ContactReader(state.database), state.settings)
+    return book
 
 
 def _contact_id(raw: str) -> UUID:
@@ -202,7 +202,7 @@ class ContactController(Controller):
         ``%`` and ``_`` match themselves), combined with AND; ``q`` matches any of the three.
         Contacts without a birthday come last when ordering by birthday.
         """
-        return await contact_reads(state).list_contacts(
+        return await contact_book(state).list_contacts(
             request.user.id,
             first_name=first_name,
             last_name=last_name,
@@ -224,10 +224,10 @@ class ContactController(Controller):
         self,
         request: Request[CurrentUser, Any, Any],
         data: JSONBody[ContactCreate],
-        contacts: NamedDependency[ContactService],
+        state: State,
     ) -> Response[Contact]:
         """Add a contact. Names are trimmed, the email lower-cased, the phone number stored as E.164."""
-        contact, tag = await contacts.add_contact(request.user.id, data)
+        contact, tag = await contact_book(state).add_contact(request.user.id, data)
         return _with_etag(contact, tag, HTTP_201_CREATED)
 
     @get(
@@ -246,7 +246,7 @@ class ContactController(Controller):
         "Today" is in the configured time zone; the window wraps the new year; a 29 February
         birthday is celebrated on 28 February in common years.
         """
-        return await contact_reads(state).upcoming_birthdays(request.user.id, days)
+        return await contact_book(state).upcoming_birthdays(request.user.id, days)
 
     @get(
         "/export",
@@ -292,7 +292,7 @@ class ContactController(Controller):
         state: State,
     ) -> Response[Contact]:
         """One of your contacts, with its ``ETag``."""
-        contact, tag = await contact_reads(state).get_contact(request.user.id, _contact_id(contact_id))
+        contact, tag = await contact_book(state).get_contact(request.user.id, _contact_id(contact_id))
         return _with_etag(contact, tag)
 
     @put(
@@ -305,11 +305,11 @@ class ContactController(Controller):
         request: Request[CurrentUser, Any, Any],
         contact_id: ContactId,
         data: JSONBody[ContactCreate],
-        contacts: NamedDependency[ContactService],
+        state: State,
         if_match: IfMatch = None,
     ) -> Response[Contact]:
         """Replace every field: optional fields left out are cleared."""
-        contact, tag = await contacts.replace_contact(
+        contact, tag = await contact_book(state).replace_contact(
             request.user.id, _contact_id(contact_id), data, if_match
         )
         return _with_etag(contact, tag)
@@ -324,11 +324,13 @@ class ContactController(Controller):
         request: Request[CurrentUser, Any, Any],
         contact_id: ContactId,
         data: JSONBody[ContactUpdate],
-        contacts: NamedDependency[ContactService],
+        state: State,
         if_match: IfMatch = None,
     ) -> Response[Contact]:
         """Change only the fields present; ``null`` clears ``birthday`` or ``additional_data``."""
-        contact, tag = await contacts.patch_contact(request.user.id, _contact_id(contact_id), data, if_match)
+        contact, tag = await contact_book(state).patch_contact(
+            request.user.id, _contact_id(contact_id), data, if_match
+        )
         return _with_etag(contact, tag)
 
     @delete(
@@ -341,10 +343,10 @@ class ContactController(Controller):
         self,
         request: Request[CurrentUser, Any, Any],
         contact_id: ContactId,
-        contacts: NamedDependency[ContactService],
+        state: State,
     ) -> None:
         """Delete one of your contacts."""
-        await contacts.remove_contact(request.user.id, _contact_id(contact_id))
+        await contact_book(state).remove_contact(request.user.id, _contact_id(contact_id))
 
 
 class ContactImportController(Controller):

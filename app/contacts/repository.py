@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from advanced_alchemy.exceptions import wrap_sqlalchemy_exception
+from advanced_alchemy.mixins.uuid import uuid7
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from sqlalchemy import and_, bindparam, case, delete, func, insert, literal_column, or_, select, update
 
@@ -151,6 +153,69 @@ def _birthdays_query(ranges: int) -> Query:
 #: Contacts with a birthday in one or in two month-day ranges (a window over the new year).
 BIRTHDAYS = {1: _birthdays_query(1), 2: _birthdays_query(2)}
 
+#: The columns a write may set from the API (with the derived ones).
+VALUE_COLUMNS = (
+    "first_name",
+    "last_name",
+    "email",
+    "phone_number",
+    "birthday",
+    "additional_data",
+    "first_name_search",
+    "last_name_search",
+    "birthday_md",
+)
+#: If-Match may name at most this many of a contact's versions.
+MAX_IF_MATCH_VERSIONS = 32
+
+
+def _bound(name: str, key: str | None = None) -> Any:
+    """A bound value typed like the column ``name`` (SQLite stores dates and times by type)."""
+    return bindparam(key or name, type_=Contact.__table__.c[name].type)
+
+
+#: A new contact: every column bound, ids and timestamps made by the caller.
+INSERT = Query(
+    insert(Contact)
+    .values(
+        {
+            name: _bound(name)
+            for name in ("id", "owner_id", "created_at", "updated_at", "version", *VALUE_COLUMNS)
+        }
+    )
+    .returning(*COLUMNS)
+)
+
+#: Delete one contact of an owner, returning its id.
+DELETE = Query(delete(Contact).where(Contact.id == bindparam("contact_id"), _OWNER).returning(Contact.id))
+
+#: Whether an owner has a contact.
+EXISTS = Query(select(Contact.id).where(Contact.id == bindparam("contact_id"), _OWNER))
+
+
+@functools.cache
+def update_query(columns: frozenset[str], versions: int | None) -> Query:
+    """The conditional ``UPDATE`` of ``columns``, for ``versions`` accepted versions (``None``: any).
+
+    Args:
+        columns: The columns set (names of :data:`VALUE_COLUMNS`; bound as ``set_<name>``).
+        versions: How many versions ``If-Match`` accepts (bound as ``v0``, ``v1``...), or ``None``.
+
+    Returns:
+        The statement, returning ``COLUMNS``.
+    """
+    # An UPDATE reserves its columns' names for the SET clause: every value is bound as "set_<name>".
+    where = [Contact.id == bindparam("set_contact_id"), Contact.owner_id == bindparam("set_owner_id")]
+    if versions is not None:
+        where.append(Contact.version.in_([bindparam(f"v{i}") for i in range(versions)]))
+    values = {name: _bound(name, f"set_{name}") for name in VALUE_COLUMNS if name in columns}
+    return Query(
+        update(Contact)
+        .where(*where)
+        .values(version=Contact.version + 1, updated_at=_bound("updated_at", "set_updated_at"), **values)
+        .returning(*COLUMNS)
+    )
+
 
 class ContactQueries:
     """The owner-scoped reads, over whatever runs a :class:`~app.db.Query`.
@@ -255,6 +320,79 @@ class ContactQueries:
             params[f"low{i}"], params[f"high{i}"] = low, high
         return await self._fetch(BIRTHDAYS[len(ranges)], params)
 
+    async def _write(self, query: Query, params: dict[str, Any]) -> Sequence[Sequence[Any]]:
+        raise NotImplementedError
+
+    async def exists(self, owner_id: UUID, contact_id: UUID) -> bool:
+        """Whether ``owner_id`` has the contact ``contact_id``."""
+        return bool(await self._fetch(EXISTS, {"owner_id": owner_id, "contact_id": contact_id}))
+
+    async def insert(self, owner_id: UUID, values: dict[str, Any]) -> Sequence[Any]:
+        """Insert a contact for ``owner_id`` and return it (one statement, committed).
+
+        Args:
+            owner_id: The owner.
+            values: The contact's fields (derived columns are added here).
+
+        Returns:
+            The new row (``COLUMNS``).
+
+        Raises:
+            DuplicateKeyError: The owner already has a contact with this email.
+        """
+        now = datetime.now(UTC)
+        params = dict.fromkeys(VALUE_COLUMNS)
+        params.update(derived_columns(dict(values)))
+        params.update(id=uuid7(), owner_id=owner_id, created_at=now, updated_at=now, version=1)
+        return (await self._write(INSERT, params))[0]
+
+    async def update_row(
+        self, owner_id: UUID, contact_id: UUID, values: dict[str, Any], versions: set[int] | None = None
+    ) -> Sequence[Any] | None:
+        """Change a contact of ``owner_id`` in one conditional statement (committed) and return it.
+
+        With ``versions`` (from ``If-Match``) the row only changes if its version is one of
+        them, so two writers holding the same ETag cannot both win.
+
+        Args:
+            owner_id: The owner.
+            contact_id: The contact.
+            values: The fields to set.
+            versions: The versions the caller says it has seen, or ``None`` for no condition.
+
+        Returns:
+            The updated row (``COLUMNS``), or ``None`` if nothing matched (missing, not the
+            owner's, or stale).
+
+        Raises:
+            DuplicateKeyError: The new email is taken by another of the owner's contacts.
+            TooManyVersionsError: ``versions`` names more than :data:`MAX_IF_MATCH_VERSIONS`.
+        """
+        if versions is not None and not versions:
+            return None  # If-Match named none of this service's tags: nothing can match
+        if versions is not None and len(versions) > MAX_IF_MATCH_VERSIONS:
+            raise TooManyVersionsError
+        changes = derived_columns(dict(values))
+        query = update_query(frozenset(changes), None if versions is None else len(versions))
+        changes.update(owner_id=owner_id, contact_id=contact_id, updated_at=datetime.now(UTC))
+        params = {f"set_{name}": value for name, value in changes.items()}
+        for i, version in enumerate(sorted(versions or ())):
+            params[f"v{i}"] = version
+        rows = await self._write(query, params)
+        return rows[0] if rows else None
+
+    async def delete_row(self, owner_id: UUID, contact_id: UUID) -> bool:
+        """Delete a contact of ``owner_id`` (committed).
+
+        Returns:
+            Whether a contact was deleted.
+        """
+        return bool(await self._write(DELETE, {"owner_id": owner_id, "contact_id": contact_id}))
+
+
+class TooManyVersionsError(ValueError):
+    """``If-Match`` names more versions than a write accepts (a ``400``)."""
+
 
 class ContactReader(ContactQueries):
     """The owner-scoped reads on the pool, without an ORM session (see :class:`~app.db.Database`)."""
@@ -265,6 +403,9 @@ class ContactReader(ContactQueries):
 
     async def _fetch(self, query: Query, params: dict[str, Any]) -> Sequence[Sequence[Any]]:
         return await self.database.fetch(query, **params)
+
+    async def _write(self, query: Query, params: dict[str, Any]) -> Sequence[Sequence[Any]]:
+        return await self.database.write(query, **params)
 
 
 class ContactRepository(ContactQueries, SQLAlchemyAsyncRepository[Contact]):
@@ -279,29 +420,11 @@ class ContactRepository(ContactQueries, SQLAlchemyAsyncRepository[Contact]):
     async def _fetch(self, query: Query, params: dict[str, Any]) -> Sequence[Sequence[Any]]:
         return (await self.session.execute(query.statement, params)).all()
 
-    async def exists(self, owner_id: UUID, contact_id: UUID) -> bool:
-        """Whether ``owner_id`` has the contact ``contact_id``."""
-        statement = select(Contact.id).where(Contact.id == contact_id, Contact.owner_id == owner_id)
-        return (await self.session.execute(statement)).first() is not None
-
-    async def insert(self, owner_id: UUID, values: dict[str, Any]) -> Row[Any]:
-        """Insert a contact for ``owner_id`` and return it (one statement).
-
-        Args:
-            owner_id: The owner.
-            values: The contact's fields (derived columns are added here).
-
-        Returns:
-            The new row (``COLUMNS``).
-
-        Raises:
-            DuplicateKeyError: The owner already has a contact with this email.
-        """
-        statement = (
-            insert(Contact).values(owner_id=owner_id, **derived_columns(dict(values))).returning(*COLUMNS)
-        )
+    async def _write(self, query: Query, params: dict[str, Any]) -> Sequence[Sequence[Any]]:
         with self._wrap():
-            return (await self.session.execute(statement)).one()
+            rows = (await self.session.execute(query.statement, params)).all()
+        await self.session.commit()
+        return rows
 
     async def insert_many(self, owner_id: UUID, rows: Iterable[dict[str, Any]]) -> None:
         """Insert many contacts for ``owner_id`` in multi-row statements (the import).
@@ -321,52 +444,6 @@ class ContactRepository(ContactQueries, SQLAlchemyAsyncRepository[Contact]):
         # once per statement, would run once per row (~50 µs each).
         with self._wrap():
             await self.session.execute(insert(Contact).returning(Contact.id), values)
-
-    async def update_row(
-        self, owner_id: UUID, contact_id: UUID, values: dict[str, Any], versions: set[int] | None = None
-    ) -> Row[Any] | None:
-        """Change a contact of ``owner_id`` in one conditional statement and return it.
-
-        With ``versions`` (from ``If-Match``) the row only changes if its version is one of
-        them, so two writers holding the same ETag cannot both win.
-
-        Args:
-            owner_id: The owner.
-            contact_id: The contact.
-            values: The fields to set.
-            versions: The versions the caller says it has seen, or ``None`` for no condition.
-
-        Returns:
-            The updated row (``COLUMNS``), or ``None`` if nothing matched (missing, not the
-            owner's, or stale).
-
-        Raises:
-            DuplicateKeyError: The new email is taken by another of the owner's contacts.
-        """
-        where = [Contact.id == contact_id, Contact.owner_id == owner_id]
-        if versions is not None:
-            where.append(Contact.version.in_(versions))
-        statement = (
-            update(Contact)
-            .where(*where)
-            .values(version=Contact.version + 1, **derived_columns(dict(values)))
-            .returning(*COLUMNS)
-        )
-        with self._wrap():
-            return (await self.session.execute(statement)).first()
-
-    async def delete_row(self, owner_id: UUID, contact_id: UUID) -> bool:
-        """Delete a contact of ``owner_id``.
-
-        Returns:
-            Whether a contact was deleted.
-        """
-        statement = (
-            delete(Contact)
-            .where(Contact.id == contact_id, Contact.owner_id == owner_id)
-            .returning(Contact.id)
-        )
-        return (await self.session.execute(statement)).first() is not None
 
     async def emails(self, owner_id: UUID) -> set[str]:
         """Every email the owner's contacts use (import de-duplication)."""

@@ -20,7 +20,7 @@ from sqlalchemy import false, select
 
 from app.contacts import exchange
 from app.contacts.models import Contact as ContactModel
-from app.contacts.repository import ContactQueries, ContactRepository
+from app.contacts.repository import ContactQueries, ContactRepository, TooManyVersionsError
 from app.contacts.schemas import (
     Contact,
     ContactBirthday,
@@ -167,11 +167,12 @@ def birthday_ranges(today: date, days: int) -> list[tuple[int, int]]:
 _NOTHING = select(ContactModel).where(false())
 
 
-class ContactReads:
-    """The read rules of an address book, over any :class:`ContactQueries`.
+class ContactBook:
+    """The rules of an address book, over any :class:`ContactQueries`.
 
-    The read endpoints use one on the pool (:class:`ContactReader`: no ORM session at all);
-    :class:`ContactService` is one over its session's repository.
+    Every read and write is one owner-scoped statement, committed on its own. The endpoints use
+    a book on the pool (:class:`ContactReader`: no ORM session at all); :class:`ContactService`
+    is one over its session's repository, with the import and the export.
 
     Args:
         queries: What runs the owner-scoped statements.
@@ -243,21 +244,6 @@ class ContactReads:
             for row in rows
         ]
 
-
-class ContactService(ContactReads, SQLAlchemyAsyncRepositoryService[ContactModel]):
-    """The rules of a user's address book, on one request's session (writes, import)."""
-
-    class Repo(ContactRepository):
-        """The owner-scoped contacts repository."""
-
-    repository_type = Repo
-
-    def __init__(self, session: AsyncSession, settings: Settings) -> None:
-        """Serve one request's ``session`` with the application ``settings``."""
-        SQLAlchemyAsyncRepositoryService.__init__(self, session=session, statement=_NOTHING)
-        self.contacts: ContactRepository = self.repository  # type: ignore[assignment]
-        ContactReads.__init__(self, self.contacts, settings)
-
     # ------------------------------------------------------------------ helpers
 
     def _check_birthday(self, born: date | None, today: date | None) -> None:
@@ -290,8 +276,7 @@ class ContactService(ContactReads, SQLAlchemyAsyncRepositoryService[ContactModel
             InvalidContactError: Birthday not in the past, or an unusable phone number.
             DuplicateKeyError: The owner has a contact with this email already.
         """
-        row = await self.contacts.insert(owner_id, self._values(data))
-        await self.repository.session.commit()
+        row = await self.queries.insert(owner_id, self._values(data))
         return _to_contact(row), etag(row[-1])
 
     async def replace_contact(
@@ -336,13 +321,15 @@ class ContactService(ContactReads, SQLAlchemyAsyncRepositoryService[ContactModel
         self, owner_id: UUID, contact_id: UUID, values: dict[str, Any], if_match: str | None
     ) -> tuple[Contact, str]:
         versions = parse_if_match(if_match)
-        row = await self.contacts.update_row(owner_id, contact_id, values, versions)
+        try:
+            row = await self.queries.update_row(owner_id, contact_id, values, versions)
+        except TooManyVersionsError:
+            raise InvalidContactError("If-Match", "names too many versions") from None
         if row is None:
             # Nothing was written; tell a stale ETag apart from a missing contact.
-            if versions is not None and await self.contacts.exists(owner_id, contact_id):
+            if versions is not None and await self.queries.exists(owner_id, contact_id):
                 raise StaleContactError
             raise NotFoundError
-        await self.repository.session.commit()
         return _to_contact(row), etag(row[-1])
 
     async def remove_contact(self, owner_id: UUID, contact_id: UUID) -> None:
@@ -351,9 +338,23 @@ class ContactService(ContactReads, SQLAlchemyAsyncRepositoryService[ContactModel
         Raises:
             NotFoundError: Missing or not the owner's.
         """
-        if not await self.contacts.delete_row(owner_id, contact_id):
+        if not await self.queries.delete_row(owner_id, contact_id):
             raise NotFoundError
-        await self.repository.session.commit()
+
+
+class ContactService(ContactBook, SQLAlchemyAsyncRepositoryService[ContactModel]):
+    """The address book on one request's session: the import (one transaction) and the export."""
+
+    class Repo(ContactRepository):
+        """The owner-scoped contacts repository."""
+
+    repository_type = Repo
+
+    def __init__(self, session: AsyncSession, settings: Settings) -> None:
+        """Serve one request's ``session`` with the application ``settings``."""
+        SQLAlchemyAsyncRepositoryService.__init__(self, session=session, statement=_NOTHING)
+        self.contacts: ContactRepository = self.repository  # type: ignore[assignment]
+        ContactBook.__init__(self, self.contacts, settings)
 
     # ------------------------------------------------------------------ exchange
 

@@ -613,6 +613,31 @@ async def test_stale_if_match_is_412_and_writes_nothing(client, user, method, st
     assert after.headers["etag"] == '"v1"'
 
 
+async def test_if_match_naming_32_versions_works_and_more_is_400(client, user):
+    created = await create(client, user)
+    url = f"{BASE}/{created['id']}"
+    tags = ", ".join(f'"v{v}"' for v in range(100, 131))  # 31 other versions and the current one
+    response = await client.patch(
+        url, json={"first_name": "B"}, headers={**user.headers, "If-Match": f'{tags}, "v1"'}
+    )
+    assert response.status_code == 200
+    too_many = ", ".join(f'"v{v}"' for v in range(100, 133))
+    response = await client.patch(
+        url, json={"first_name": "C"}, headers={**user.headers, "If-Match": too_many}
+    )
+    assert response.status_code == 400
+    assert (await client.get(url, headers=user.headers)).json()["first_name"] == "B"
+
+
+async def test_a_write_moves_updated_at_and_keeps_created_at(client, user):
+    created = await create(client, user)
+    changed = (
+        await client.patch(f"{BASE}/{created['id']}", json={"last_name": "Z"}, headers=user.headers)
+    ).json()
+    assert changed["created_at"] == created["created_at"]
+    assert changed["updated_at"] > created["updated_at"]
+
+
 async def test_after_a_write_the_old_etag_is_stale(client, user):
     created = await create(client, user)
     old = '"v1"'

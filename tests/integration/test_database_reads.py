@@ -61,3 +61,34 @@ async def test_a_read_on_a_killed_connection_is_retried_on_a_fresh_one(client, s
     statuses = [(await client.get(url, headers=user.headers)).status_code for _ in range(3)]
     # The pooled connection the read gets is a dead one: the read is retried on a fresh one.
     assert statuses == [200, 200, 200], statuses
+
+
+async def test_the_session_book_and_the_pool_book_agree(client, app, user, in_app_loop):
+    """The same rules over an ORM session (ContactService) and over the pool (the endpoints)."""
+    from app.contacts.schemas import ContactCreate
+    from app.contacts.service import ContactService
+
+    async def through_a_session():
+        async with app.state.db_config.get_session() as session:
+            service = ContactService(session, app.state.settings)
+            data = ContactCreate(
+                first_name="Ses", last_name="Sion", email="ses@example.com", phone_number="+380501234567"
+            )
+            contact, tag = await service.add_contact(user.id, data)
+            changed, new_tag = await service.patch_contact(
+                user.id, contact.id, _patch("Changed"), if_match=tag
+            )
+            return contact.id, changed.first_name, new_tag
+
+    contact_id, first_name, tag = await in_app_loop(through_a_session)
+    response = await client.get(f"{BASE}/{contact_id}", headers=user.headers)
+    assert response.status_code == 200  # committed by the session path, read by the pool path
+    assert (
+        (response.json()["first_name"], response.headers["etag"]) == (first_name, tag) == ("Changed", '"v2"')
+    )
+
+
+def _patch(first_name):
+    from app.contacts.schemas import ContactUpdate
+
+    return ContactUpdate(first_name=first_name)

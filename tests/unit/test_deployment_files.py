@@ -49,6 +49,18 @@ def test_app_can_scale_to_several_replicas():
     assert any(v.endswith(":/app/media") for v in app["volumes"]), "replicas must share avatars"
 
 
+def test_the_most_replicas_fit_in_the_databases_connections():
+    services = compose()["services"]
+    app = services["app"]
+    first, last = (int(p) for p in str(app["ports"][0]).split(":")[0].split("-"))
+    replicas = last - first + 1
+    pool_size = int(app["environment"]["DB_POOL_SIZE"])
+    command = services["db"]["command"]
+    max_connections = int(next(arg for arg in command if arg.startswith("max_connections=")).split("=")[1])
+    # Two pools per replica (reads, ORM sessions), and room for migrations and an operator.
+    assert replicas * 2 * pool_size + 10 <= max_connections
+
+
 def test_containerfile_is_multistage_nonroot_with_healthcheck():
     text = (ROOT / "Containerfile").read_text()
     assert text.count("\nFROM ") + text.startswith("FROM ") >= 2

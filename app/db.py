@@ -43,7 +43,7 @@ MIGRATION_LOCK_KEY = 7_210_391_117
 PING_AFTER_IDLE = 10.0
 #: Methods whose requests never write: their sessions run without a transaction (PostgreSQL).
 READ_ONLY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-#: Seconds a read waits for a free pooled connection.
+#: Seconds a statement waits for a free connection of the :class:`Database` pool.
 POOL_TIMEOUT = 30.0
 #: ``opt`` key a route handler sets to keep a transaction on a read-only method.
 TRANSACTION_OPT = "db_transaction"
@@ -198,9 +198,9 @@ def make_db_config(settings: Settings) -> DatabaseConfig:
 
 
 class Query:
-    """A read statement built once, compiled once per dialect, run with bound values.
+    """A statement built once, compiled once per dialect, run with bound values.
 
-    Hot reads are module-level ``Query`` objects whose variable parts are all ``bindparam``:
+    Hot statements are module-level ``Query`` objects whose variable parts are all ``bindparam``:
     nothing is constructed, coerced or cache-keyed per request, which is most of what a
     SQLAlchemy ``select()`` costs beyond the round trip.
 
@@ -237,9 +237,9 @@ class Query:
 
 
 class Database:
-    """Runs :class:`Query` reads by the shortest path the driver has.
+    """Runs :class:`Query` statements (reads, and single-statement writes) by the shortest path.
 
-    On PostgreSQL the reads have a small asyncpg pool of their own: the compiled SQL goes
+    On PostgreSQL they have a small asyncpg pool of their own: the compiled SQL goes
     straight to a connection (asyncpg keeps it prepared), with no ORM session, execution
     context, transaction or greenlet switch — one round trip. SQLAlchemy's asyncio layer
     switches greenlets on every checkout and checkin, and each switch copies the request's
@@ -252,18 +252,18 @@ class Database:
 
     Args:
         engine: The application's engine (its URL, dialect and listeners).
-        pool_size: Connections of the read pool at most.
+        pool_size: Connections of the pool at most.
     """
 
     def __init__(self, engine: AsyncEngine, pool_size: int = 10) -> None:
-        """Serve reads for ``engine``'s database."""
+        """Serve ``engine``'s database."""
         self.engine = engine
         self.pool_size = pool_size
         self._direct = engine.dialect.driver == "asyncpg"
         self._pool: asyncpg.Pool | None = None
 
     async def open(self, _app: Any = None) -> None:
-        """Open the read pool (PostgreSQL; connections are made on first use). A start-up hook."""
+        """Open the pool (PostgreSQL; connections are made on first use). A start-up hook."""
         if not self._direct or self._pool is not None:
             return
         url = self.engine.url.set(drivername="postgresql")
@@ -271,13 +271,13 @@ class Database:
             url.render_as_string(hide_password=False),
             min_size=0,
             max_size=self.pool_size,
-            statement_cache_size=500,  # every read statement stays prepared
+            statement_cache_size=500,  # every prebuilt statement stays prepared
             server_settings={"application_name": "contacts-api", "jit": "off"},
             reset=_keep_session,
         )
 
     async def close(self, _app: Any = None) -> None:
-        """Close the read pool, waiting briefly for reads in flight. A shutdown hook."""
+        """Close the pool, waiting briefly for statements in flight. A shutdown hook."""
         pool, self._pool = self._pool, None
         if pool is not None:
             try:
@@ -300,14 +300,12 @@ class Database:
                 return (await connection.execute(query.statement, params)).all()
         sql, args = self._prepare(query, params)
         try:
-            async with self._pool_or_fail().acquire(timeout=POOL_TIMEOUT) as connection:
-                return await connection.fetch(sql, *args)
+            return await self._run(sql, args)
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
             if isinstance(exc, TimeoutError) or not _is_disconnect(exc):
                 raise  # an SQL error, or no connection came free: retrying would not help
         # The connection was dead (asyncpg drops it from the pool): once more, on a new one.
-        async with self._pool_or_fail().acquire(timeout=POOL_TIMEOUT) as connection:
-            return await connection.fetch(sql, *args)
+        return await self._run(sql, args)
 
     async def write(self, query: Query, **params: Any) -> Sequence[Sequence[Any]]:
         """Run one writing statement (``INSERT``/``UPDATE``/``DELETE ... RETURNING``), committed.
@@ -333,8 +331,7 @@ class Database:
                     return (await connection.execute(query.statement, params)).all()
         sql, args = self._prepare(query, params)
         try:
-            async with self._pool_or_fail().acquire(timeout=POOL_TIMEOUT) as connection:
-                return await connection.fetch(sql, *args)
+            return await self._run(sql, args)
         except asyncpg.UniqueViolationError as exc:
             raise DuplicateKeyError(detail="A row with this key already exists") from exc
         except asyncpg.IntegrityConstraintViolationError as exc:
@@ -352,15 +349,16 @@ class Database:
                 listener(None, None, sql, tuple(args), None, False)
         return sql, args
 
-    def _pool_or_fail(self) -> asyncpg.Pool:
+    async def _run(self, sql: str, args: list[Any]) -> Sequence[Sequence[Any]]:
         if self._pool is None:
             msg = "Database.open() was not called (it is an on_startup hook)"
             raise RuntimeError(msg)
-        return self._pool
+        async with self._pool.acquire(timeout=POOL_TIMEOUT) as connection:
+            return await connection.fetch(sql, *args)
 
 
 async def _keep_session(_connection: asyncpg.Connection) -> None:
-    """Nothing to reset: the read pool only runs prebuilt SELECTs, which change no session state.
+    """Nothing to reset: the pool only runs prebuilt single statements, which change no session state.
 
     asyncpg's default reset (``RESET ALL``, ``UNLISTEN *``...) is a round trip per read.
     """

@@ -173,9 +173,7 @@ class ContactController(Controller):
 
     path = "/api/contacts"
     tags = ["contacts"]
-    dependencies = {
-        "contacts": Provide(provide_contact_service, sync_to_thread=False),
-    }
+    dependencies = {"contacts": Provide(provide_contact_service, sync_to_thread=False)}
     exception_handlers = {InvalidContactError: _invalid, StaleContactError: _stale}
 
     @get(
@@ -354,9 +352,7 @@ class ContactImportController(Controller):
 
     path = "/api/contacts"
     tags = ["contacts"]
-    dependencies = {
-        "contacts": Provide(provide_contact_service, sync_to_thread=False),
-    }
+    dependencies = {"contacts": Provide(provide_contact_service, sync_to_thread=False)}
     exception_handlers = {
         InvalidContactError: _invalid,
         exchange.UnreadableFileError: _unreadable,

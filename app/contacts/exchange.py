@@ -17,7 +17,7 @@ from typing import Any
 
 import vobject
 
-from app.contacts.schemas import Contact
+from app.contacts.schemas import Contact, ContactCreate
 
 #: The CSV export's columns; an import needs at least :data:`CSV_REQUIRED`.
 CSV_COLUMNS = (
@@ -36,7 +36,7 @@ CSV_REQUIRED = ("first_name", "last_name", "email", "phone_number")
 #: year-less vCard birthdays (``--MMDD``) too.
 NO_YEAR = 1604
 
-_FIELDS = ("first_name", "last_name", "email", "phone_number", "birthday", "additional_data")
+_FIELDS = ContactCreate.__struct_fields__
 _BDAY = re.compile(r"^(?:(\d{4})-?|--)(\d{2})-?(\d{2})$")
 
 

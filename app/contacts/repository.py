@@ -20,6 +20,7 @@ from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from sqlalchemy import and_, bindparam, case, delete, func, insert, literal_column, or_, select, update
 
 from app.contacts.models import SEARCH_TEXT, Contact, ContactCount, derived_columns, fold
+from app.contacts.schemas import ContactCreate
 from app.db import Database, Query
 
 if TYPE_CHECKING:
@@ -153,18 +154,8 @@ def _birthdays_query(ranges: int) -> Query:
 #: Contacts with a birthday in one or in two month-day ranges (a window over the new year).
 BIRTHDAYS = {1: _birthdays_query(1), 2: _birthdays_query(2)}
 
-#: The columns a write may set from the API (with the derived ones).
-VALUE_COLUMNS = (
-    "first_name",
-    "last_name",
-    "email",
-    "phone_number",
-    "birthday",
-    "additional_data",
-    "first_name_search",
-    "last_name_search",
-    "birthday_md",
-)
+#: The columns a write may set: the fields of a new contact, then the ones derived from them.
+VALUE_COLUMNS = (*ContactCreate.__struct_fields__, "first_name_search", "last_name_search", "birthday_md")
 #: If-Match may name at most this many of a contact's versions.
 MAX_IF_MATCH_VERSIONS = 32
 
@@ -218,10 +209,10 @@ def update_query(columns: frozenset[str], versions: int | None) -> Query:
 
 
 class ContactQueries:
-    """The owner-scoped reads, over whatever runs a :class:`~app.db.Query`.
+    """The owner-scoped reads and single-statement writes, over whatever runs a :class:`~app.db.Query`.
 
-    :class:`ContactRepository` runs them on an ORM session (inside a write's transaction);
-    :class:`ContactReader` runs them straight on the pool (the read endpoints).
+    :class:`ContactRepository` runs them on an ORM session (committing each write);
+    :class:`ContactReader` runs them straight on the pool (the endpoints).
     """
 
     async def _fetch(self, query: Query, params: dict[str, Any]) -> Sequence[Sequence[Any]]:
@@ -395,10 +386,10 @@ class TooManyVersionsError(ValueError):
 
 
 class ContactReader(ContactQueries):
-    """The owner-scoped reads on the pool, without an ORM session (see :class:`~app.db.Database`)."""
+    """The owner-scoped statements on the pool, without an ORM session (see :class:`~app.db.Database`)."""
 
     def __init__(self, database: Database) -> None:
-        """Read through ``database``."""
+        """Run the statements through ``database``."""
         self.database = database
 
     async def _fetch(self, query: Query, params: dict[str, Any]) -> Sequence[Sequence[Any]]:

@@ -10,7 +10,7 @@ import calendar
 import re
 from collections.abc import AsyncIterator, Sequence
 from datetime import date, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
 
 import msgspec
@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 
 #: Contacts read per statement while exporting.
 EXPORT_BATCH = 500
+
+_C = TypeVar("_C", bound=Contact)
 
 _ETAG = re.compile(r'^"v(\d{1,9})"$')
 
@@ -91,8 +93,9 @@ def parse_if_match(header: str | None) -> set[int] | None:
     return versions
 
 
-def _to_contact(row: Sequence[Any]) -> Contact:
-    return Contact(
+def _to_contact(row: Sequence[Any], struct: type[_C] = Contact, **extra: Any) -> _C:  # type: ignore[assignment]
+    """The response Struct of a row of ``COLUMNS`` (``extra`` fills a subclass's own fields)."""
+    return struct(
         id=row[0],
         first_name=row[1],
         last_name=row[2],
@@ -102,6 +105,7 @@ def _to_contact(row: Sequence[Any]) -> Contact:
         additional_data=row[6],
         created_at=row[7],
         updated_at=row[8],
+        **extra,
     )
 
 
@@ -180,7 +184,7 @@ class ContactBook:
     """
 
     def __init__(self, queries: ContactQueries, settings: Settings) -> None:
-        """Read through ``queries`` with the application ``settings``."""
+        """Work through ``queries`` with the application ``settings``."""
         self.queries = queries
         self.settings = settings
 
@@ -228,21 +232,7 @@ class ContactBook:
         """
         today = today or self.today()
         rows = await self.queries.birthdays(owner_id, birthday_ranges(today, days))
-        return [
-            ContactBirthday(
-                id=row[0],
-                first_name=row[1],
-                last_name=row[2],
-                email=row[3],
-                phone_number=row[4],
-                birthday=row[5],
-                additional_data=row[6],
-                created_at=row[7],
-                updated_at=row[8],
-                next_birthday=next_birthday(row[5], today),
-            )
-            for row in rows
-        ]
+        return [_to_contact(row, ContactBirthday, next_birthday=next_birthday(row[5], today)) for row in rows]
 
     # ------------------------------------------------------------------ helpers
 

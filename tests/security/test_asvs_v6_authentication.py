@@ -252,24 +252,21 @@ async def test_asvs_6_4_1_reset_token_works_once(mail_client, smtp_sink, user_fa
     assert (await login(mail_client, user.email, STRONG + "-again")).status_code == 401
 
 
+def _expired_copy(claims: dict) -> str:
+    """The same token, expired a minute ago (re-signed with the real key: only the times differ)."""
+    past = int((datetime.now(UTC) - timedelta(minutes=1)).timestamp())
+    return jwt.encode(
+        {**claims, "exp": past, "iat": past - 600, "nbf": past - 600}, SECRET, algorithm=ALGORITHM
+    )
+
+
 async def test_asvs_6_4_1_reset_token_expires_within_an_hour(mail_client, smtp_sink, user_factory):
     user = await user_factory()
     token = await _reset_token(mail_client, smtp_sink, user.email)
     claims = jwt.decode(token, options={"verify_signature": False})
     assert claims["exp"] - claims["iat"] <= 3600
 
-    # The same token, expired a minute ago (re-signed with the real key: only exp differs).
-    past = datetime.now(UTC) - timedelta(minutes=1)
-    expired = jwt.encode(
-        {
-            **claims,
-            "exp": int(past.timestamp()),
-            "iat": int(past.timestamp()) - 600,
-            "nbf": int(past.timestamp()) - 600,
-        },
-        SECRET,
-        algorithm=ALGORITHM,
-    )
+    expired = _expired_copy(claims)
     path = f"/api/auth/confirm_update_password/{expired}"
     assert (await mail_client.get(path)).status_code == 400
     assert (await mail_client.post(path, json={"password": STRONG})).status_code == 400
@@ -312,17 +309,7 @@ async def test_asvs_6_4_1_confirmation_token_expires_and_is_bound_to_its_purpose
     token = mailed_token(smtp_sink, "confirmed_email", to=body["email"])
     claims = jwt.decode(token, options={"verify_signature": False})
 
-    past = datetime.now(UTC) - timedelta(minutes=1)
-    expired = jwt.encode(
-        {
-            **claims,
-            "exp": int(past.timestamp()),
-            "iat": int(past.timestamp()) - 600,
-            "nbf": int(past.timestamp()) - 600,
-        },
-        SECRET,
-        algorithm=ALGORITHM,
-    )
+    expired = _expired_copy(claims)
     assert (await mail_client.get(f"/api/auth/confirmed_email/{expired}")).status_code == 400
     # A confirmation token is not a reset token, and the reverse.
     assert (await mail_client.get(f"/api/auth/confirm_update_password/{token}")).status_code == 400

@@ -115,6 +115,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     health_timeout: float = 2.0
     #: Log level of the application loggers.
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    #: Address ``python -m app`` listens on (``0.0.0.0`` in the container).
+    host: str = "127.0.0.1"
+    #: Port ``python -m app`` listens on.
+    port: int = 8000
+    #: Worker processes of ``python -m app``.
+    workers: int = 1
+    #: Most header fields a request may carry; more is refused with ``431``.
+    max_request_headers: int = 100
+    #: Largest request line plus headers, in bytes; larger is refused with ``431``.
+    max_request_head_bytes: int = 32 * 1024
     #: Maximum examples per operation in the schema fuzzing test.
     fuzz_examples: int = 20
 
@@ -201,6 +211,10 @@ def _check(settings: Settings) -> None:
         "rate_limit_auth_per_minute",
         "fuzz_examples",
         "mail_attempts",
+        "port",
+        "workers",
+        "max_request_headers",
+        "max_request_head_bytes",
     )
     for name in positive:
         if getattr(settings, name) <= 0:

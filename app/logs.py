@@ -37,6 +37,31 @@ def configure_logging(level: str) -> None:
     app_logger.handlers[:] = [handler]
     app_logger.setLevel(level)
     app_logger.propagate = False
+    # Under a bare `uvicorn app.main:app` or `litestar run`, uvicorn logs its own access line
+    # with the full path: mask the tokens in it as in ours.
+    uvicorn_access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, MaskTokensFilter) for f in uvicorn_access.filters):
+        uvicorn_access.addFilter(MaskTokensFilter())
+
+
+class MaskTokensFilter(logging.Filter):
+    """Masks path tokens (and drops the query string) in uvicorn's access-log records."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite the record's arguments in place; never drops a record.
+
+        Args:
+            record: A record of ``uvicorn.access`` (arguments: client, method, path, version, status).
+
+        Returns:
+            ``True``.
+        """
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                mask_tokens(arg.split("?", 1)[0]) if isinstance(arg, str) and arg.startswith("/") else arg
+                for arg in record.args
+            )
+        return True
 
 
 def request_id_of(scope: Scope) -> str:

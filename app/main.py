@@ -35,6 +35,7 @@ from app.openapi_ui import (
 from app.ratelimit import rate_limit_middleware
 from app.security.auth import make_auth
 from app.security.headers import make_security_headers
+from app.server import ServerCLIPlugin
 from app.storage.adapters import make_avatar_storage, media_route_handlers
 from app.users.cli import UsersCLIPlugin
 from app.users.controller import UsersController, avatar_router
@@ -116,7 +117,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             *media_route_handlers(avatar_storage),
             static_files_router(),
         ],
-        plugins=[SQLAlchemyPlugin(config=db_config), UsersCLIPlugin()],
+        plugins=[SQLAlchemyPlugin(config=db_config), UsersCLIPlugin(), ServerCLIPlugin()],
         dependencies={"settings": Provide(lambda: settings, use_cache=True, sync_to_thread=False)},
         on_app_init=[auth.on_app_init],
         on_startup=on_startup,

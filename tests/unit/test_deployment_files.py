@@ -1,5 +1,6 @@
 """The compose file and the Containerfile, read as a reviewer would (no Docker engine here)."""
 
+import json
 from pathlib import Path
 
 import msgspec
@@ -70,8 +71,18 @@ def test_containerfile_is_multistage_nonroot_with_healthcheck():
     assert "HEALTHCHECK" in text and "/api/healthchecker" in text
 
 
-def test_container_does_not_trust_forwarded_headers_from_anyone():
-    # The app trusts X-Forwarded-For only from TRUSTED_PROXIES; uvicorn must not rewrite the peer first.
+def test_container_runs_the_readme_command():
+    # `python -m app` is the README's command (tests/integration/test_server_command.py runs it):
+    # no proxy headers, the masked access log, a bounded request head.
     text = (ROOT / "Containerfile").read_text()
-    assert "--no-proxy-headers" in text
-    assert "--forwarded-allow-ips" not in text
+    cmd = next(line for line in text.splitlines() if line.startswith("CMD "))
+    assert json.loads(cmd.removeprefix("CMD ")) == ["python", "-m", "app"]
+    assert "HOST=0.0.0.0" in text
+    assert "uvicorn" not in cmd
+
+
+def test_compose_runs_the_image_command():
+    # A `command:` in the compose file would bypass the README's command.
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    assert "command" not in compose["services"]["app"]
+    assert "FORWARDED_ALLOW_IPS" not in compose["services"]["app"].get("environment", {})

@@ -4,7 +4,7 @@
     uv run python bench/run.py --scale [--scale-sizes 1000,10000,100000]
 
 The full run creates a fresh PostgreSQL database, flushes Redis db 7, starts the service
-with uvicorn (one worker, uvloop + httptools, no access log, rate limits off), seeds one
+with uvicorn (one worker, uvloop + the service's bounded httptools protocol, no access log, rate limits off), seeds one
 confirmed user with ``--contacts`` contacts by bulk COPY (not through the API), measures
 every scenario with wrk, measures the ceiling app on the same server settings, and prints
 a markdown table. Every response status is counted: non-2xx answers are reported, never
@@ -84,8 +84,9 @@ class Server:
         command = [
             sys.executable, "-m", "uvicorn", app,
             "--host", "127.0.0.1", "--port", str(self.port),
-            "--loop", "uvloop", "--http", "httptools",
-            "--no-access-log", "--log-level", "warning",
+            # The production protocol (python -m app): httptools with the bounded request head.
+            "--loop", "uvloop", "--http", "app.server:BoundedHttpToolsProtocol",
+            "--no-proxy-headers", "--no-access-log", "--log-level", "warning",
         ]  # fmt: skip
         with self.log_path.open("w") as log:
             self.process = subprocess.Popen(

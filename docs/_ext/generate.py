@@ -190,10 +190,14 @@ def export_openapi(application: Any = None) -> tuple[dict[str, Any], set[tuple[s
         The schema, and the ``(method, path)`` of the operations that need no token: those
         the auth middleware excludes by path (``PUBLIC_PATHS``) or by ``exclude_from_auth``.
     """
+    from app.openapi_document import tidy_document
+    from app.openapi_ui import mark_public_operations
     from app.security.auth import PUBLIC_PATHS
 
     application = application or build_app()
-    schema = application.openapi_schema.to_schema()
+    # The document as a running server serves it: these run at start-up, which is not run here.
+    mark_public_operations(PUBLIC_PATHS)(application)
+    schema = tidy_document(application.openapi_schema).to_schema()
     excluded = re.compile("|".join(PUBLIC_PATHS))
     public: set[tuple[str, str]] = set()
     for route in application.routes:

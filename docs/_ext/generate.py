@@ -415,10 +415,11 @@ def render_http(schema: dict[str, Any], public: set[tuple[str, str]]) -> str:
         "",
         ".. list-table::",
         "   :header-rows: 1",
-        "   :widths: 12 40 48",
+        "   :widths: 10 36 20 34",
         "",
         "   * - Method",
         "     - Path",
+        "     - Operation id",
         "     - Summary",
     ]
     for tag in tags:
@@ -426,6 +427,7 @@ def render_http(schema: dict[str, Any], public: set[tuple[str, str]]) -> str:
             out += [
                 f"   * - {method.upper()}",
                 f"     - :ref:`{path} <{_operation_anchor(method, path)}>`",
+                f"     - {_cell(_literal(op.get('operationId', '')))}",
                 f"     - {_cell(markdown_to_rst(op.get('summary', '')))}",
             ]
     out.append("")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import asyncpg
 import msgspec
@@ -32,12 +32,33 @@ if TYPE_CHECKING:
 logger = logging.getLogger("app.errors")
 
 
+class ValidationError(msgspec.Struct, kw_only=True):
+    """One rejected input of a ``400``: what is wrong, with which field, and where it was sent."""
+
+    message: str
+    key: str | msgspec.UnsetType = msgspec.UNSET
+    source: Annotated[
+        str | msgspec.UnsetType,
+        msgspec.Meta(description="Where the field was sent: `body`, `query`, `path`, `header` or `cookie`."),
+    ] = msgspec.UNSET
+
+
+class ErrorContext(msgspec.Struct, kw_only=True):
+    """What a server-side error tells the client: the id to quote when reporting it."""
+
+    request_id: str | msgspec.UnsetType = msgspec.UNSET
+
+
 class ErrorBody(msgspec.Struct):
-    """Litestar's error shape, as documented in the OpenAPI schema."""
+    """Litestar's error shape, as documented in the OpenAPI schema.
+
+    ``extra`` lists the rejected inputs of a ``400``; a ``500`` or ``503`` puts the request id
+    there (``{"request_id": ...}``, more keys may come); other errors leave it out.
+    """
 
     status_code: int
     detail: str
-    extra: dict[str, Any] | list[Any] | None = None
+    extra: list[ValidationError] | ErrorContext | None = None
 
 
 def error_response(description: str) -> ResponseSpec:

@@ -26,6 +26,7 @@ from app.errors import EXCEPTION_HANDLERS
 from app.health.controller import HealthController
 from app.logs import RequestLogMiddleware, configure_logging
 from app.mail.senders import make_mailer
+from app.openapi_document import operation_id, tidy_document_hook
 from app.openapi_ui import (
     LocalScalarRenderPlugin,
     mark_public_operations,
@@ -107,7 +108,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
     on_startup: list[Any] = []
     if settings.auto_migrate:
         on_startup.append(migrate_on_startup(db_config))
-    on_startup += [database.open, cache.open_stores, mark_public_operations(auth.exclude or []), _freeze_gc]
+    on_startup += [database.open, cache.open_stores, mark_public_operations(auth.exclude or [])]
+    # After the public operations are marked: which ones need a token decides their 401.
+    on_startup += [tidy_document_hook, _freeze_gc]
 
     return Litestar(
         route_handlers=[
@@ -135,6 +138,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             path="/schema",
             render_plugins=[LocalScalarRenderPlugin(), YamlRenderPlugin()],
             components=oauth2_components(auth),
+            operation_id_creator=operation_id,
         ),
         template_config=TemplateConfig(directory=TEMPLATES_DIR, engine=JinjaTemplateEngine),
         state=State(

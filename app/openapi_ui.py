@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from litestar.datastructures import CacheControlHeader
 from litestar.openapi.plugins import ScalarRenderPlugin
-from litestar.openapi.spec import Components
+from litestar.openapi.spec import Components, OAuthFlows
 from litestar.static_files import create_static_files_router
 
 if TYPE_CHECKING:
@@ -126,6 +126,7 @@ def oauth2_components(auth: AbstractSecurityConfig[Any, Any]) -> Components:
     and the ``scheme``/``bearerFormat`` of an HTTP scheme as well. Scalar then takes it for an
     API key and offers no password login; without them it shows the password flow's form.
     Passed as the OpenAPI config's components, these replace the backend's (same names).
+    OpenAPI 3.1 requires ``scopes`` on every flow: the service has none, so it is ``{}``.
 
     Args:
         auth: The application's security backend.
@@ -136,11 +137,31 @@ def oauth2_components(auth: AbstractSecurityConfig[Any, Any]) -> Components:
     schemes = auth.openapi_components.security_schemes or {}
     return Components(
         security_schemes={
-            name: replace(scheme, name=None, security_scheme_in=None, scheme=None, bearer_format=None)
+            name: replace(
+                scheme,
+                name=None,
+                security_scheme_in=None,
+                scheme=None,
+                bearer_format=None,
+                flows=_with_scopes(scheme.flows),
+            )
             if getattr(scheme, "type", None) == "oauth2"
             else scheme
             for name, scheme in schemes.items()
         }
+    )
+
+
+def _with_scopes(flows: OAuthFlows | None) -> OAuthFlows | None:
+    if flows is None:
+        return None
+    return replace(
+        flows,
+        **{
+            name: replace(flow, scopes=flow.scopes or {})
+            for name in ("implicit", "password", "client_credentials", "authorization_code")
+            if (flow := getattr(flows, name)) is not None
+        },
     )
 
 

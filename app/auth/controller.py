@@ -340,6 +340,7 @@ class AuthController(Controller):
     @get(
         "/confirmed_email/{token:str}",
         operation_class=_PageOperation,
+        operation_id="confirm_email",
         summary="Confirm an email address",
         description="The link of the confirmation mail. A browser (`Accept: text/html`) gets an HTML page.",
         responses={
@@ -395,6 +396,7 @@ class AuthController(Controller):
         before_request=_JSON_BODY,
         status_code=HTTP_202_ACCEPTED,
         summary="Start a password reset",
+        operation_id="request_password_reset",
         description="Mails a link to `GET /api/auth/confirm_update_password/{token}`. "
         "Always the same answer, whether or not the account exists.",
         responses={**_INVALID_BODY, **_THROTTLED},
@@ -412,6 +414,7 @@ class AuthController(Controller):
         "/confirm_update_password/{token:str}",
         operation_class=_PageOperation,
         summary="Check a password reset link",
+        operation_id="check_password_reset",
         description="A browser (`Accept: text/html`) gets a form that posts the new password to this address; "
         "a JSON client gets a message.",
         responses=_BAD_LINK_RESPONSES,

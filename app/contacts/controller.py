@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from litestar import Controller, Request, Response, Router, delete, get, patch, post, put
-from litestar.datastructures import State, UploadFile
+from litestar.datastructures import ResponseHeader, State, UploadFile
 from litestar.di import NamedDependency, Provide
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import HTTPException, ValidationException
@@ -56,7 +56,8 @@ _BOOK_KEY = "contact_book"
 #: Room for the multipart framing (boundaries, part headers) around the imported file.
 MULTIPART_OVERHEAD = 16 * 1024
 
-ContactId = Annotated[str, PathParameter(description="The contact's id (opaque).", max_length=64)]
+#: Typed ``str`` so that a malformed id is a ``404`` like an unknown one; documented as the uuid it is.
+ContactId = Annotated[str, PathParameter(description="The contact's id.", format="uuid", max_length=64)]
 IfMatch = Annotated[
     str | None,
     HeaderParameter(
@@ -73,6 +74,13 @@ _NOT_FOUND = {HTTP_404_NOT_FOUND: error_response("No such contact among yours (o
 _INVALID = {HTTP_400_BAD_REQUEST: error_response("Invalid body: the failing field is named in `extra`")}
 _CONFLICT = {HTTP_409_CONFLICT: error_response("You already have a contact with this email")}
 _STALE = {HTTP_412_PRECONDITION_FAILED: error_response("If-Match does not name the contact's current ETag")}
+_ETAG = [
+    ResponseHeader(
+        name="ETag",
+        description="The contact's version: send it as `If-Match` to write only over this version.",
+        documentation_only=True,
+    )
+]
 
 
 @dataclass
@@ -216,6 +224,7 @@ class ContactController(Controller):
         "/",
         summary="Create a contact",
         status_code=HTTP_201_CREATED,
+        response_headers=_ETAG,
         responses={**_AUTH, **_INVALID, **_CONFLICT},
     )
     async def create_contact(
@@ -231,6 +240,7 @@ class ContactController(Controller):
     @get(
         "/birthdays",
         summary="Upcoming birthdays",
+        operation_id="upcoming_birthdays",
         responses={**_AUTH, HTTP_400_BAD_REQUEST: error_response("days is not between 0 and 365")},
     )
     async def birthdays(
@@ -250,6 +260,13 @@ class ContactController(Controller):
         "/export",
         summary="Export contacts (vCard 4.0 or CSV)",
         operation_class=_ExportOperation,
+        response_headers=[
+            ResponseHeader(
+                name="Content-Disposition",
+                description='`attachment; filename="contacts.vcf"` (or `contacts.csv`).',
+                documentation_only=True,
+            )
+        ],
         responses={
             **_AUTH,
             HTTP_400_BAD_REQUEST: error_response("format is neither vcard nor csv"),
@@ -282,7 +299,12 @@ class ContactController(Controller):
             body(), media_type=media_type, headers={"Content-Disposition": f'attachment; filename="{name}"'}
         )
 
-    @get("/{contact_id:str}", summary="Get a contact", responses={**_AUTH, **_NOT_FOUND})
+    @get(
+        "/{contact_id:str}",
+        summary="Get a contact",
+        response_headers=_ETAG,
+        responses={**_AUTH, **_NOT_FOUND},
+    )
     async def get_contact(
         self,
         request: Request[CurrentUser, Any, Any],
@@ -296,6 +318,7 @@ class ContactController(Controller):
     @put(
         "/{contact_id:str}",
         summary="Replace a contact",
+        response_headers=_ETAG,
         responses={**_AUTH, **_INVALID, **_NOT_FOUND, **_CONFLICT, **_STALE},
     )
     async def replace_contact(
@@ -315,6 +338,7 @@ class ContactController(Controller):
     @patch(
         "/{contact_id:str}",
         summary="Change some fields of a contact",
+        response_headers=_ETAG,
         responses={**_AUTH, **_INVALID, **_NOT_FOUND, **_CONFLICT, **_STALE},
     )
     async def update_contact(
@@ -384,7 +408,10 @@ class ContactImportController(Controller):
         you already have is skipped, so importing the same file twice creates nothing new.
         """
         if not isinstance(data.file, UploadFile):
-            raise ValidationException("The field `file` must be a file", extra=[{"key": "file"}])
+            raise ValidationException(
+                "The field `file` must be a file",
+                extra=[{"message": "The field `file` must be a file", "key": "file", "source": "body"}],
+            )
         content = await data.file.read(settings.import_max_bytes + 1)
         if len(content) > settings.import_max_bytes:
             raise HTTPException(

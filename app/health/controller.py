@@ -42,6 +42,7 @@ class HealthController(Controller):
     @get(
         "/",
         summary="Check the service's health",
+        operation_id="check_health",
         description="`200` when the database answers (the cache may be `unavailable`: the service then "
         "serves from the database); `503` naming the database when it does not.",
         responses={503: ResponseSpec(data_container=Health, description="The database is unreachable")},

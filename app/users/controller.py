@@ -9,13 +9,12 @@ from typing import Annotated, Any
 from uuid import UUID
 
 import msgspec
-from advanced_alchemy.service import OffsetPagination
 from litestar import Controller, Request, Router, get, patch
 from litestar.datastructures import UploadFile
 from litestar.di import NamedDependency, Provide
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import HTTPException
-from litestar.params import Body, FromPath, JSONBody, QueryParameter
+from litestar.params import Body, JSONBody, PathParameter, QueryParameter
 from litestar.status_codes import (
     HTTP_400_BAD_REQUEST,
     HTTP_401_UNAUTHORIZED,
@@ -34,7 +33,7 @@ from app.errors import error_response
 from app.security.guards import requires_admin
 from app.storage.adapters import AvatarStorage, StorageError
 from app.storage.images import ImageTooLargeError, UnsupportedImageError, inspect_image
-from app.users.schemas import CurrentUser, RoleUpdate, UserRead
+from app.users.schemas import CurrentUser, RoleUpdate, UserPage, UserRead
 from app.users.service import LastAdminError, UserService, provide_user_service
 
 #: Room for the multipart framing (boundaries, part headers) around the file itself.
@@ -84,6 +83,7 @@ class UsersController(Controller):
     @get(
         "/me",
         summary="The current user",
+        operation_id="get_me",
         responses={
             **_AUTH_ERRORS,
             HTTP_429_TOO_MANY_REQUESTS: error_response("Too many requests from this client"),
@@ -104,10 +104,10 @@ class UsersController(Controller):
         user_service: NamedDependency[UserService],
         limit: Annotated[int, QueryParameter(ge=1, le=100, description="Page size (1-100).")] = 20,
         offset: Annotated[int, QueryParameter(ge=0, description="Users to skip.")] = 0,
-    ) -> OffsetPagination[UserRead]:
+    ) -> UserPage:
         """Every user, oldest first, a page at a time."""
         users, total = await user_service.list_page(limit=limit, offset=offset)
-        return OffsetPagination(items=[_public(u) for u in users], total=total, limit=limit, offset=offset)
+        return UserPage(items=[_public(u) for u in users], total=total, limit=limit, offset=offset)
 
     @patch(
         "/{user_id:str}/role",
@@ -123,7 +123,10 @@ class UsersController(Controller):
         },
     )
     async def set_role(
-        self, user_id: FromPath[str], data: JSONBody[RoleUpdate], user_service: NamedDependency[UserService]
+        self,
+        user_id: Annotated[str, PathParameter(description="The user's id.", format="uuid")],
+        data: JSONBody[RoleUpdate],
+        user_service: NamedDependency[UserService],
     ) -> UserRead:
         """Make a user an ``admin`` or a plain ``user``; the change applies on their next request."""
         try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 from uuid import UUID
 
 import msgspec
@@ -21,6 +21,15 @@ class UserRead(msgspec.Struct, kw_only=True):
     confirmed: bool
     avatar_url: str
     created_at: datetime
+
+
+class UserPage(msgspec.Struct, kw_only=True):
+    """One page of users."""
+
+    items: list[UserRead]
+    total: Annotated[int, msgspec.Meta(description="Users in all pages.")]
+    limit: int
+    offset: int
 
 
 class CurrentUser(UserRead, kw_only=True, frozen=True):

@@ -190,10 +190,14 @@ def export_openapi(application: Any = None) -> tuple[dict[str, Any], set[tuple[s
         The schema, and the ``(method, path)`` of the operations that need no token: those
         the auth middleware excludes by path (``PUBLIC_PATHS``) or by ``exclude_from_auth``.
     """
+    from app.openapi_document import tidy_document
+    from app.openapi_ui import mark_public_operations
     from app.security.auth import PUBLIC_PATHS
 
     application = application or build_app()
-    schema = application.openapi_schema.to_schema()
+    # The document as a running server serves it: these run at start-up, which is not run here.
+    mark_public_operations(PUBLIC_PATHS)(application)
+    schema = tidy_document(application.openapi_schema).to_schema()
     excluded = re.compile("|".join(PUBLIC_PATHS))
     public: set[tuple[str, str]] = set()
     for route in application.routes:
@@ -411,10 +415,11 @@ def render_http(schema: dict[str, Any], public: set[tuple[str, str]]) -> str:
         "",
         ".. list-table::",
         "   :header-rows: 1",
-        "   :widths: 12 40 48",
+        "   :widths: 10 36 20 34",
         "",
         "   * - Method",
         "     - Path",
+        "     - Operation id",
         "     - Summary",
     ]
     for tag in tags:
@@ -422,6 +427,7 @@ def render_http(schema: dict[str, Any], public: set[tuple[str, str]]) -> str:
             out += [
                 f"   * - {method.upper()}",
                 f"     - :ref:`{path} <{_operation_anchor(method, path)}>`",
+                f"     - {_cell(_literal(op.get('operationId', '')))}",
                 f"     - {_cell(markdown_to_rst(op.get('summary', '')))}",
             ]
     out.append("")

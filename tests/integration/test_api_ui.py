@@ -80,7 +80,7 @@ async def test_oauth2_scheme_has_only_oauth2_fields(client):
     assert list(schemes) == ["BearerToken"]
     scheme = schemes["BearerToken"]
     assert scheme["type"] == "oauth2"
-    assert scheme["flows"] == {"password": {"tokenUrl": "/api/auth/login"}}
+    assert scheme["flows"] == {"password": {"tokenUrl": "/api/auth/login", "scopes": {}}}
     assert not {"name", "in", "scheme", "bearerFormat"} & set(scheme)
     assert schema["security"] == [{"BearerToken": []}]
 

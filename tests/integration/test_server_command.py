@@ -66,7 +66,7 @@ def serve(
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT)  # noqa: S603
     base_url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120  # `uv run` may check the environment first
         while True:
             assert process.poll() is None, f"the server exited:\n{output.read_text()}"
             with contextlib.suppress(httpx.HTTPError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import socket
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -23,6 +24,7 @@ from litestar.status_codes import (
 )
 from sqlalchemy import exc as sa_exc
 
+from app.input import explain
 from app.logs import mask_tokens, request_id_of
 
 if TYPE_CHECKING:
@@ -80,6 +82,24 @@ def _body(status_code: int, detail: str, extra: Any = None) -> dict[str, Any]:
     return body
 
 
+_FIELD_PREFIX = re.compile(r"^([a-z_][a-z0-9_]*): (.+)$", re.DOTALL)
+
+
+def _readable(item: Any) -> Any:
+    """One ``extra`` entry of a ``400``, naming the field a ``__post_init__`` check failed on.
+
+    Litestar files errors raised after decoding (``app.input.field_error``: ``"email: ..."``)
+    under the body parameter (``data``); the field is read back from the message. A failed
+    pattern is said in words (:func:`app.input.explain`).
+    """
+    if not isinstance(item, dict) or not isinstance(item.get("message"), str):
+        return item
+    item = {**item, "message": explain(item["message"])}
+    if item.get("key") == "data" and (named := _FIELD_PREFIX.match(item["message"])):
+        item["key"], item["message"] = named.group(1), named.group(2)
+    return item
+
+
 def http_exception_handler(request: Request, exc: HTTPException) -> Response:
     """Answer an :class:`HTTPException` in the standard shape, adding the headers the contract wants.
 
@@ -96,6 +116,8 @@ def http_exception_handler(request: Request, exc: HTTPException) -> Response:
     if exc.status_code == HTTP_429_TOO_MANY_REQUESTS:
         headers.setdefault("Retry-After", "60")
     extra = exc.extra if exc.extra not in (None, {}, []) else None
+    if isinstance(extra, list):
+        extra = [_readable(item) for item in extra]
     # Litestar's validation detail names the path, which may carry a confirmation/reset token.
     return Response(
         _body(exc.status_code, mask_tokens(exc.detail), extra),

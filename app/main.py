@@ -24,6 +24,7 @@ from app.contacts.controller import ContactController, contacts_import_router
 from app.db import Database, make_db_config, migrate_on_startup
 from app.errors import EXCEPTION_HANDLERS
 from app.health.controller import HealthController
+from app.http import require_declared_body
 from app.logs import RequestLogMiddleware, configure_logging
 from app.mail.senders import make_mailer
 from app.openapi_document import operation_id, tidy_document_hook
@@ -126,6 +127,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         on_startup=on_startup,
         on_shutdown=[cache.close_stores, database.close],
         middleware=[RequestLogMiddleware, *rate_limit_middleware(settings)],
+        # Every body's media type as its route declares it (415 otherwise); see app/http.py.
+        before_request=require_declared_body,
         before_send=[make_security_headers("/schema")],
         exception_handlers=EXCEPTION_HANDLERS,
         cors_config=CORSConfig(allow_origins=list(settings.cors_origins)) if settings.cors_origins else None,

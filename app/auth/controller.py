@@ -62,6 +62,8 @@ from app.auth.service import (
     provide_auth_service,
 )
 from app.errors import ErrorBody, error_response
+from app.http import BODY_MEDIA_TYPES, FORM, JSON
+from app.input import SINGLE_LINE
 from app.mail.senders import deliver
 from app.security.password_policy import MAX_LENGTH, MIN_LENGTH
 from app.users.schemas import CurrentUser, UserRead
@@ -134,27 +136,6 @@ def _invalid(request: Request[Any, Any, Any], field: str, message: str) -> Valid
     )
 
 
-def _require_media_type(*expected: str) -> Any:
-    """A ``before_request`` hook answering ``415`` unless the body has one of the ``expected`` types.
-
-    It runs before the body is parsed, so a wrong type is named as such instead of surfacing
-    as a parse error (or, worse, being parsed as JSON anyway).
-    """
-
-    async def check(request: Request[Any, Any, Any]) -> None:
-        media_type, _ = request.content_type
-        if media_type not in expected:
-            raise HTTPException(
-                status_code=HTTP_415_UNSUPPORTED_MEDIA_TYPE,
-                detail=f"The body must be {' or '.join(expected)} (got {media_type or 'none'})",
-            )
-
-    return check
-
-
-_JSON_BODY = _require_media_type(MediaType.JSON)
-
-
 def _user_read(user: Any) -> UserRead:
     return msgspec.convert(user, UserRead, from_attributes=True)
 
@@ -204,6 +185,7 @@ class _NewPasswordOperation(_PageOperation):
             type=OpenAPIType.STRING,
             min_length=MIN_LENGTH,
             max_length=MAX_LENGTH,
+            pattern=SINGLE_LINE,
             description="The new password: 8 to 128 characters; common passwords are refused.",
         )
         schema = Schema(
@@ -211,7 +193,10 @@ class _NewPasswordOperation(_PageOperation):
             properties={
                 "password": password,
                 "password_confirm": Schema(
-                    type=OpenAPIType.STRING, description="The HTML form's repeat field."
+                    type=OpenAPIType.STRING,
+                    max_length=MAX_LENGTH,
+                    pattern=SINGLE_LINE,
+                    description="Optional: the HTML form's repeat field; must equal `password` when sent.",
                 ),
             },
             required=["password"],
@@ -222,7 +207,8 @@ class _NewPasswordOperation(_PageOperation):
                 RequestEncodingType.URL_ENCODED: OpenAPIMediaType(schema=schema),
             },
             required=True,
-            description='JSON `{"password"}`, or the HTML form (`password` and `password_confirm`).',
+            description='JSON `{"password"}` or a form with `password`; `password_confirm` (the HTML '
+            "form's repeat field) is checked only when sent.",
         )
 
 
@@ -235,7 +221,6 @@ class AuthController(Controller):
 
     @post(
         "/register",
-        before_request=_JSON_BODY,
         status_code=HTTP_201_CREATED,
         summary="Create an account",
         description="Creates an unconfirmed account with the `user` role and mails a confirmation link. "
@@ -266,7 +251,6 @@ class AuthController(Controller):
 
     @post(
         "/login",
-        before_request=_require_media_type(RequestEncodingType.URL_ENCODED, RequestEncodingType.MULTI_PART),
         status_code=HTTP_200_OK,
         summary="Log in (OAuth2 password grant)",
         description="Form fields `username` (the email **or** the username) and `password`. "
@@ -293,7 +277,6 @@ class AuthController(Controller):
 
     @post(
         "/refresh_token",
-        before_request=_JSON_BODY,
         status_code=HTTP_200_OK,
         summary="Rotate the refresh token",
         description="Returns new tokens for the same session; the refresh token sent is dead afterwards. "
@@ -314,7 +297,6 @@ class AuthController(Controller):
 
     @post(
         "/logout",
-        before_request=_JSON_BODY,
         status_code=HTTP_204_NO_CONTENT,
         summary="End a session",
         description="Ends the session of the refresh token sent; its tokens stop working at once.",
@@ -374,7 +356,6 @@ class AuthController(Controller):
 
     @post(
         "/request_email",
-        before_request=_JSON_BODY,
         status_code=HTTP_202_ACCEPTED,
         summary="Re-send the confirmation mail",
         description="Always the same answer, whether or not the account exists or is confirmed.",
@@ -393,7 +374,6 @@ class AuthController(Controller):
 
     @post(
         "/update_password",
-        before_request=_JSON_BODY,
         status_code=HTTP_202_ACCEPTED,
         summary="Start a password reset",
         operation_id="request_password_reset",
@@ -442,6 +422,7 @@ class AuthController(Controller):
             HTTP_415_UNSUPPORTED_MEDIA_TYPE: error_response("The body is neither JSON nor a form"),
         },
         operation_class=_NewPasswordOperation,
+        opt={BODY_MEDIA_TYPES: (JSON, *FORM)},
     )
     async def reset_password(
         self, request: Request, token: FromPath[str], auth_service: NamedDependency[AuthService]
@@ -456,7 +437,8 @@ class AuthController(Controller):
             # gets the form back with the rule rather than a JSON error.
             return _reset_form(request.url.path, HTTP_400_BAD_REQUEST, error=FORM_PASSWORD_RULE)
         try:
-            if is_form and data.password != data.password_confirm:
+            # The repeat field is the HTML form's typo guard: checked when sent, never required.
+            if data.password_confirm is not msgspec.UNSET and data.password != data.password_confirm:
                 raise WeakPassword("The two passwords differ", "password_confirm")
             mail = await auth_service.reset_password(token, data.password)
         except InvalidLink:
@@ -482,18 +464,15 @@ class AuthController(Controller):
         try:
             if content_type == MediaType.JSON:
                 return False, msgspec.json.decode(await request.body(), type=NewPassword)
-            if content_type in (RequestEncodingType.URL_ENCODED, RequestEncodingType.MULTI_PART):
-                form = await request.form()
-                values = {key: form.get(key) for key in form}
-                return True, msgspec.convert(values, NewPassword)
+            # Otherwise a form: the app's media type hook let nothing else through (415).
+            form = await request.form()
+            values = {key: form.get(key) for key in form}
+            return True, msgspec.convert(values, NewPassword)
         except msgspec.ValidationError as exc:
             message, _, where = str(exc).partition(" - at `$.")
             raise _invalid(request, where.rstrip("`") or "body", message) from None
         except msgspec.DecodeError:
             raise ClientException("The body is not valid JSON") from None
-        raise HTTPException(
-            status_code=HTTP_415_UNSUPPORTED_MEDIA_TYPE, detail="Send JSON or an HTML form (urlencoded)"
-        )
 
 
 class PasswordController(Controller):
@@ -505,7 +484,6 @@ class PasswordController(Controller):
 
     @patch(
         "/",
-        before_request=_JSON_BODY,
         status_code=HTTP_204_NO_CONTENT,
         summary="Change my password",
         description="Needs the current password. Ends every other session (the one making the change stays) "

@@ -49,6 +49,7 @@ from app.contacts.schemas import (
 )
 from app.contacts.service import ContactBook, ContactService, InvalidContactError, StaleContactError
 from app.errors import error_response, http_exception_handler
+from app.input import SINGLE_LINE
 from app.users.schemas import CurrentUser
 
 _BOOK_KEY = "contact_book"
@@ -66,7 +67,8 @@ IfMatch = Annotated[
         required=False,
     ),
 ]
-Filter = Annotated[str | None, QueryParameter(max_length=254, required=False)]
+#: A search filter: one line of text (control characters are a 400, see app/input.py).
+Filter = Annotated[str | None, QueryParameter(max_length=254, pattern=SINGLE_LINE, required=False)]
 
 
 _AUTH = {HTTP_401_UNAUTHORIZED: error_response("Missing, invalid or expired access token")}

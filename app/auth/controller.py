@@ -62,7 +62,7 @@ from app.auth.service import (
     provide_auth_service,
 )
 from app.errors import ErrorBody, error_response
-from app.http import BODY_MEDIA_TYPES, FORM, JSON
+from app.http import BODY_MEDIA_TYPES, JSON, URL_ENCODED
 from app.input import SINGLE_LINE
 from app.mail.senders import deliver
 from app.security.password_policy import MAX_LENGTH, MIN_LENGTH
@@ -422,7 +422,7 @@ class AuthController(Controller):
             HTTP_415_UNSUPPORTED_MEDIA_TYPE: error_response("The body is neither JSON nor a form"),
         },
         operation_class=_NewPasswordOperation,
-        opt={BODY_MEDIA_TYPES: (JSON, *FORM)},
+        opt={BODY_MEDIA_TYPES: (JSON, URL_ENCODED)},
     )
     async def reset_password(
         self, request: Request, token: FromPath[str], auth_service: NamedDependency[AuthService]

@@ -200,6 +200,7 @@ class _NewPasswordOperation(_PageOperation):
                 ),
             },
             required=["password"],
+            additional_properties=False,
         )
         self.request_body = RequestBody(
             content={

@@ -503,3 +503,37 @@ async def test_users_offset_past_the_end_is_an_empty_page(
 
     assert response.status_code == 200, response.text
     assert (response.json()["items"], response.json()["total"]) == ([], 1)
+
+
+# --------------------------------------------------------------------------- what the document says
+
+
+async def test_a_renamed_query_parameter_is_named_as_sent(
+    client: AsyncTestClient[Litestar], user: TestUser
+) -> None:
+    response = await client.get("/api/contacts/export", params={"format": "x\x00"}, headers=user.headers)
+    refused_field(response, "format")
+
+
+async def test_the_document_states_the_input_rules(client: AsyncTestClient[Litestar]) -> None:
+    document = (await client.get("/schema/openapi.json")).json()
+    schemas = document["components"]["schemas"]
+    # Bodies that refuse unknown fields say so; the form that takes OAuth2 extras does not.
+    for name in (
+        "ContactCreate",
+        "ContactUpdate",
+        "Register",
+        "EmailRequest",
+        "PasswordChange",
+        "RoleUpdate",
+    ):
+        assert schemas[name]["additionalProperties"] is False, name
+    assert "additionalProperties" not in schemas["LoginForm"]
+    # Every string of a body forbids control characters (the note keeps line breaks).
+    first_name = schemas["ContactCreate"]["properties"]["first_name"]
+    assert first_name["pattern"].startswith("^[^\\x00-\\x1f")
+    # Every operation with a body documents the 415.
+    for item in document["paths"].values():
+        for operation in item.values():
+            if isinstance(operation, dict) and "requestBody" in operation:
+                assert "415" in operation["responses"], operation["operationId"]

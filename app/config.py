@@ -44,7 +44,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     db_pool_size: int = 20
     #: Extra connections beyond the pool under bursts (PostgreSQL); each is closed after use.
     db_max_overflow: int = 0
-    #: Redis URL for the shared store; unset keeps an in-memory store (one process only).
+    #: Redis URL for the shared store; unset keeps an in-memory store (one process only, so
+    #: refused with ``APP_ENV=production`` or ``WORKERS`` > 1).
     redis_url: str | None = None
     #: Key that signs JWTs; generated once into ``SECRET_KEY_FILE`` when unset outside production.
     secret_key: str = ""
@@ -237,6 +238,16 @@ def _check(settings: Settings) -> None:
         ("redis://", "rediss://", "unix://")
     ):
         msg = "REDIS_URL: must start with redis://, rediss:// or unix://"
+        raise SettingsError(msg)
+    # Sessions, rate limits and the cached user live in the store: processes that do not share
+    # one disagree about a logout or a demotion.
+    if settings.redis_url is None and settings.app_env == "production":
+        msg = "REDIS_URL: required when APP_ENV=production (replicas must share one store)"
+        raise SettingsError(msg)
+    if settings.redis_url is None and settings.workers > 1:
+        msg = (
+            f"REDIS_URL: required when WORKERS > 1 (got {settings.workers}; the memory store is per process)"
+        )
         raise SettingsError(msg)
     if not settings.public_base_url.startswith(("http://", "https://")):
         msg = f"PUBLIC_BASE_URL: must start with http:// or https:// (got {settings.public_base_url!r})"

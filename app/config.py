@@ -55,6 +55,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     access_token_minutes: int = 15
     #: Lifetime of refresh tokens, in days.
     refresh_token_days: int = 7
+    #: Absolute lifetime of a session (a login), in days: no refresh extends it past this.
+    session_max_days: int = 30
     #: Lifetime of email confirmation links, in hours.
     confirm_token_hours: int = 24
     #: Lifetime of password reset links, in minutes (at most 60).
@@ -100,8 +102,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     rate_limit_enabled: bool = True
     #: Requests per minute per client to ``/api/users/me``.
     rate_limit_me_per_minute: int = 120
-    #: Requests per minute per client to login, register, request_email and update_password.
+    #: Requests per minute per client to the routes that check or hash a password or send account
+    #: mail (login, register, request_email, update_password, reset confirm, password change); the
+    #: password change is also counted per user at this rate.
     rate_limit_auth_per_minute: int = 10
+    #: Contact imports per minute per user.
+    rate_limit_import_per_minute: int = 5
     #: Comma-separated proxy addresses whose ``X-Forwarded-For`` is trusted to name the client.
     trusted_proxies: tuple[str, ...] = ()
     #: Comma-separated origins allowed by CORS; empty disables CORS.
@@ -210,6 +216,8 @@ def _check(settings: Settings) -> None:
         "db_pool_size",
         "rate_limit_me_per_minute",
         "rate_limit_auth_per_minute",
+        "rate_limit_import_per_minute",
+        "session_max_days",
         "fuzz_examples",
         "mail_attempts",
         "port",

@@ -63,6 +63,7 @@ from app.auth.service import (
 )
 from app.errors import ErrorBody, error_response
 from app.mail.senders import deliver
+from app.ratelimit import AUTH, AUTH_PER_USER, limited
 from app.security.password_policy import MAX_LENGTH, MIN_LENGTH
 from app.users.schemas import CurrentUser, UserRead
 from app.users.service import UserExistsError
@@ -236,6 +237,7 @@ class AuthController(Controller):
     @post(
         "/register",
         before_request=_JSON_BODY,
+        opt=limited(AUTH),
         status_code=HTTP_201_CREATED,
         summary="Create an account",
         description="Creates an unconfirmed account with the `user` role and mails a confirmation link. "
@@ -267,6 +269,7 @@ class AuthController(Controller):
     @post(
         "/login",
         before_request=_require_media_type(RequestEncodingType.URL_ENCODED, RequestEncodingType.MULTI_PART),
+        opt=limited(AUTH),
         status_code=HTTP_200_OK,
         summary="Log in (OAuth2 password grant)",
         description="Form fields `username` (the email **or** the username) and `password`. "
@@ -375,6 +378,7 @@ class AuthController(Controller):
     @post(
         "/request_email",
         before_request=_JSON_BODY,
+        opt=limited(AUTH),
         status_code=HTTP_202_ACCEPTED,
         summary="Re-send the confirmation mail",
         description="Always the same answer, whether or not the account exists or is confirmed.",
@@ -394,6 +398,7 @@ class AuthController(Controller):
     @post(
         "/update_password",
         before_request=_JSON_BODY,
+        opt=limited(AUTH),
         status_code=HTTP_202_ACCEPTED,
         summary="Start a password reset",
         operation_id="request_password_reset",
@@ -434,12 +439,14 @@ class AuthController(Controller):
     @post(
         "/confirm_update_password/{token:str}",
         status_code=HTTP_200_OK,
+        opt=limited(AUTH),
         summary="Set the new password of a reset",
         description='Accepts JSON `{"password"}` or the HTML form. The link works once, expires, and dies when '
         "the password changes. Every session of the user ends and a notice is mailed.",
         responses={
             **_BAD_LINK_RESPONSES,
             HTTP_415_UNSUPPORTED_MEDIA_TYPE: error_response("The body is neither JSON nor a form"),
+            **_THROTTLED,
         },
         operation_class=_NewPasswordOperation,
     )
@@ -506,6 +513,7 @@ class PasswordController(Controller):
     @patch(
         "/",
         before_request=_JSON_BODY,
+        opt=limited(AUTH, AUTH_PER_USER),
         status_code=HTTP_204_NO_CONTENT,
         summary="Change my password",
         description="Needs the current password. Ends every other session (the one making the change stays) "
@@ -514,6 +522,9 @@ class PasswordController(Controller):
             HTTP_400_BAD_REQUEST: error_response("Wrong current password, or an unacceptable new one"),
             HTTP_401_UNAUTHORIZED: error_response("Missing, invalid or expired access token"),
             HTTP_415_UNSUPPORTED_MEDIA_TYPE: error_response("The body is not JSON"),
+            HTTP_429_TOO_MANY_REQUESTS: error_response(
+                "Too many attempts from this client or on this account; see Retry-After"
+            ),
         },
     )
     async def change_password(

@@ -314,14 +314,17 @@ class AuthService(SQLAlchemyAsyncRepositoryService[UserSession, UserSessionRepos
         return tokens
 
     async def logout(self, user_id: UUID, refresh_token: str) -> None:
-        """End the session a refresh token belongs to.
+        """End the session whose current refresh token this is.
+
+        A rotated (older) token of the session, or one of an ended session, is dead: it is
+        refused and the session is left as it is.
 
         Args:
             user_id: The authenticated user (the token must be theirs).
-            refresh_token: A refresh token of the session to end.
+            refresh_token: The current refresh token of the session to end.
 
         Raises:
-            InvalidRefreshToken: The token is unusable or not the user's.
+            InvalidRefreshToken: The token is unusable, dead, or not the user's.
         """
         try:
             claims = self._decode(refresh_token, Purpose.REFRESH)
@@ -330,7 +333,12 @@ class AuthService(SQLAlchemyAsyncRepositoryService[UserSession, UserSessionRepos
             raise InvalidRefreshToken from None
         if claims["sub"] != str(user_id):
             raise InvalidRefreshToken
-        await self.users.sessions.revoke(user_id, only=session_id)
+        ended = await self.users.sessions.revoke(
+            user_id, only=session_id, refresh_hash=token_hash(refresh_token)
+        )
+        if not ended:
+            await self.repository.session.rollback()
+            raise InvalidRefreshToken
         await self.users.save(user_id)
 
     # ------------------------------------------------------------------ passwords

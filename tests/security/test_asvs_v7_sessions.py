@@ -104,3 +104,32 @@ async def test_asvs_7_4_3_password_reset_ends_every_session(mail_client, smtp_si
     assert (await _refresh(mail_client, live["refresh_token"])).status_code == 401
     # And the user is told.
     assert any(m["To"] == user.email and "was changed" in m["Subject"] for m in smtp_sink.messages)
+
+
+async def test_asvs_7_4_1_logout_with_a_rotated_refresh_token_is_refused_and_changes_nothing(client, user):
+    # Issue 19.9: an old, already rotated refresh token still ended the session (204).
+    first = await tokens(client, user.email, user.password)
+    rotated = await _refresh(client, first["refresh_token"])
+    assert rotated.status_code == 200, rotated.text
+    current = rotated.json()
+    response = await client.post(
+        "/api/auth/logout",
+        json={"refresh_token": first["refresh_token"]},
+        headers=bearer(current["access_token"]),
+    )
+    assert response.status_code == 401, response.text
+    # The session lives on with its current tokens.
+    assert (await client.get(ME, headers=bearer(current["access_token"]))).status_code == 200
+    assert (await _refresh(client, current["refresh_token"])).status_code == 200
+
+
+async def test_asvs_7_4_1_logout_of_an_ended_session_is_refused(client, user):
+    pair = await tokens(client, user.email, user.password)
+    other = await tokens(client, user.email, user.password)
+    body = {"refresh_token": pair["refresh_token"]}
+    assert (
+        await client.post("/api/auth/logout", json=body, headers=bearer(pair["access_token"]))
+    ).status_code == 204
+    again = await client.post("/api/auth/logout", json=body, headers=bearer(other["access_token"]))
+    assert again.status_code == 401, again.text
+    assert (await client.get(ME, headers=bearer(other["access_token"]))).status_code == 200

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -147,23 +147,30 @@ class AuthService(SQLAlchemyAsyncRepositoryService[UserSession, UserSessionRepos
     def _decode(self, token: str, purpose: Purpose) -> dict[str, Any]:
         return decode_token(self.settings.secret_key, token, purpose)
 
-    def _tokens(self, user_id: UUID, session_id: UUID) -> tuple[Tokens, str, Any]:
-        """New access and refresh tokens for a session, with the refresh token's hash and expiry."""
-        access, _ = self._token(
-            Purpose.ACCESS,
-            user_id,
-            timedelta(minutes=self.settings.access_token_minutes),
-            sid=str(session_id),
-        )
+    def session_end(self, started_at: datetime) -> datetime:
+        """When a session started at ``started_at`` ends, however often it is refreshed."""
+        return started_at + timedelta(days=self.settings.session_max_days)
+
+    def _tokens(self, user_id: UUID, session_id: UUID, ends_at: datetime) -> tuple[Tokens, str, datetime]:
+        """New access and refresh tokens for a session, with the refresh token's hash and expiry.
+
+        Neither token outlives the session: near its end they get the time that is left.
+        """
+        left = ends_at - datetime.now(UTC)
+        access_ttl = min(timedelta(minutes=self.settings.access_token_minutes), left)
+        access, _ = self._token(Purpose.ACCESS, user_id, access_ttl, sid=str(session_id))
         refresh, expires = self._token(
-            Purpose.REFRESH, user_id, timedelta(days=self.settings.refresh_token_days), sid=str(session_id)
+            Purpose.REFRESH,
+            user_id,
+            min(timedelta(days=self.settings.refresh_token_days), left),
+            sid=str(session_id),
         )
         tokens = Tokens(
             access_token=access,
             refresh_token=refresh,
-            expires_in=self.settings.access_token_minutes * 60,
+            expires_in=int(access_ttl.total_seconds()),
         )
-        return tokens, token_hash(refresh), expires
+        return tokens, token_hash(refresh), min(expires, ends_at)
 
     def confirmation_mail(self, user: User) -> EmailMessage:
         """The confirmation mail of ``user``, with a token bound to the email it confirms."""
@@ -263,10 +270,16 @@ class AuthService(SQLAlchemyAsyncRepositoryService[UserSession, UserSessionRepos
             raise InvalidCredentials
         if not user.confirmed:
             raise NotConfirmed
-        session_id = uuid7()
-        tokens, refresh_hash, expires = self._tokens(user.id, session_id)
+        session_id, started_at = uuid7(), datetime.now(UTC)
+        tokens, refresh_hash, expires = self._tokens(user.id, session_id, self.session_end(started_at))
         await self.repository.add(
-            UserSession(id=session_id, user_id=user.id, refresh_token_hash=refresh_hash, expires_at=expires)
+            UserSession(
+                id=session_id,
+                user_id=user.id,
+                refresh_token_hash=refresh_hash,
+                expires_at=expires,
+                created_at=started_at,  # the session's age counts from here (SESSION_MAX_DAYS)
+            )
         )
         # No cache invalidation: a new session only adds to the user's live sessions, and a
         # token whose session the cached snapshot lacks makes the snapshot be read again
@@ -279,7 +292,8 @@ class AuthService(SQLAlchemyAsyncRepositoryService[UserSession, UserSessionRepos
         """Rotate a refresh token: new tokens for the same session, the old token dead.
 
         Presenting a refresh token that is no longer the session's current one means it was
-        copied: every session of the user is ended.
+        copied: every session of the user is ended. A session older than ``SESSION_MAX_DAYS``
+        is over whatever its token says: the user logs in again.
 
         Args:
             refresh_token: The current refresh token of a live session.
@@ -304,7 +318,14 @@ class AuthService(SQLAlchemyAsyncRepositoryService[UserSession, UserSessionRepos
             await self.users.save(user_id)
             logger.warning("refresh token re-used: ended %d session(s) of user %s", revoked, user_id)
             raise InvalidRefreshToken
-        tokens, new_hash, expires = self._tokens(user_id, session_id)
+        ends_at = self.session_end(row.created_at)
+        if ends_at <= datetime.now(UTC):
+            # Over by age: end it, so its access tokens stop too (rows made before the limit
+            # existed may carry a later expiry).
+            await self.users.sessions.revoke(user_id, only=session_id)
+            await self.users.save(user_id)
+            raise InvalidRefreshToken
+        tokens, new_hash, expires = self._tokens(user_id, session_id, ends_at)
         if not await self.repository.rotate(session_id, presented, new_hash, expires):
             # A concurrent refresh with the same token won the race (or the session just
             # expired): this one fails; the winner's session lives on.

@@ -11,6 +11,7 @@ as a background task after the answer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,7 @@ from litestar.di import NamedDependency
 from sqlalchemy.ext.asyncio import AsyncSession
 from uuid_utils.compat import uuid7
 
+from app import cache
 from app.auth.schemas import Tokens
 from app.mail import messages
 from app.security.password_policy import password_problem
@@ -32,8 +34,10 @@ from app.users.repository import UserSessionRepository
 from app.users.service import UserService, provide_user_service
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator
+    from collections.abc import AsyncGenerator, AsyncIterator
     from email.message import EmailMessage
+
+    from litestar import Litestar
 
     from app.config import Settings
 
@@ -459,3 +463,23 @@ async def provide_auth_service(
     """
     async for users in provide_user_service(db_session, request):
         yield AuthService(db_session, users=users, settings=request.app.state.settings)
+
+
+@contextlib.asynccontextmanager
+async def auth_service_for(app: Litestar) -> AsyncIterator[AuthService]:
+    """An :class:`AuthService` on a database session of its own, for work after the answer.
+
+    The request's session is closed once the answer is sent, so a background task opens its own.
+
+    Args:
+        app: The application (its database config, stores and settings).
+
+    Yields:
+        The service; its session closes when the block ends.
+    """
+    settings: Settings = app.state.settings
+    async with app.state.db_config.get_session() as session:
+        users = UserService(
+            session, user_cache=app.stores.get(cache.USER_CACHE), bcrypt_rounds=settings.bcrypt_rounds
+        )
+        yield AuthService(session, users=users, settings=settings)

@@ -58,9 +58,13 @@ class Limit:
     per: Literal["client", "user"]
 
 
+#: ``GET /api/users/me``, per client.
 ME = Limit("me", "rate_limit_me_per_minute", "client")
+#: Routes that check or hash a password or send account mail, per client (one shared counter).
 AUTH = Limit("auth", "rate_limit_auth_per_minute", "client")
+#: The authenticated routes among those, per user as well.
 AUTH_PER_USER = Limit("auth-user", "rate_limit_auth_per_minute", "user")
+#: Contact imports, per user.
 IMPORT = Limit("import", "rate_limit_import_per_minute", "user")
 #: Every limit the service knows, in the order their middleware runs.
 LIMITS = (ME, AUTH, AUTH_PER_USER, IMPORT)

@@ -255,11 +255,12 @@ class ChangesFile:
     live = True
 
     def __init__(self, path: Path) -> None:
-        """Start reading ``path`` at its current end: what it said before is not news."""
+        """Read ``path`` (created if missing) from its current end: what it said before is not news."""
         self.path = path
         self._inode: int | None = None
         self._offset = 0
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):  # no such directory: SQLite itself will say so
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
             found = path.stat()
             self._inode, self._offset = found.st_ino, found.st_size
 

@@ -290,8 +290,9 @@ def _with_secret_key(settings: Settings) -> Settings:
         key = path.read_text().strip()
     else:
         key = secrets.token_urlsafe(48)
-        path.write_text(key)
-        path.chmod(0o600)
+        # Created 0600 from the start: a write then chmod leaves the key readable in between.
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as file:
+            file.write(key)
         logger.warning("SECRET_KEY is not set: generated one into %s (set SECRET_KEY in production)", path)
     return msgspec.structs.replace(settings, secret_key=key)
 

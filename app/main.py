@@ -126,7 +126,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         on_startup=on_startup,
         on_shutdown=[cache.close_stores, database.close],
         middleware=[RequestLogMiddleware, *rate_limit_middleware(settings)],
-        before_send=[make_security_headers("/schema")],
+        before_send=[make_security_headers("/schema", settings.trusted_proxies)],
         exception_handlers=EXCEPTION_HANDLERS,
         cors_config=CORSConfig(allow_origins=list(settings.cors_origins)) if settings.cors_origins else None,
         request_max_body_size=settings.max_request_bytes,

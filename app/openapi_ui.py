@@ -20,9 +20,12 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 from litestar.datastructures import CacheControlHeader
+from litestar.exceptions import NotFoundException
 from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.openapi.spec import Components, OAuthFlows
 from litestar.static_files import create_static_files_router
+
+from app.errors import file_not_found_handler
 
 if TYPE_CHECKING:
     from litestar import Litestar, Request, Router
@@ -116,6 +119,7 @@ def static_files_router() -> Router:
         cache_control=CacheControlHeader(max_age=86400, public=True),
         include_in_schema=False,
         opt={"exclude_from_auth": True},
+        exception_handlers={NotFoundException: file_not_found_handler},
     )
 
 

@@ -91,6 +91,7 @@ class LocalScalarRenderPlugin(ScalarRenderPlugin):
 <title>{title}</title>
 {self.favicon}
 <link rel="stylesheet" href="{self.css_url}">
+<link rel="stylesheet" href="{STATIC_PATH}/scalar/contrast.css?v={SCALAR_VERSION}">
 </head>
 <body>
 <noscript><p class="noscript">The API reference needs JavaScript. The raw schema is at

@@ -209,12 +209,16 @@ def _page(
     )
 
 
-def _reset_form(token_path: str, status_code: int = HTTP_200_OK, error: str | None = None) -> Template:
+def _reset_form(
+    token_path: str, status_code: int = HTTP_200_OK, error: str | None = None, error_field: str = "password"
+) -> Template:
+    # error_field: the input the error is about; the page focuses it and ties the error to it.
     return _page(
         "auth/reset_form.html",
         status_code,
         action=token_path,
         error=error,
+        error_field=error_field,
         min_length=MIN_LENGTH,
         max_length=MAX_LENGTH,
     )
@@ -503,7 +507,7 @@ class AuthController(Controller):
             return self._bad_reset_link(request)
         except WeakPassword as exc:
             if is_form:
-                return _reset_form(request.url.path, HTTP_400_BAD_REQUEST, error=str(exc))
+                return _reset_form(request.url.path, HTTP_400_BAD_REQUEST, str(exc), exc.field)
             raise _invalid(request, exc.field, str(exc)) from None
         if is_form or _wants_html(request):
             return _page("auth/reset_done.html", message=PASSWORD_RESET, background=_mail(request, mail))

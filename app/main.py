@@ -24,6 +24,7 @@ from app.contacts.controller import ContactController, contacts_import_router
 from app.db import Database, make_db_config, migrate_on_startup
 from app.errors import EXCEPTION_HANDLERS
 from app.health.controller import HealthController
+from app.health.probes import drain_on_sigterm, livez, mark_draining, readyz
 from app.logs import RequestLogMiddleware, configure_logging
 from app.mail.senders import make_mailer
 from app.openapi_document import operation_id, tidy_document_hook
@@ -70,6 +71,8 @@ def route_handlers() -> list[ControllerRouterHandler]:
     """Every controller of the API, in the order they appear in the docs."""
     handlers: list[ControllerRouterHandler] = [
         HealthController,
+        livez,
+        readyz,
         AuthController,
         UsersController,
         PasswordController,
@@ -110,7 +113,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         on_startup.append(migrate_on_startup(db_config))
     on_startup += [database.open, cache.open_stores, mark_public_operations(auth.exclude or [])]
     # After the public operations are marked: which ones need a token decides their 401.
-    on_startup += [tidy_document_hook, _freeze_gc]
+    on_startup += [tidy_document_hook, drain_on_sigterm(settings.shutdown_delay), _freeze_gc]
 
     return Litestar(
         route_handlers=[
@@ -124,7 +127,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         dependencies={"settings": Provide(lambda: settings, use_cache=True, sync_to_thread=False)},
         on_app_init=[auth.on_app_init],
         on_startup=on_startup,
-        on_shutdown=[cache.close_stores, database.close],
+        on_shutdown=[mark_draining, cache.close_stores, database.close],
         middleware=[RequestLogMiddleware, *rate_limit_middleware(settings)],
         before_send=[make_security_headers("/schema")],
         exception_handlers=EXCEPTION_HANDLERS,

@@ -6,6 +6,8 @@
 - A bounded request head: at most ``MAX_REQUEST_HEADERS`` fields and
   ``MAX_REQUEST_HEAD_BYTES`` bytes of request line and headers, else ``431`` and the
   connection closes (uvicorn's httptools protocol buffers any amount).
+- A graceful stop: on ``SIGTERM`` ``/readyz`` fails first (``SHUTDOWN_DELAY``), then requests
+  in flight get ``SHUTDOWN_TIMEOUT`` seconds (:mod:`app.health.probes`).
 """
 
 from __future__ import annotations
@@ -107,6 +109,9 @@ def main() -> None:
         access_log=False,
         server_header=False,
         log_level=settings.log_level.lower(),
+        # After SIGTERM (and SHUTDOWN_DELAY, see app/health/probes.py): how long requests in
+        # flight may take before they are cancelled.
+        timeout_graceful_shutdown=settings.shutdown_timeout,
     )
 
 

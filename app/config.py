@@ -120,6 +120,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     shutdown_timeout: float = 20.0
     #: Log level of the application loggers.
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    #: ``json`` (one object per line, for log collectors) or ``console`` (readable, for development).
+    log_format: Literal["json", "console"] = "json"
     #: Address ``python -m app`` listens on (``0.0.0.0`` in the container).
     host: str = "127.0.0.1"
     #: Port ``python -m app`` listens on.

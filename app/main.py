@@ -102,7 +102,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         The configured Litestar application.
     """
     settings = settings or get_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     db_config = make_db_config(settings)
     database = Database(db_config.get_engine(), settings.db_pool_size)
     auth = make_auth(settings)
@@ -153,6 +153,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 "mailer": make_mailer(settings),
             }
         ),
+        # Logging is set up by configure_logging alone (Litestar's own would add a second format).
+        logging_config=None,
         debug=False,
     )
 

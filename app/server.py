@@ -20,6 +20,7 @@ from litestar.plugins import CLIPluginProtocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from app.config import get_settings
+from app.logs import configure_logging
 
 if TYPE_CHECKING:
     import click
@@ -98,7 +99,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
 def main() -> None:
     """Serve ``app.main:app`` with uvicorn on the configured host, port and workers."""
+    configure_logging("INFO")  # so that a warning while reading the settings is a JSON line too
     settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
     uvicorn.run(
         "app.main:app",
         host=settings.host,
@@ -107,6 +110,7 @@ def main() -> None:
         http=BoundedHttpToolsProtocol,
         proxy_headers=False,
         access_log=False,
+        log_config=None,  # uvicorn's lines take the app's format (app/logs.py)
         server_header=False,
         log_level=settings.log_level.lower(),
         # After SIGTERM (and SHUTDOWN_DELAY, see app/health/probes.py): how long requests in

@@ -150,5 +150,7 @@ def test_the_development_mail_log_keeps_its_links(capsys: pytest.CaptureFixture)
     from app.logs import UNMASKED
 
     configure_logging("INFO", "json")
-    logging.getLogger("app.mail").info("mail to a@b: link http://x/api/auth/confirmed_email/T0K3N", extra=UNMASKED)
+    logging.getLogger("app.mail").info(
+        "mail to a@b: link http://x/api/auth/confirmed_email/T0K3N", extra=UNMASKED
+    )
     assert "T0K3N" in json.loads(capsys.readouterr().err)["message"]

@@ -115,7 +115,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     # After the public operations are marked: which ones need a token decides their 401.
     on_startup += [tidy_document_hook, drain_on_sigterm(settings.shutdown_delay), _freeze_gc]
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             *route_handlers(),
             avatar_router(settings),
@@ -128,7 +128,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         on_app_init=[auth.on_app_init],
         on_startup=on_startup,
         on_shutdown=[mark_draining, cache.close_stores, database.close],
-        middleware=[RequestLogMiddleware, *rate_limit_middleware(settings)],
+        middleware=rate_limit_middleware(settings),
         before_send=[make_security_headers("/schema")],
         exception_handlers=EXCEPTION_HANDLERS,
         cors_config=CORSConfig(allow_origins=list(settings.cors_origins)) if settings.cors_origins else None,
@@ -157,6 +157,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
         logging_config=None,
         debug=False,
     )
+    # Outermost, as Litestar does with its OpenTelemetry middleware: route middleware would miss
+    # the answers of the auth and rate-limit middleware (401, 429) and of the router (404, 405).
+    app.asgi_handler = RequestLogMiddleware(app.asgi_handler)
+    return app
 
 
 def __getattr__(name: str) -> Any:

@@ -154,3 +154,23 @@ def test_the_development_mail_log_keeps_its_links(capsys: pytest.CaptureFixture)
         "mail to a@b: link http://x/api/auth/confirmed_email/T0K3N", extra=UNMASKED
     )
     assert "T0K3N" in json.loads(capsys.readouterr().err)["message"]
+
+
+async def test_answers_of_the_auth_middleware_and_the_router_are_logged_with_an_id(
+    make_client, caplog: pytest.LogCaptureFixture
+):
+    caplog.set_level(logging.INFO, logger="app.access")
+    form = {"username": "nobody@example.com", "password": "wrong password 1"}
+    requests = [
+        ("POST", "/api/auth/login", 401),
+        ("POST", "/api/auth/login", 429),  # the rate limit middleware's answer
+        ("GET", "/api/users/me", 401),  # the auth middleware's answer
+        ("GET", "/api/nowhere", 404),  # the router's answer
+    ]
+    async with make_client(rate_limit_enabled=True, rate_limit_auth_per_minute=1) as client:
+        for n, (method, path, status) in enumerate(requests):
+            response = await client.request(method, path, data=form, headers={"X-Request-ID": f"id-{n}"})
+            assert response.status_code == status
+            assert response.headers.get("x-request-id") == f"id-{n}", path
+    access = [r.fields for r in caplog.records if r.name == "app.access"]
+    assert [(a["method"], a["path"], a["status"]) for a in access] == requests

@@ -50,6 +50,7 @@ from app.contacts.schemas import (
 from app.contacts.service import ContactBook, ContactService, InvalidContactError, StaleContactError
 from app.errors import error_response, http_exception_handler
 from app.input import SINGLE_LINE
+from app.ratelimit import IMPORT, limited
 from app.users.schemas import CurrentUser
 
 _BOOK_KEY = "contact_book"
@@ -387,6 +388,7 @@ class ContactImportController(Controller):
     @post(
         "/import",
         summary="Import contacts (vCard or CSV)",
+        opt=limited(IMPORT),
         status_code=200,
         responses={
             **_AUTH,

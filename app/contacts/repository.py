@@ -442,13 +442,16 @@ class ContactRepository(ContactQueries, SQLAlchemyAsyncRepository[Contact]):
             How many were inserted.
         """
         statement = _insert_new(self.session.get_bind().dialect.name)
+        # Core on the session's connection (same transaction): the ORM's bulk path would spend
+        # twice the CPU per row, on the event loop.
+        connection = await self.session.connection()
         created = 0
         for first in range(0, len(rows), batch):
             values = [{"owner_id": owner_id, **row} for row in rows[first : first + batch]]
             # With RETURNING, SQLAlchemy sends the page as one "INSERT ... VALUES (...), (...)";
             # without it asyncpg would run one INSERT per row, and the counter trigger with it.
             with self._wrap():
-                created += len((await self.session.execute(statement, values)).all())
+                created += len((await connection.execute(statement, values)).all())
         return created
 
     async def emails(self, owner_id: UUID) -> set[str]:

@@ -11,7 +11,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Sequence
 from datetime import date, datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 from uuid import UUID
 
 import anyio
@@ -52,6 +52,9 @@ IMPORT_BATCH = 500
 _C = TypeVar("_C", bound=Contact)
 
 _ETAG = re.compile(r'^"v(\d{1,9})"$')
+_CR = re.compile(r"\r\n?")
+#: Free-text fields whose line breaks are stored as LF.
+_TEXT_FIELDS = frozenset({"first_name", "last_name", "additional_data"})
 
 
 class InvalidContactError(ValueError):
@@ -99,6 +102,25 @@ def parse_if_match(header: str | None) -> set[int] | None:
         if match := _ETAG.match(tag.strip()):
             versions.add(int(match.group(1)))
     return versions
+
+
+@overload
+def plain_line_breaks(text: str) -> str: ...
+@overload
+def plain_line_breaks(text: None) -> None: ...
+def plain_line_breaks(text: str | None) -> str | None:
+    r"""``text`` with every line break as LF (a CRLF or a bare CR becomes ``\n``).
+
+    Stored this way because vCard has one line break (``\n``, RFC 6350 3.4): a CR could not
+    come back from an export otherwise.
+
+    Args:
+        text: A text field's value, or ``None``.
+
+    Returns:
+        The text with LF line breaks.
+    """
+    return None if text is None else _CR.sub("\n", text)
 
 
 def _to_contact(row: Sequence[Any], struct: type[_C] = Contact, **extra: Any) -> _C:  # type: ignore[assignment]
@@ -257,12 +279,12 @@ class ContactBook:
     def _values(self, data: ContactCreate, today: date | None = None) -> dict[str, Any]:
         self._check_birthday(data.birthday, today)
         return {
-            "first_name": data.first_name,
-            "last_name": data.last_name,
+            "first_name": plain_line_breaks(data.first_name),
+            "last_name": plain_line_breaks(data.last_name),
             "email": data.email,
             "phone_number": self._phone(data.phone_number),
             "birthday": data.birthday,
-            "additional_data": data.additional_data,
+            "additional_data": plain_line_breaks(data.additional_data),
         }
 
     # ------------------------------------------------------------------ CRUD
@@ -306,6 +328,8 @@ class ContactBook:
             values["phone_number"] = self._phone(values["phone_number"])
         if "birthday" in values:
             self._check_birthday(values["birthday"], None)
+        for field in _TEXT_FIELDS & values.keys():
+            values[field] = plain_line_breaks(values[field])
         if not values:
             # Nothing to change: answer as a GET would, still honouring If-Match.
             contact, tag = await self.get_contact(owner_id, contact_id)

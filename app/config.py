@@ -44,7 +44,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     db_pool_size: int = 20
     #: Extra connections beyond the pool under bursts (PostgreSQL); each is closed after use.
     db_max_overflow: int = 0
-    #: Redis URL for the shared store; unset keeps an in-memory store (one process only).
+    #: Redis URL for the shared store; unset keeps an in-memory store (one process only, so
+    #: refused with ``APP_ENV=production`` or ``WORKERS`` > 1).
     redis_url: str | None = None
     #: Key that signs JWTs; generated once into ``SECRET_KEY_FILE`` when unset outside production.
     secret_key: str = ""
@@ -54,6 +55,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     access_token_minutes: int = 15
     #: Lifetime of refresh tokens, in days.
     refresh_token_days: int = 7
+    #: Absolute lifetime of a session (a login), in days: no refresh extends it past this.
+    session_max_days: int = 30
     #: Lifetime of email confirmation links, in hours.
     confirm_token_hours: int = 24
     #: Lifetime of password reset links, in minutes (at most 60).
@@ -101,8 +104,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     rate_limit_enabled: bool = True
     #: Requests per minute per client to ``/api/users/me``.
     rate_limit_me_per_minute: int = 120
-    #: Requests per minute per client to login, register, request_email and update_password.
+    #: Requests per minute per client to the routes that check or hash a password or send account
+    #: mail (login, register, request_email, update_password, reset confirm, password change); the
+    #: password change is also counted per user at this rate.
     rate_limit_auth_per_minute: int = 10
+    #: Contact imports per minute per user.
+    rate_limit_import_per_minute: int = 5
     #: Comma-separated proxy addresses whose ``X-Forwarded-For`` is trusted to name the client.
     trusted_proxies: tuple[str, ...] = ()
     #: Comma-separated origins allowed by CORS; empty disables CORS.
@@ -115,8 +122,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     timezone: str = "UTC"
     #: Seconds the health check waits for the database.
     health_timeout: float = 2.0
+    #: Seconds between ``SIGTERM`` and the server closing its socket, while ``/readyz`` answers
+    #: ``503`` so that load balancers stop sending requests (Kubernetes: a few probe periods).
+    shutdown_delay: float = 0.0
+    #: Seconds the server then waits for requests in flight before cancelling them.
+    shutdown_timeout: float = 20.0
     #: Log level of the application loggers.
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    #: ``json`` (one object per line, for log collectors) or ``console`` (readable, for development).
+    log_format: Literal["json", "console"] = "json"
     #: Address ``python -m app`` listens on (``0.0.0.0`` in the container).
     host: str = "127.0.0.1"
     #: Port ``python -m app`` listens on.
@@ -212,6 +226,8 @@ def _check(settings: Settings) -> None:
         "db_pool_size",
         "rate_limit_me_per_minute",
         "rate_limit_auth_per_minute",
+        "rate_limit_import_per_minute",
+        "session_max_days",
         "fuzz_examples",
         "mail_attempts",
         "port",
@@ -223,7 +239,7 @@ def _check(settings: Settings) -> None:
         if getattr(settings, name) <= 0:
             msg = f"{_env_name(name)}: must be a positive number (got {getattr(settings, name)!r})"
             raise SettingsError(msg)
-    for name in ("mail_retry_seconds", "user_cache_local_ttl"):
+    for name in ("mail_retry_seconds", "user_cache_local_ttl", "shutdown_delay", "shutdown_timeout"):
         if getattr(settings, name) < 0:
             msg = f"{_env_name(name)}: must not be negative (got {getattr(settings, name)})"
             raise SettingsError(msg)
@@ -240,6 +256,16 @@ def _check(settings: Settings) -> None:
         ("redis://", "rediss://", "unix://")
     ):
         msg = "REDIS_URL: must start with redis://, rediss:// or unix://"
+        raise SettingsError(msg)
+    # Sessions, rate limits and the cached user live in the store: processes that do not share
+    # one disagree about a logout or a demotion.
+    if settings.redis_url is None and settings.app_env == "production":
+        msg = "REDIS_URL: required when APP_ENV=production (replicas must share one store)"
+        raise SettingsError(msg)
+    if settings.redis_url is None and settings.workers > 1:
+        msg = (
+            f"REDIS_URL: required when WORKERS > 1 (got {settings.workers}; the memory store is per process)"
+        )
         raise SettingsError(msg)
     if not settings.public_base_url.startswith(("http://", "https://")):
         msg = f"PUBLIC_BASE_URL: must start with http:// or https:// (got {settings.public_base_url!r})"
@@ -274,8 +300,9 @@ def _with_secret_key(settings: Settings) -> Settings:
         key = path.read_text().strip()
     else:
         key = secrets.token_urlsafe(48)
-        path.write_text(key)
-        path.chmod(0o600)
+        # Created 0600 from the start: a write then chmod leaves the key readable in between.
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as file:
+            file.write(key)
         logger.warning("SECRET_KEY is not set: generated one into %s (set SECRET_KEY in production)", path)
     return msgspec.structs.replace(settings, secret_key=key)
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
@@ -21,6 +23,7 @@ from advanced_alchemy.extensions.litestar import (
 from advanced_alchemy.extensions.litestar._utils import get_aa_scope_state
 from anyio import to_thread
 from sqlalchemy import event
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
 
 if TYPE_CHECKING:
@@ -47,6 +50,52 @@ READ_ONLY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 POOL_TIMEOUT = 30.0
 #: ``opt`` key a route handler sets to keep a transaction on a read-only method.
 TRANSACTION_OPT = "db_transaction"
+
+
+def sqlite_path(database_url: str) -> Path | None:
+    """The file of a SQLite URL, or ``None`` for an in-memory database (or another backend).
+
+    Args:
+        database_url: The ``DATABASE_URL`` setting.
+
+    Returns:
+        The database file's path.
+    """
+    url = make_url(database_url)
+    if not url.drivername.startswith("sqlite"):
+        return None
+    name = url.database or ""
+    if name in ("", ":memory:") or name.startswith("file:") or url.query.get("mode") == "memory":
+        return None
+    return Path(name)
+
+
+def make_private(path: Path) -> None:
+    """Create ``path`` readable and writable by its owner only (``0600``), or tighten it to that.
+
+    The SQLite file holds password hashes; SQLite would create it with the process's umask
+    (usually world-readable), and its ``-wal``/``-shm`` files copy the database file's mode.
+
+    Args:
+        path: The file; its directory must exist (else nothing is done and SQLite reports it).
+    """
+    if not path.parent.is_dir():
+        return
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        return
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        logger.warning("could not create %s (%s)", path, type(exc).__name__)
+        return
+    try:
+        mode = path.stat().st_mode
+        if mode & 0o077:
+            path.chmod(0o600)
+            logger.warning("%s was readable by other users: its mode is now 0600", path)
+    except OSError as exc:
+        logger.warning("could not make %s private (%s)", path, type(exc).__name__)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -157,6 +206,8 @@ def make_db_config(settings: Settings) -> DatabaseConfig:
     """
     if settings.is_sqlite:
         engine_config = EngineConfig(connect_args={"timeout": 30}, hide_parameters=True)
+        if (path := sqlite_path(settings.database_url)) is not None:
+            make_private(path)
     else:
         engine_config = EngineConfig(
             # SQL parameters hold password hashes and token hashes: keep them out of the SQL log

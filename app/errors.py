@@ -110,6 +110,15 @@ def not_found_handler(_request: Request, _exc: NotFoundError) -> Response:
     return Response(_body(HTTP_404_NOT_FOUND, "Not found"), status_code=HTTP_404_NOT_FOUND)
 
 
+def file_not_found_handler(_request: Request, _exc: HTTPException) -> Response:
+    """A plain ``404`` for the file routes (``/static``, ``/media``), as for an unknown route.
+
+    Litestar's static files handler names the path it looked for, which for a directory is
+    the server's absolute file-system path: no client needs to see that.
+    """
+    return Response(_body(HTTP_404_NOT_FOUND, "Not Found"), status_code=HTTP_404_NOT_FOUND)
+
+
 def conflict_handler(_request: Request, exc: IntegrityError) -> Response:
     """Map a uniqueness or integrity violation to ``409`` (without the database's message)."""
     detail = "Already exists" if isinstance(exc, DuplicateKeyError) else "Conflicts with existing data"

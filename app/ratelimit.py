@@ -1,11 +1,15 @@
 """Rate limits, with Litestar's :class:`RateLimitConfig` on the ``rate_limit`` store.
 
-Two limits, each its own middleware with its own counter namespace:
+A route is limited by declaring it on its handler: ``@post(..., opt=limited(AUTH))``. Each
+:class:`Limit` is its own middleware with its own counters; it counts only the requests of
+the handlers that name it, so adding a route never means editing a path list here.
 
-* ``me``: ``GET /api/users/me`` per client (``RATE_LIMIT_ME_PER_MINUTE``);
-* ``auth``: the credential and mail endpoints that invite brute force or mail bombing
-  (``POST`` login, register, request_email, update_password), tighter
-  (``RATE_LIMIT_AUTH_PER_MINUTE``).
+* :data:`ME`: ``GET /api/users/me`` per client (``RATE_LIMIT_ME_PER_MINUTE``);
+* :data:`AUTH`: every route that checks or hashes a password or sends account mail, per
+  client, one counter for all of them (``RATE_LIMIT_AUTH_PER_MINUTE``);
+* :data:`AUTH_PER_USER`: the same number per authenticated user, so spreading the guesses at
+  one account's current password over many addresses does not help;
+* :data:`IMPORT`: contact imports per user (``RATE_LIMIT_IMPORT_PER_MINUTE``).
 
 A client is its socket peer address, unless that peer is one of ``TRUSTED_PROXIES``: then
 the nearest untrusted address in ``X-Forwarded-For`` names it (a client cannot spoof its
@@ -17,9 +21,9 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import re
 import time
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
 from litestar.exceptions import TooManyRequestsException
 from litestar.middleware.rate_limit import DURATION_VALUES, CacheObject, RateLimitConfig, RateLimitMiddleware
@@ -29,25 +33,77 @@ from app import cache
 logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterable
+    from collections.abc import Iterable
 
     from litestar.connection import Request
     from litestar.middleware.base import DefineMiddleware
     from litestar.stores.base import Store
-    from litestar.types import Receive, Scope, Send
+    from litestar.types import ASGIApp, Receive, Scope, Send
 
     from app.config import Settings
 
-#: Paths under the ``me`` limit (any method).
-ME_PATHS = re.compile(r"^/api/users/me/?$")
-#: Paths under the ``auth`` limit (``POST`` only).
-AUTH_PATHS = re.compile(r"^/api/auth/(login|register|request_email|update_password)/?$")
+#: The handler ``opt`` key naming the limits of a route.
+RATE_LIMIT_OPT = "rate_limit"
+
+
+@dataclass(frozen=True)
+class Limit:
+    """One rate limit: a counter per client or per user, at a per-minute rate from the settings."""
+
+    #: Counter namespace; also what handlers name in their ``opt``.
+    name: str
+    #: The :class:`~app.config.Settings` field holding the requests allowed per minute.
+    setting: str
+    #: ``client`` (address) or ``user`` (the authenticated user; needs a protected route).
+    per: Literal["client", "user"]
+
+
+#: ``GET /api/users/me``, per client.
+ME = Limit("me", "rate_limit_me_per_minute", "client")
+#: Routes that check or hash a password or send account mail, per client (one shared counter).
+AUTH = Limit("auth", "rate_limit_auth_per_minute", "client")
+#: The authenticated routes among those, per user as well.
+AUTH_PER_USER = Limit("auth-user", "rate_limit_auth_per_minute", "user")
+#: Contact imports, per user.
+IMPORT = Limit("import", "rate_limit_import_per_minute", "user")
+#: Every limit the service knows, in the order their middleware runs.
+LIMITS = (ME, AUTH, AUTH_PER_USER, IMPORT)
+
+
+def limited(*limits: Limit) -> dict[str, Any]:
+    """The handler ``opt`` that puts a route under ``limits``.
+
+    Args:
+        *limits: The limits counting this route's requests.
+
+    Returns:
+        ``{"rate_limit": frozenset of limit names}``, for ``opt=`` of a route decorator.
+    """
+    return {RATE_LIMIT_OPT: frozenset(limit.name for limit in limits)}
+
+
+@dataclass
+class _LimitConfig(RateLimitConfig):
+    """Litestar's config, knowing which :class:`Limit` it counts."""
+
+    #: The limit's name, as handlers name it in their ``opt``.
+    name: str = ""
 
 
 class _RetryAfterRateLimitMiddleware(RateLimitMiddleware):
-    """Litestar's middleware, adding ``Retry-After`` to its ``429``."""
+    """Litestar's middleware for one :class:`Limit`, adding ``Retry-After`` to its ``429``."""
+
+    def __init__(self, app: ASGIApp, config: _LimitConfig) -> None:
+        """Keep the limit's name next to Litestar's own state."""
+        super().__init__(app, config)
+        self.name = config.name
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Count the request if its handler names this limit; pass any other straight on."""
+        # A dict lookup before Litestar builds a Request: most routes are not limited.
+        if self.name not in scope["route_handler"].opt.get(RATE_LIMIT_OPT, ()):
+            await self.app(scope, receive, send)
+            return
         try:
             await super().__call__(scope, receive, send)
         except TooManyRequestsException as exc:
@@ -138,46 +194,45 @@ class ClientIdentifier:
         return f"{self.bucket}:{self.client_of(request)}"
 
 
-def _path(request: Request[Any, Any, Any]) -> str:
-    return request.scope["path"]
+class UserIdentifier:
+    """Names the authenticated user of a request for a per-user counter."""
+
+    def __init__(self, bucket: str, clients: ClientIdentifier) -> None:
+        """Prefix counters with ``bucket``; count by client where no user is known."""
+        self.bucket = bucket
+        self.clients = clients
+
+    def __call__(self, request: Request[Any, Any, Any]) -> str:
+        """The counter identifier: ``<bucket>:user:<id>`` (``<bucket>:<client>`` without a user)."""
+        user_id = getattr(request.scope.get("user"), "id", None)
+        if user_id is None:
+            return self.clients(request)
+        return f"{self.bucket}:user:{user_id}"
 
 
-# Async on purpose: Litestar runs a sync check in a worker thread, on every request.
-async def _is_me(request: Request[Any, Any, Any]) -> bool:
-    return bool(ME_PATHS.match(_path(request)))
-
-
-async def _is_auth(request: Request[Any, Any, Any]) -> bool:
-    return request.method == "POST" and bool(AUTH_PATHS.match(_path(request)))
-
-
-def _config(
-    bucket: str,
-    per_minute: int,
-    applies: Callable[[Request[Any, Any, Any]], Awaitable[bool]],
-    settings: Settings,
-) -> RateLimitConfig:
-    return RateLimitConfig(
-        rate_limit=("minute", per_minute),
-        identifier_for_request=ClientIdentifier(bucket, settings.trusted_proxies),
-        check_throttle_handler=applies,
+def _config(limit: Limit, settings: Settings) -> _LimitConfig:
+    clients = ClientIdentifier(limit.name, settings.trusted_proxies)
+    return _LimitConfig(
+        rate_limit=("minute", getattr(settings, limit.setting)),
+        identifier_for_request=UserIdentifier(limit.name, clients) if limit.per == "user" else clients,
         middleware_class=_RetryAfterRateLimitMiddleware,
         store=cache.RATE_LIMIT,
+        name=limit.name,
     )
 
 
 def rate_limit_middleware(settings: Settings) -> list[DefineMiddleware]:
     """The rate limit middleware for the app (none when ``RATE_LIMIT_ENABLED=false``).
 
+    Runs inside the authentication middleware, so per-user limits see the user, and a request
+    refused for its token is not counted.
+
     Args:
         settings: The application settings.
 
     Returns:
-        Middleware to add to the application's middleware list.
+        Middleware to add to the application's middleware list, one per :data:`LIMITS` entry.
     """
     if not settings.rate_limit_enabled:
         return []
-    return [
-        _config("me", settings.rate_limit_me_per_minute, _is_me, settings).middleware,
-        _config("auth", settings.rate_limit_auth_per_minute, _is_auth, settings).middleware,
-    ]
+    return [_config(limit, settings).middleware for limit in LIMITS]

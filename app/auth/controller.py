@@ -7,6 +7,7 @@ delays or fails a request.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
@@ -59,18 +60,23 @@ from app.auth.service import (
     NotConfirmed,
     WeakPassword,
     WrongPassword,
+    auth_service_for,
     provide_auth_service,
 )
 from app.errors import ErrorBody, error_response
 from app.mail.senders import deliver
+from app.ratelimit import AUTH, AUTH_PER_USER, limited
 from app.security.password_policy import MAX_LENGTH, MIN_LENGTH
 from app.users.schemas import CurrentUser, UserRead
 from app.users.service import UserExistsError
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
     from email.message import EmailMessage
 
     from app.config import Settings
+
+logger = logging.getLogger(__name__)
 
 CONFIRMED = "Your email is confirmed."
 ALREADY_CONFIRMED = "Your email was already confirmed."
@@ -126,6 +132,38 @@ def _mail(request: Request[Any, Any, Any], message: EmailMessage | None) -> Back
     )
 
 
+def _look_up_and_mail(
+    request: Request[Any, Any, Any],
+    lookup: Callable[[AuthService, str], Awaitable[EmailMessage | None]],
+    email: str,
+) -> BackgroundTask:
+    """A background task that finds the account of ``email`` and sends it its mail, after the answer.
+
+    The request itself then does the same work for a known, an unconfirmed and an unknown
+    address, so its duration tells nothing about which accounts exist. Whatever may replace
+    the direct send (an outbox row) must stay in here too.
+    """
+    app = request.app
+    settings: Settings = app.state.settings
+
+    async def look_up_and_mail() -> None:
+        try:
+            async with auth_service_for(app) as auth_service:
+                message = await lookup(auth_service, email)
+        except Exception as exc:  # after the answer: nobody to tell but the log
+            logger.warning("account mail: lookup failed (%s)", type(exc).__name__)
+            return
+        if message is not None:
+            await deliver(
+                app.state.mailer,
+                message,
+                attempts=settings.mail_attempts,
+                base_delay=settings.mail_retry_seconds,
+            )
+
+    return BackgroundTask(look_up_and_mail)
+
+
 def _invalid(request: Request[Any, Any, Any], field: str, message: str) -> ValidationException:
     """A ``400`` in the shape of Litestar's own validation errors."""
     return ValidationException(
@@ -171,12 +209,16 @@ def _page(
     )
 
 
-def _reset_form(token_path: str, status_code: int = HTTP_200_OK, error: str | None = None) -> Template:
+def _reset_form(
+    token_path: str, status_code: int = HTTP_200_OK, error: str | None = None, error_field: str = "password"
+) -> Template:
+    # error_field: the input the error is about; the page focuses it and ties the error to it.
     return _page(
         "auth/reset_form.html",
         status_code,
         action=token_path,
         error=error,
+        error_field=error_field,
         min_length=MIN_LENGTH,
         max_length=MAX_LENGTH,
     )
@@ -236,6 +278,7 @@ class AuthController(Controller):
     @post(
         "/register",
         before_request=_JSON_BODY,
+        opt=limited(AUTH),
         status_code=HTTP_201_CREATED,
         summary="Create an account",
         description="Creates an unconfirmed account with the `user` role and mails a confirmation link. "
@@ -267,6 +310,7 @@ class AuthController(Controller):
     @post(
         "/login",
         before_request=_require_media_type(RequestEncodingType.URL_ENCODED, RequestEncodingType.MULTI_PART),
+        opt=limited(AUTH),
         status_code=HTTP_200_OK,
         summary="Log in (OAuth2 password grant)",
         description="Form fields `username` (the email **or** the username) and `password`. "
@@ -375,25 +419,24 @@ class AuthController(Controller):
     @post(
         "/request_email",
         before_request=_JSON_BODY,
+        opt=limited(AUTH),
         status_code=HTTP_202_ACCEPTED,
         summary="Re-send the confirmation mail",
         description="Always the same answer, whether or not the account exists or is confirmed.",
         responses={**_INVALID_BODY, **_THROTTLED},
     )
-    async def request_email(
-        self, request: Request, data: JSONBody[EmailRequest], auth_service: NamedDependency[AuthService]
-    ) -> Response[Message]:
-        """Mail a new confirmation link if the account exists and is unconfirmed."""
-        mail = await auth_service.request_confirmation(data.email)
+    async def request_email(self, request: Request, data: JSONBody[EmailRequest]) -> Response[Message]:
+        """Mail a new confirmation link if the account exists and is unconfirmed (after the answer)."""
         return Response(
             Message(message=CONFIRMATION_QUEUED),
             status_code=HTTP_202_ACCEPTED,
-            background=_mail(request, mail),
+            background=_look_up_and_mail(request, AuthService.request_confirmation, data.email),
         )
 
     @post(
         "/update_password",
         before_request=_JSON_BODY,
+        opt=limited(AUTH),
         status_code=HTTP_202_ACCEPTED,
         summary="Start a password reset",
         operation_id="request_password_reset",
@@ -401,13 +444,12 @@ class AuthController(Controller):
         "Always the same answer, whether or not the account exists.",
         responses={**_INVALID_BODY, **_THROTTLED},
     )
-    async def update_password(
-        self, request: Request, data: JSONBody[EmailRequest], auth_service: NamedDependency[AuthService]
-    ) -> Response[Message]:
-        """Mail a password reset link if an account has this email."""
-        mail = await auth_service.request_reset(data.email)
+    async def update_password(self, request: Request, data: JSONBody[EmailRequest]) -> Response[Message]:
+        """Mail a password reset link if an account has this email (after the answer)."""
         return Response(
-            Message(message=RESET_QUEUED), status_code=HTTP_202_ACCEPTED, background=_mail(request, mail)
+            Message(message=RESET_QUEUED),
+            status_code=HTTP_202_ACCEPTED,
+            background=_look_up_and_mail(request, AuthService.request_reset, data.email),
         )
 
     @get(
@@ -434,12 +476,14 @@ class AuthController(Controller):
     @post(
         "/confirm_update_password/{token:str}",
         status_code=HTTP_200_OK,
+        opt=limited(AUTH),
         summary="Set the new password of a reset",
         description='Accepts JSON `{"password"}` or the HTML form. The link works once, expires, and dies when '
         "the password changes. Every session of the user ends and a notice is mailed.",
         responses={
             **_BAD_LINK_RESPONSES,
             HTTP_415_UNSUPPORTED_MEDIA_TYPE: error_response("The body is neither JSON nor a form"),
+            **_THROTTLED,
         },
         operation_class=_NewPasswordOperation,
     )
@@ -463,7 +507,7 @@ class AuthController(Controller):
             return self._bad_reset_link(request)
         except WeakPassword as exc:
             if is_form:
-                return _reset_form(request.url.path, HTTP_400_BAD_REQUEST, error=str(exc))
+                return _reset_form(request.url.path, HTTP_400_BAD_REQUEST, str(exc), exc.field)
             raise _invalid(request, exc.field, str(exc)) from None
         if is_form or _wants_html(request):
             return _page("auth/reset_done.html", message=PASSWORD_RESET, background=_mail(request, mail))
@@ -506,6 +550,7 @@ class PasswordController(Controller):
     @patch(
         "/",
         before_request=_JSON_BODY,
+        opt=limited(AUTH, AUTH_PER_USER),
         status_code=HTTP_204_NO_CONTENT,
         summary="Change my password",
         description="Needs the current password. Ends every other session (the one making the change stays) "
@@ -514,6 +559,9 @@ class PasswordController(Controller):
             HTTP_400_BAD_REQUEST: error_response("Wrong current password, or an unacceptable new one"),
             HTTP_401_UNAUTHORIZED: error_response("Missing, invalid or expired access token"),
             HTTP_415_UNSUPPORTED_MEDIA_TYPE: error_response("The body is not JSON"),
+            HTTP_429_TOO_MANY_REQUESTS: error_response(
+                "Too many attempts from this client or on this account; see Retry-After"
+            ),
         },
     )
     async def change_password(

@@ -11,8 +11,9 @@ as a background task after the answer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -22,6 +23,7 @@ from litestar.di import NamedDependency
 from sqlalchemy.ext.asyncio import AsyncSession
 from uuid_utils.compat import uuid7
 
+from app import cache
 from app.auth.schemas import Tokens
 from app.mail import messages
 from app.security.password_policy import password_problem
@@ -32,8 +34,10 @@ from app.users.repository import UserSessionRepository
 from app.users.service import UserService, provide_user_service
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator
+    from collections.abc import AsyncGenerator, AsyncIterator
     from email.message import EmailMessage
+
+    from litestar import Litestar
 
     from app.config import Settings
 
@@ -147,23 +151,30 @@ class AuthService(SQLAlchemyAsyncRepositoryService[UserSession, UserSessionRepos
     def _decode(self, token: str, purpose: Purpose) -> dict[str, Any]:
         return decode_token(self.settings.secret_key, token, purpose)
 
-    def _tokens(self, user_id: UUID, session_id: UUID) -> tuple[Tokens, str, Any]:
-        """New access and refresh tokens for a session, with the refresh token's hash and expiry."""
-        access, _ = self._token(
-            Purpose.ACCESS,
-            user_id,
-            timedelta(minutes=self.settings.access_token_minutes),
-            sid=str(session_id),
-        )
+    def session_end(self, started_at: datetime) -> datetime:
+        """When a session started at ``started_at`` ends, however often it is refreshed."""
+        return started_at + timedelta(days=self.settings.session_max_days)
+
+    def _tokens(self, user_id: UUID, session_id: UUID, ends_at: datetime) -> tuple[Tokens, str, datetime]:
+        """New access and refresh tokens for a session, with the refresh token's hash and expiry.
+
+        Neither token outlives the session: near its end they get the time that is left.
+        """
+        left = ends_at - datetime.now(UTC)
+        access_ttl = min(timedelta(minutes=self.settings.access_token_minutes), left)
+        access, _ = self._token(Purpose.ACCESS, user_id, access_ttl, sid=str(session_id))
         refresh, expires = self._token(
-            Purpose.REFRESH, user_id, timedelta(days=self.settings.refresh_token_days), sid=str(session_id)
+            Purpose.REFRESH,
+            user_id,
+            min(timedelta(days=self.settings.refresh_token_days), left),
+            sid=str(session_id),
         )
         tokens = Tokens(
             access_token=access,
             refresh_token=refresh,
-            expires_in=self.settings.access_token_minutes * 60,
+            expires_in=int(access_ttl.total_seconds()),
         )
-        return tokens, token_hash(refresh), expires
+        return tokens, token_hash(refresh), min(expires, ends_at)
 
     def confirmation_mail(self, user: User) -> EmailMessage:
         """The confirmation mail of ``user``, with a token bound to the email it confirms."""
@@ -263,10 +274,16 @@ class AuthService(SQLAlchemyAsyncRepositoryService[UserSession, UserSessionRepos
             raise InvalidCredentials
         if not user.confirmed:
             raise NotConfirmed
-        session_id = uuid7()
-        tokens, refresh_hash, expires = self._tokens(user.id, session_id)
+        session_id, started_at = uuid7(), datetime.now(UTC)
+        tokens, refresh_hash, expires = self._tokens(user.id, session_id, self.session_end(started_at))
         await self.repository.add(
-            UserSession(id=session_id, user_id=user.id, refresh_token_hash=refresh_hash, expires_at=expires)
+            UserSession(
+                id=session_id,
+                user_id=user.id,
+                refresh_token_hash=refresh_hash,
+                expires_at=expires,
+                created_at=started_at,  # the session's age counts from here (SESSION_MAX_DAYS)
+            )
         )
         # No cache invalidation: a new session only adds to the user's live sessions, and a
         # token whose session the cached snapshot lacks makes the snapshot be read again
@@ -279,7 +296,8 @@ class AuthService(SQLAlchemyAsyncRepositoryService[UserSession, UserSessionRepos
         """Rotate a refresh token: new tokens for the same session, the old token dead.
 
         Presenting a refresh token that is no longer the session's current one means it was
-        copied: every session of the user is ended.
+        copied: every session of the user is ended. A session older than ``SESSION_MAX_DAYS``
+        is over whatever its token says: the user logs in again.
 
         Args:
             refresh_token: The current refresh token of a live session.
@@ -304,7 +322,14 @@ class AuthService(SQLAlchemyAsyncRepositoryService[UserSession, UserSessionRepos
             await self.users.save(user_id)
             logger.warning("refresh token re-used: ended %d session(s) of user %s", revoked, user_id)
             raise InvalidRefreshToken
-        tokens, new_hash, expires = self._tokens(user_id, session_id)
+        ends_at = self.session_end(row.created_at)
+        if ends_at <= datetime.now(UTC):
+            # Over by age: end it, so its access tokens stop too (rows made before the limit
+            # existed may carry a later expiry).
+            await self.users.sessions.revoke(user_id, only=session_id)
+            await self.users.save(user_id)
+            raise InvalidRefreshToken
+        tokens, new_hash, expires = self._tokens(user_id, session_id, ends_at)
         if not await self.repository.rotate(session_id, presented, new_hash, expires):
             # A concurrent refresh with the same token won the race (or the session just
             # expired): this one fails; the winner's session lives on.
@@ -314,14 +339,17 @@ class AuthService(SQLAlchemyAsyncRepositoryService[UserSession, UserSessionRepos
         return tokens
 
     async def logout(self, user_id: UUID, refresh_token: str) -> None:
-        """End the session a refresh token belongs to.
+        """End the session whose current refresh token this is.
+
+        A rotated (older) token of the session, or one of an ended session, is dead: it is
+        refused and the session is left as it is.
 
         Args:
             user_id: The authenticated user (the token must be theirs).
-            refresh_token: A refresh token of the session to end.
+            refresh_token: The current refresh token of the session to end.
 
         Raises:
-            InvalidRefreshToken: The token is unusable or not the user's.
+            InvalidRefreshToken: The token is unusable, dead, or not the user's.
         """
         try:
             claims = self._decode(refresh_token, Purpose.REFRESH)
@@ -330,7 +358,12 @@ class AuthService(SQLAlchemyAsyncRepositoryService[UserSession, UserSessionRepos
             raise InvalidRefreshToken from None
         if claims["sub"] != str(user_id):
             raise InvalidRefreshToken
-        await self.users.sessions.revoke(user_id, only=session_id)
+        ended = await self.users.sessions.revoke(
+            user_id, only=session_id, refresh_hash=token_hash(refresh_token)
+        )
+        if not ended:
+            await self.repository.session.rollback()
+            raise InvalidRefreshToken
         await self.users.save(user_id)
 
     # ------------------------------------------------------------------ passwords
@@ -430,3 +463,23 @@ async def provide_auth_service(
     """
     async for users in provide_user_service(db_session, request):
         yield AuthService(db_session, users=users, settings=request.app.state.settings)
+
+
+@contextlib.asynccontextmanager
+async def auth_service_for(app: Litestar) -> AsyncIterator[AuthService]:
+    """An :class:`AuthService` on a database session of its own, for work after the answer.
+
+    The request's session is closed once the answer is sent, so a background task opens its own.
+
+    Args:
+        app: The application (its database config, stores and settings).
+
+    Yields:
+        The service; its session closes when the block ends.
+    """
+    settings: Settings = app.state.settings
+    async with app.state.db_config.get_session() as session:
+        users = UserService(
+            session, user_cache=app.stores.get(cache.USER_CACHE), bcrypt_rounds=settings.bcrypt_rounds
+        )
+        yield AuthService(session, users=users, settings=settings)

@@ -50,6 +50,7 @@ from app.contacts.schemas import (
 )
 from app.contacts.service import ContactBook, ContactService, InvalidContactError, StaleContactError
 from app.errors import error_response, http_exception_handler
+from app.ratelimit import IMPORT, limited
 from app.users.schemas import CurrentUser
 
 _BOOK_KEY = "contact_book"
@@ -413,6 +414,7 @@ class ContactImportController(Controller):
     @post(
         "/import",
         summary="Import contacts (vCard or CSV)",
+        opt=limited(IMPORT),
         status_code=200,
         responses={
             **_AUTH,

@@ -241,14 +241,39 @@ class BearerAuthenticationMiddleware(JWTCookieAuthenticationMiddleware):
             NotAuthorizedException: No token, or one that is invalid or names no live session.
         """
         wanted = self.auth_header.lower().encode("latin-1")
-        encoded_token = ""
+        credentials = None
         for name, value in connection.scope["headers"]:
             if name == wanted:
-                encoded_token = value.decode("latin-1").partition(" ")[-1]
+                credentials = value.decode("latin-1")
                 break
-        if not encoded_token:
+        if credentials is None:
             raise NotAuthorizedException("No JWT token found in request header")
-        return await self.authenticate_token(encoded_token=encoded_token, connection=connection)
+        return await self.authenticate_token(encoded_token=bearer_token(credentials), connection=connection)
+
+
+def bearer_token(credentials: str) -> str:
+    """The token of ``Bearer <token>`` credentials; any other scheme is refused.
+
+    The scheme name is case-insensitive (RFC 7235, section 2.1), so ``bearer`` and ``BEARER``
+    count; ``Basic`` and every other scheme do not, whatever follows them: an access token
+    sent as Basic credentials (as ``/dav/`` takes) is not a bearer token.
+
+    Args:
+        credentials: The value of the ``Authorization`` header.
+
+    Returns:
+        The token.
+
+    Raises:
+        NotAuthorizedException: Another scheme, or no token after the scheme.
+    """
+    scheme, _, token = credentials.strip(" ").partition(" ")
+    if scheme.lower() != "bearer":
+        raise NotAuthorizedException("Send the access token as 'Authorization: Bearer <token>'")
+    token = token.strip(" ")
+    if not token:
+        raise NotAuthorizedException("No JWT token found in request header")
+    return token
 
 
 def make_auth(settings: Settings) -> OAuth2PasswordBearerAuth[CurrentUser, Token]:

@@ -19,7 +19,10 @@ from urllib.parse import urlparse
 
 import cloudinary.uploader
 from litestar.datastructures import CacheControlHeader
+from litestar.exceptions import NotFoundException
 from litestar.static_files import create_static_files_router
+
+from app.errors import file_not_found_handler
 
 if TYPE_CHECKING:
     from uuid import UUID
@@ -193,5 +196,6 @@ def media_route_handlers(storage: AvatarStorage) -> list[Router]:
             directories=[storage.directory],
             name="media",
             cache_control=CacheControlHeader(max_age=86_400, public=True),
+            exception_handlers={NotFoundException: file_not_found_handler},
         )
     ]

@@ -30,6 +30,7 @@ from litestar.status_codes import (
 
 from app.config import Settings
 from app.errors import error_response
+from app.ratelimit import ME, limited
 from app.security.guards import requires_admin
 from app.storage.adapters import AvatarStorage, StorageError
 from app.storage.images import ImageTooLargeError, UnsupportedImageError, inspect_image
@@ -83,6 +84,7 @@ class UsersController(Controller):
     @get(
         "/me",
         summary="The current user",
+        opt=limited(ME),
         operation_id="get_me",
         responses={
             **_AUTH_ERRORS,

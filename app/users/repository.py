@@ -136,13 +136,22 @@ class UserSessionRepository(SQLAlchemyAsyncRepository[UserSession]):
         )
         return result.rowcount == 1  # type: ignore[attr-defined]
 
-    async def revoke(self, user_id: UUID, *, only: UUID | None = None, keep: UUID | None = None) -> int:
+    async def revoke(
+        self,
+        user_id: UUID,
+        *,
+        only: UUID | None = None,
+        keep: UUID | None = None,
+        refresh_hash: str | None = None,
+    ) -> int:
         """End live sessions of a user.
 
         Args:
             user_id: The owner of the sessions.
             only: End just this session.
             keep: End every session but this one.
+            refresh_hash: End it only while this is its current refresh-token hash (a rotated
+                token of the family no longer matches).
 
         Returns:
             How many sessions were ended.
@@ -158,5 +167,7 @@ class UserSessionRepository(SQLAlchemyAsyncRepository[UserSession]):
             statement = statement.where(UserSession.id == only)
         if keep is not None:
             statement = statement.where(UserSession.id != keep)
+        if refresh_hash is not None:
+            statement = statement.where(UserSession.refresh_token_hash == refresh_hash)
         result = await self.session.execute(statement)
         return int(result.rowcount)  # type: ignore[attr-defined]

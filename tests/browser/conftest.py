@@ -16,10 +16,11 @@ import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import pytest
@@ -133,14 +134,14 @@ class PageWatch:
     foreign: list[str] = field(default_factory=list)
 
 
-@pytest.fixture
-async def browser_page(live_server: LiveServer) -> AsyncIterator[tuple[Page, PageWatch]]:
+@asynccontextmanager
+async def _chromium_page(
+    live_server: LiveServer, **context_options: Any
+) -> AsyncIterator[tuple[Page, PageWatch]]:
     """A page of a fresh headless Chromium that may reach only the service.
 
-    The async API, because Playwright's sync API claims the thread's event loop for its whole
-    life and the suite's async fixtures need it. Requests to any other origin are recorded and
-    aborted, so a test sees them and no test ever reaches the network; console errors (CSP
-    violations among them) are recorded too.
+    Requests to any other origin are recorded and aborted, so a test sees them and no test ever
+    reaches the network; console errors (CSP violations among them) are recorded too.
     """
     from playwright.async_api import async_playwright
 
@@ -158,7 +159,7 @@ async def browser_page(live_server: LiveServer) -> AsyncIterator[tuple[Page, Pag
         browser = await playwright.chromium.launch(
             executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
         )
-        context = await browser.new_context(viewport=DESKTOP, service_workers="block")
+        context = await browser.new_context(viewport=DESKTOP, service_workers="block", **context_options)
         await context.route("**/*", guard)
         page = await context.new_page()
         page.on(
@@ -168,6 +169,28 @@ async def browser_page(live_server: LiveServer) -> AsyncIterator[tuple[Page, Pag
         yield page, watch
         await context.close()
         await browser.close()
+
+
+@pytest.fixture
+async def browser_page(live_server: LiveServer) -> AsyncIterator[tuple[Page, PageWatch]]:
+    """A page of a fresh headless Chromium that may reach only the service.
+
+    The async API, because Playwright's sync API claims the thread's event loop for its whole
+    life and the suite's async fixtures need it.
+    """
+    async with _chromium_page(live_server) as page_and_watch:
+        yield page_and_watch
+
+
+@pytest.fixture
+async def audit_page(live_server: LiveServer) -> AsyncIterator[tuple[Page, PageWatch]]:
+    """Like ``browser_page``, but the pages' CSP is bypassed so that axe-core can be injected.
+
+    Only for the accessibility audit (``tests/browser/axe.py``): a test of the CSP itself needs
+    ``browser_page``.
+    """
+    async with _chromium_page(live_server, bypass_csp=True) as page_and_watch:
+        yield page_and_watch
 
 
 async def screenshots(page: Page, name: str, *, full_page: bool = True) -> list[Path]:

@@ -20,6 +20,7 @@ async def test_schema_page_loads_only_same_origin_assets(client):
     assert urls
     assert all(url.startswith("/") and not url.startswith("//") for url in urls), urls
     assert f"/static/scalar/standalone.js?v={SCALAR_VERSION}" in urls
+    assert f"/static/scalar/contrast.css?v={SCALAR_VERSION}" in urls  # Scalar's colours at 4.5:1
     # No inline script (CSP would block it) and no inline style element.
     for body in re.findall(r"<script[^>]*>(.*?)</script>", html, flags=re.S):
         assert body.strip() == ""
@@ -63,6 +64,7 @@ async def test_static_bundle_is_served_public_and_cacheable(client):
 async def test_static_files_need_no_token_and_stay_in_their_directory(client):
     assert (await client.get("/static/favicon.svg")).status_code == 200
     assert (await client.get("/static/scalar/page.css")).status_code == 200
+    assert (await client.get("/static/scalar/contrast.css")).status_code == 200
     assert (await client.get("/static/../config.py")).status_code == 404
     assert (await client.get("/static/%2e%2e/config.py")).status_code == 404
     assert (await client.get("/static/nothing.css")).status_code == 404

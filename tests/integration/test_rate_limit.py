@@ -75,3 +75,103 @@ async def test_login_register_and_mail_endpoints_share_a_tighter_limit(
         refresh = await client.post("/api/auth/refresh_token", json={"refresh_token": "x" * 20})
         assert refresh.status_code == 401
         assert (await client.get("/api/users/me", headers=user.headers)).status_code == 200
+
+
+def _from(address: str, headers: dict[str, str] | None = None) -> dict[str, str]:
+    """Headers of a request arriving through the trusted test proxy from ``address``."""
+    return {**(headers or {}), "X-Forwarded-For": address}
+
+
+async def test_wrong_current_passwords_are_limited_per_client_and_per_user(
+    make_client: Callable[..., AsyncTestClient[Litestar]], user_factory: UserFactory
+) -> None:
+    # Issue 19.2: 120 guesses at the current password all got 400, each costing a bcrypt check.
+    user, other = await user_factory(), await user_factory()
+    guess = {"current_password": "not the password", "new_password": "a fine new password"}
+    async with make_client(rate_limit_enabled=True, trusted_proxies=("testclient",)) as client:
+        statuses = [
+            (
+                await client.patch(
+                    "/api/users/me/password", json=guess, headers=_from("203.0.113.1", user.headers)
+                )
+            ).status_code
+            for _ in range(120)
+        ]
+        assert statuses == [400] * 10 + [429] * 110
+        limited = await client.patch(
+            "/api/users/me/password", json=guess, headers=_from("203.0.113.1", user.headers)
+        )
+        assert 1 <= int(limited.headers["retry-after"]) <= 60
+        # Per user: the same account from a fresh address is still refused, even with the right password.
+        right = {"current_password": user.password, "new_password": "a fine new password"}
+        from_elsewhere = await client.patch(
+            "/api/users/me/password", json=right, headers=_from("203.0.113.2", user.headers)
+        )
+        assert from_elsewhere.status_code == 429
+        # Per client: that address is refused for another account too.
+        other_here = await client.patch(
+            "/api/users/me/password", json=guess, headers=_from("203.0.113.1", other.headers)
+        )
+        assert other_here.status_code == 429
+        # Another account from another address is checked as usual.
+        other_elsewhere = await client.patch(
+            "/api/users/me/password", json=guess, headers=_from("203.0.113.3", other.headers)
+        )
+        assert other_elsewhere.status_code == 400
+        # The refused change did not happen: the old password still logs in.
+        login = await client.post(
+            "/api/auth/login",
+            data={"username": user.email, "password": user.password},
+            headers=_from("203.0.113.4"),
+        )
+        assert login.status_code == 200, login.text
+
+
+async def test_the_reset_confirmation_is_limited(
+    make_client: Callable[..., AsyncTestClient[Litestar]],
+) -> None:
+    # It hashes the new password: each attempt costs a bcrypt hash once a token is valid.
+    async with make_client(rate_limit_enabled=True, rate_limit_auth_per_minute=3) as client:
+        statuses = [
+            (
+                await client.post(
+                    "/api/auth/confirm_update_password/not-a-token", json={"password": "x" * 12}
+                )
+            ).status_code
+            for _ in range(5)
+        ]
+        assert statuses == [400, 400, 400, 429, 429]
+
+
+async def test_imports_are_limited_per_user(
+    make_client: Callable[..., AsyncTestClient[Litestar]], user_factory: UserFactory
+) -> None:
+    user, other = await user_factory(), await user_factory()
+
+    def card(n: int) -> dict[str, tuple[str, bytes, str]]:
+        vcard = (
+            "BEGIN:VCARD\r\nVERSION:4.0\r\nFN:Card Holder\r\nN:Holder;Card;;;\r\n"
+            f"EMAIL:card{n}@example.com\r\nTEL:+380501234567\r\nEND:VCARD\r\n"
+        ).encode()
+        return {"file": ("cards.vcf", vcard, "text/vcard")}
+
+    async with make_client(
+        rate_limit_enabled=True, rate_limit_import_per_minute=2, trusted_proxies=("testclient",)
+    ) as client:
+        for n in range(2):
+            response = await client.post(
+                "/api/contacts/import", files=card(n), headers=_from(f"203.0.113.{n}", user.headers)
+            )
+            assert response.status_code == 200, response.text
+            assert response.json()["created"] == 1, response.text
+        limited = await client.post(
+            "/api/contacts/import", files=card(9), headers=_from("203.0.113.9", user.headers)
+        )
+        assert limited.status_code == 429
+        assert 1 <= int(limited.headers["retry-after"]) <= 60
+        page = await client.get("/api/contacts/", headers=user.headers)
+        assert page.json()["total"] == 2  # the refused file was not read
+        # Another user's imports are counted apart.
+        assert (
+            await client.post("/api/contacts/import", files=card(0), headers=other.headers)
+        ).status_code == 200

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-import jwt
+from datetime import UTC, datetime, timedelta
+from uuid import UUID
 
+import jwt
+from sqlalchemy import update
+
+from app.users.models import UserSession
 from tests.security.flows import bearer, mailed_token, tokens
 
 ME = "/api/users/me"
@@ -104,3 +109,83 @@ async def test_asvs_7_4_3_password_reset_ends_every_session(mail_client, smtp_si
     assert (await _refresh(mail_client, live["refresh_token"])).status_code == 401
     # And the user is told.
     assert any(m["To"] == user.email and "was changed" in m["Subject"] for m in smtp_sink.messages)
+
+
+async def test_asvs_7_4_1_logout_with_a_rotated_refresh_token_is_refused_and_changes_nothing(client, user):
+    # Issue 19.9: an old, already rotated refresh token still ended the session (204).
+    first = await tokens(client, user.email, user.password)
+    rotated = await _refresh(client, first["refresh_token"])
+    assert rotated.status_code == 200, rotated.text
+    current = rotated.json()
+    response = await client.post(
+        "/api/auth/logout",
+        json={"refresh_token": first["refresh_token"]},
+        headers=bearer(current["access_token"]),
+    )
+    assert response.status_code == 401, response.text
+    # The session lives on with its current tokens.
+    assert (await client.get(ME, headers=bearer(current["access_token"]))).status_code == 200
+    assert (await _refresh(client, current["refresh_token"])).status_code == 200
+
+
+async def test_asvs_7_4_1_logout_of_an_ended_session_is_refused(client, user):
+    pair = await tokens(client, user.email, user.password)
+    other = await tokens(client, user.email, user.password)
+    body = {"refresh_token": pair["refresh_token"]}
+    assert (
+        await client.post("/api/auth/logout", json=body, headers=bearer(pair["access_token"]))
+    ).status_code == 204
+    again = await client.post("/api/auth/logout", json=body, headers=bearer(other["access_token"]))
+    assert again.status_code == 401, again.text
+    assert (await client.get(ME, headers=bearer(other["access_token"]))).status_code == 200
+
+
+async def _session_started(client, session_id: str, started_at: datetime) -> None:
+    """Move a session's start into the past, as if the clock had run on."""
+    async with client.app.state.db_config.get_session() as session:
+        await session.execute(
+            update(UserSession).where(UserSession.id == UUID(session_id)).values(created_at=started_at)
+        )
+        await session.commit()
+
+
+def _exp(token: str) -> datetime:
+    return datetime.fromtimestamp(jwt.decode(token, options={"verify_signature": False})["exp"], UTC)
+
+
+async def test_asvs_7_3_2_a_session_ends_by_age_however_often_it_is_refreshed(client, user):
+    # Issue 19.10: every rotation gave the same session 7 more days, so an active session never ended.
+    pair = await tokens(client, user.email, user.password)
+    await _session_started(
+        client, _sid(pair["access_token"]), datetime.now(UTC) - timedelta(days=30, seconds=1)
+    )
+    response = await _refresh(client, pair["refresh_token"])
+    assert response.status_code == 401, response.text
+    # The session is over: its access token stops too, and the user logs in again.
+    assert (await client.get(ME, headers=bearer(pair["access_token"]))).status_code == 401
+    assert (
+        await client.get(
+            ME, headers=bearer((await tokens(client, user.email, user.password))["access_token"])
+        )
+    ).status_code == 200
+
+
+async def test_asvs_7_3_2_no_token_outlives_its_session(client, user):
+    pair = await tokens(client, user.email, user.password)
+    started = datetime.now(UTC) - timedelta(days=30) + timedelta(hours=1)
+    await _session_started(client, _sid(pair["access_token"]), started)
+    response = await _refresh(client, pair["refresh_token"])
+    assert response.status_code == 200, response.text
+    end = started + timedelta(days=30)
+    renewed = response.json()
+    # A second of slack: JWT expiries are whole seconds.
+    assert _exp(renewed["refresh_token"]) <= end + timedelta(seconds=1)
+    assert _exp(renewed["access_token"]) <= end + timedelta(seconds=1)
+    assert renewed["expires_in"] <= 15 * 60
+
+
+async def test_asvs_7_3_2_a_short_session_lifetime_bounds_the_first_refresh_token(serve_with, user_factory):
+    async with serve_with(session_max_days=1) as short:
+        user = await user_factory()
+        pair = await tokens(short, user.email, user.password)
+        assert _exp(pair["refresh_token"]) <= datetime.now(UTC) + timedelta(days=1, seconds=1)

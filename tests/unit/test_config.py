@@ -64,7 +64,20 @@ def test_bad_values_name_the_variable(env, named):
 
 def test_production_requires_a_secret_key(tmp_path):
     with pytest.raises(SettingsError, match=r"^SECRET_KEY:"):
-        load_settings({"APP_ENV": "production", "SECRET_KEY_FILE": str(tmp_path / "k")}, env_file=None)
+        load_settings(
+            {"APP_ENV": "production", "REDIS_URL": "redis://r", "SECRET_KEY_FILE": str(tmp_path / "k")},
+            env_file=None,
+        )
+
+
+@pytest.mark.parametrize(
+    ("env", "reason"),
+    [({"APP_ENV": "production"}, "APP_ENV=production"), ({"WORKERS": "2"}, "WORKERS > 1")],
+)
+def test_a_store_per_process_is_refused_where_processes_must_agree(env, reason):
+    with pytest.raises(SettingsError, match=rf"^REDIS_URL: required when {reason}"):
+        load_settings({**KEY, **env}, env_file=None)
+    assert load_settings({**KEY, **env, "REDIS_URL": "redis://r:6379/0"}, env_file=None).redis_url
 
 
 def test_development_key_is_generated_once_and_kept(tmp_path):

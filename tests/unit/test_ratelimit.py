@@ -4,24 +4,30 @@ from typing import Any
 
 import msgspec
 import pytest
-from litestar import Litestar, get, post
+from litestar import Litestar, Request, get, post
+from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult, DefineMiddleware
 from litestar.stores.memory import MemoryStore
 from litestar.testing import AsyncTestClient
 
 from app import cache
 from app.config import load_settings
 from app.errors import EXCEPTION_HANDLERS
-from app.ratelimit import ClientIdentifier, rate_limit_middleware
+from app.ratelimit import AUTH, AUTH_PER_USER, IMPORT, ME, ClientIdentifier, limited, rate_limit_middleware
 
 
-@get("/api/users/me")
+@get("/api/users/me", opt=limited(ME))
 async def me() -> str:
     return "me"
 
 
-@post("/api/auth/{name:str}", status_code=200)
+@post("/api/auth/{name:str}", status_code=200, opt=limited(AUTH))
 async def auth(name: str) -> str:
     return name
+
+
+@post("/api/auth/refresh_token", status_code=200)
+async def refresh() -> str:
+    return "refresh"
 
 
 @get("/api/auth/{name:str}")
@@ -34,14 +40,42 @@ async def contacts() -> str:
     return "contacts"
 
 
+@post("/api/password", status_code=200, opt=limited(AUTH, AUTH_PER_USER))
+async def password(request: Request[Any, Any, Any]) -> str:
+    return str(request.user)
+
+
+@post("/api/import", status_code=200, opt=limited(IMPORT))
+async def import_() -> str:
+    return "import"
+
+
+class _User(msgspec.Struct):
+    id: str
+
+
+class _HeaderUser(AbstractAuthenticationMiddleware):
+    """The user named by the ``X-User`` header (or anonymous), like the real auth middleware."""
+
+    async def authenticate_request(self, connection: Any) -> AuthenticationResult:
+        name = connection.headers.get("x-user")
+        return AuthenticationResult(user=_User(id=name) if name else None, auth=None)
+
+
 def _app(**env: str) -> Litestar:
     settings = load_settings(
-        {"SECRET_KEY": "k" * 40, "RATE_LIMIT_ME_PER_MINUTE": "3", "RATE_LIMIT_AUTH_PER_MINUTE": "2", **env},
+        {
+            "SECRET_KEY": "k" * 40,
+            "RATE_LIMIT_ME_PER_MINUTE": "3",
+            "RATE_LIMIT_AUTH_PER_MINUTE": "2",
+            "RATE_LIMIT_IMPORT_PER_MINUTE": "1",
+            **env,
+        },
         env_file=None,
     )
     return Litestar(
-        route_handlers=[me, auth, auth_get, contacts],
-        middleware=rate_limit_middleware(settings),
+        route_handlers=[me, auth, refresh, auth_get, contacts, password, import_],
+        middleware=[DefineMiddleware(_HeaderUser), *rate_limit_middleware(settings)],
         stores={cache.RATE_LIMIT: MemoryStore()},
         exception_handlers=EXCEPTION_HANDLERS,
     )
@@ -62,17 +96,39 @@ async def test_me_limit_and_429_shape() -> None:
         assert response.headers["ratelimit-remaining"] == "0"
 
 
-async def test_auth_limit_is_tighter_post_only_and_shared_by_the_four_paths() -> None:
+async def test_auth_limit_is_tighter_post_only_and_shared_by_the_routes_naming_it() -> None:
     async with AsyncTestClient(_app()) as client:
         assert await _statuses(client, "POST", "/api/auth/login", 1) == [200]
         assert await _statuses(client, "POST", "/api/auth/register", 1) == [200]
         for path in ("login", "register", "request_email", "update_password"):
             assert (await client.post(f"/api/auth/{path}")).status_code == 429
-        # Other auth paths and other methods are not counted.
+        assert (await client.post("/api/password", headers={"X-User": "u1"})).status_code == 429
+        # Handlers that do not name the limit are not counted.
         assert await _statuses(client, "POST", "/api/auth/refresh_token", 5) == [200] * 5
         assert await _statuses(client, "GET", "/api/auth/login", 5) == [200] * 5
         # The /me counter is separate from the auth counter.
         assert await _statuses(client, "GET", "/api/users/me", 3) == [200] * 3
+
+
+async def test_a_per_user_limit_follows_the_user_across_clients() -> None:
+    async with AsyncTestClient(_app(TRUSTED_PROXIES="testclient")) as client:
+        alice_here = {"X-User": "alice", "X-Forwarded-For": "203.0.113.1"}
+        alice_there = {"X-User": "alice", "X-Forwarded-For": "203.0.113.2"}
+        bob_elsewhere = {"X-User": "bob", "X-Forwarded-For": "203.0.113.3"}
+        assert (await client.post("/api/password", headers=alice_here)).status_code == 200
+        assert (await client.post("/api/password", headers=alice_there)).status_code == 200
+        # Two clients, each under its own per-client limit, but alice's account is at its limit.
+        limited_answer = await client.post("/api/password", headers=alice_there)
+        assert limited_answer.status_code == 429
+        assert 1 <= int(limited_answer.headers["retry-after"]) <= 60
+        assert (await client.post("/api/password", headers=bob_elsewhere)).status_code == 200
+
+
+async def test_import_limit_is_per_user() -> None:
+    async with AsyncTestClient(_app()) as client:
+        assert (await client.post("/api/import", headers={"X-User": "alice"})).status_code == 200
+        assert (await client.post("/api/import", headers={"X-User": "alice"})).status_code == 429
+        assert (await client.post("/api/import", headers={"X-User": "bob"})).status_code == 200
 
 
 async def test_other_routes_are_not_limited() -> None:

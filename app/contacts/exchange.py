@@ -46,12 +46,6 @@ _BDAY = re.compile(r"^(?:(\d{4})-?|--)(\d{2})-?(\d{2})$")
 #: ``str.splitlines``: that also breaks at VT, FF, U+001C-U+001E, U+0085 and U+2028/9, which
 #: may stand inside a value.
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
-#: Characters no contact field may hold: PostgreSQL's text cannot store NUL (U+0000). Other
-#: characters are refused in an import exactly when the API refuses them (the same
-#: ``ContactCreate`` validates each entry).
-_REFUSED = re.compile("\x00")
-
-
 #: One entry of an import: its fields (still to be validated) or why it cannot be read.
 Entry = dict[str, Any] | str
 
@@ -214,25 +208,15 @@ def read_entries(content: bytes, max_entries: int | None = None) -> Iterator[tup
     if text.lstrip().upper().startswith("BEGIN:VCARD"):
         cards = _split_vcards(text)
         _check_count(len(cards), max_entries)
-        return ((line, _allowed(_vcard_fields(card) if complete else card)) for line, card, complete in cards)
+        return ((line, _vcard_fields(card) if complete else card) for line, card, complete in cards)
     header, records = _csv_records(text)
     _check_count(len(records), max_entries)
-    return ((line, _allowed(_csv_fields(header, record))) for line, record in records)
+    return ((line, _csv_fields(header, record)) for line, record in records)
 
 
 def _check_count(count: int, limit: int | None) -> None:
     if limit is not None and count > limit:
         raise TooManyEntriesError(limit)
-
-
-def _allowed(entry: Entry) -> Entry:
-    """``entry``, or why it is refused when a field holds a character no field may hold."""
-    if isinstance(entry, str):
-        return entry
-    for name, value in entry.items():
-        if isinstance(value, str) and (found := _REFUSED.search(value)):
-            return f"{name}: contains the control character U+{ord(found.group()):04X}, which is not allowed"
-    return entry
 
 
 def _csv_records(text: str) -> tuple[list[str], list[tuple[int, list[str]]]]:

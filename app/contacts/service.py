@@ -35,6 +35,7 @@ from app.contacts.schemas import (
     ImportRowError,
     normalize_phone,
 )
+from app.input import explain
 
 if TYPE_CHECKING:
     from advanced_alchemy.extensions.litestar import SQLAlchemyAsyncConfig
@@ -121,6 +122,13 @@ def plain_line_breaks(text: str | None) -> str | None:
         The text with LF line breaks.
     """
     return None if text is None else _CR.sub("\n", text)
+
+
+def _row_error(exc: msgspec.ValidationError) -> str:
+    """An import row's validation error as ``field: what is wrong``, in the API's words (``app.input``)."""
+    message, _, where = str(exc).partition(" - at `$.")
+    field = where.rstrip("`")
+    return f"{field}: {explain(message)}" if field else explain(message)
 
 
 def _to_contact(row: Sequence[Any], struct: type[_C] = Contact, **extra: Any) -> _C:  # type: ignore[assignment]
@@ -436,7 +444,10 @@ class ContactService(ContactBook, SQLAlchemyAsyncRepositoryService[ContactModel]
             try:
                 data = msgspec.convert(entry, ContactCreate)
                 values = self._values(data, today)
-            except (msgspec.ValidationError, InvalidContactError) as exc:
+            except msgspec.ValidationError as exc:
+                errors.append(ImportRowError(line=line, detail=_row_error(exc)))
+                continue
+            except InvalidContactError as exc:
                 errors.append(ImportRowError(line=line, detail=str(exc)))
                 continue
             if values["email"] in known:

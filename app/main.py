@@ -19,6 +19,7 @@ from litestar.template import TemplateConfig
 
 from app import __version__, cache, metrics
 from app.auth.controller import AuthController, PasswordController
+from app.compression import GzipMiddleware
 from app.config import Settings, get_settings
 from app.contacts.controller import ContactController, contacts_import_router
 from app.db import Database, make_db_config, migrate_on_startup
@@ -32,6 +33,7 @@ from app.openapi_ui import (
     LocalScalarRenderPlugin,
     mark_public_operations,
     oauth2_components,
+    scalar_bundle,
     static_files_router,
 )
 from app.ratelimit import rate_limit_middleware
@@ -128,6 +130,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             contacts_import_router(settings),
             *media_route_handlers(avatar_storage),
             static_files_router(),
+            scalar_bundle,
             *handlers,
         ],
         plugins=[SQLAlchemyPlugin(config=db_config), UsersCLIPlugin(), ServerCLIPlugin()],
@@ -167,7 +170,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
     # Outermost, as Litestar does with its OpenTelemetry middleware: route middleware would miss
     # the answers of the auth and rate-limit middleware (401, 429) and of the router (404, 405).
     app.asgi_handler = RequestLogMiddleware(
-        app.asgi_handler, observe=metrics.observe_request if settings.metrics_enabled else None
+        GzipMiddleware(app.asgi_handler),
+        observe=metrics.observe_request if settings.metrics_enabled else None,
     )
     return app
 

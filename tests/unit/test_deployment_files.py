@@ -101,3 +101,48 @@ def test_compose_gives_the_drain_time_to_finish():
     drain = float(env["SHUTDOWN_DELAY"]) + float(env["SHUTDOWN_TIMEOUT"])
     # Docker sends SIGKILL after stop_grace_period (10 s by default).
     assert _seconds(app["stop_grace_period"]) > drain
+
+
+def test_dockerignore_keeps_secrets_and_local_state_out_of_the_image():
+    lines = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()]
+    rules = [line for line in lines if line and not line.startswith("#")]
+    assert rules[0] == "*", "start from nothing, then name what the build needs"
+    allowed = {rule[1:].rstrip("/") for rule in rules if rule.startswith("!")}
+    # Everything the Containerfile copies from the context is let in...
+    copied = {
+        part
+        for line in (ROOT / "Containerfile").read_text().splitlines()
+        if line.startswith("COPY ") and "--from=" not in line
+        for part in line.split()[1:-1]
+    }
+    assert copied <= allowed, copied - allowed
+    # ...and nothing secret or local is.
+    assert not allowed & {".env", ".secret_key", "media", "tests", ".git", ".venv"}
+
+
+def test_dependabot_watches_uv_actions_and_the_base_image():
+    config = yaml.safe_load((ROOT / ".github" / "dependabot.yml").read_text())
+    assert config["version"] == 2
+    ecosystems = {update["package-ecosystem"] for update in config["updates"]}
+    assert ecosystems == {"uv", "github-actions", "docker"}
+    for update in config["updates"]:
+        assert update["directory"] == "/"
+        assert update["schedule"]["interval"] in {"daily", "weekly"}
+
+
+def test_ci_builds_the_image_and_runs_it_to_ready():
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "ci.yml").read_text())
+    job = workflow["jobs"]["image"]
+    assert {"postgres", "redis"} <= set(job["services"])
+    steps = job["steps"]
+    build = next(step for step in steps if str(step.get("uses", "")).startswith("docker/build-push-action"))
+    assert build["with"]["file"] == "Containerfile"
+    assert build["with"]["load"] is True
+    run = next(step["run"] for step in steps if "docker run" in step.get("run", ""))
+    assert build["with"]["tags"] in run
+    assert "/readyz" in run and "/api/auth/register" in run
+    assert "DATABASE_URL=postgresql+asyncpg://" in run and "REDIS_URL=redis://" in run
+    # Every variable handed to the container is a setting the app reads.
+    names = set(re.findall(r"-e ([A-Z_]+)=", run))
+    assert names and names <= SETTINGS_ENV, names - SETTINGS_ENV
+    assert any("uv export --locked" in step.get("run", "") for step in steps)

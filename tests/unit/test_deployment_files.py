@@ -146,3 +146,94 @@ def test_ci_builds_the_image_and_runs_it_to_ready():
     names = set(re.findall(r"-e ([A-Z_]+)=", run))
     assert names and names <= SETTINGS_ENV, names - SETTINGS_ENV
     assert any("uv export --locked" in step.get("run", "") for step in steps)
+
+
+# --------------------------------------------------------------------------- Kubernetes, Grafana
+
+K8S = ROOT / "deploy" / "kubernetes"
+
+
+def manifests() -> list[dict]:
+    return [doc for path in sorted(K8S.glob("*.yaml")) for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def by_kind(kind: str, name: str | None = None) -> dict:
+    return next(
+        d for d in manifests() if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)
+    )
+
+
+def test_every_manifest_matches_the_kubernetes_schema():
+    # Offline: kubernetes-validate ships the schemas; strict mode refuses unknown fields.
+    import kubernetes_validate
+
+    docs = manifests()
+    assert {d["kind"] for d in docs} >= {
+        "Deployment",
+        "Service",
+        "PodDisruptionBudget",
+        "Job",
+        "ConfigMap",
+        "Secret",
+    }
+    for doc in docs:
+        kubernetes_validate.validate(doc, kubernetes_validate.latest_version(), strict=True)
+
+
+def test_the_api_deployment_probes_and_stops_gracefully():
+    api = by_kind("Deployment", "contacts-api")["spec"]["template"]["spec"]
+    (container,) = api["containers"]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/livez"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    config = by_kind("ConfigMap")["data"]
+    delay, timeout = float(config["SHUTDOWN_DELAY"]), float(config["SHUTDOWN_TIMEOUT"])
+    assert api["terminationGracePeriodSeconds"] > delay + timeout
+    readiness = container["readinessProbe"]
+    # The pod is seen not-ready before the server stops accepting connections.
+    assert readiness["periodSeconds"] * readiness["failureThreshold"] <= delay
+    assert container["resources"]["requests"]["cpu"] and container["resources"]["requests"]["memory"]
+
+
+def test_settings_named_in_the_manifests_are_settings():
+    names = set(by_kind("ConfigMap")["data"]) | set(by_kind("Secret")["stringData"])
+    for doc in manifests():
+        if doc["kind"] in {"Deployment", "Job"}:
+            for container in doc["spec"]["template"]["spec"]["containers"]:
+                names |= {env["name"] for env in container.get("env", [])}
+    assert names <= SETTINGS_ENV, names - SETTINGS_ENV
+    assert by_kind("ConfigMap")["data"]["AUTO_MIGRATE"] == "false"  # the Job migrates
+
+
+def test_selectors_match_the_pods():
+    api = by_kind("Deployment", "contacts-api")
+    pod_labels = api["spec"]["template"]["metadata"]["labels"]
+    for selector in (
+        by_kind("Service")["spec"]["selector"],
+        by_kind("PodDisruptionBudget")["spec"]["selector"]["matchLabels"],
+    ):
+        assert selector.items() <= pod_labels.items()
+    worker = by_kind("Deployment", "contacts-worker")
+    assert worker["spec"]["replicas"] == 0  # waits for the job runner (issue 14)
+    job = by_kind("Job")["spec"]["template"]["spec"]["containers"][0]
+    assert job["command"][-3:] == ["database", "upgrade", "--no-prompt"]
+
+
+def test_the_grafana_dashboard_uses_only_metrics_the_service_exports():
+    import prometheus_client
+
+    import app.metrics  # noqa: F401 - registers the metrics
+
+    dashboard = json.loads((ROOT / "deploy" / "grafana" / "contacts-api.json").read_text())
+    exported = {
+        sample_name
+        for metric in prometheus_client.REGISTRY.collect()
+        if metric.name.startswith("contacts_")
+        for sample_name in (metric.name, f"{metric.name}_total", f"{metric.name}_bucket")
+    }
+    used = set()
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            used |= set(re.findall(r"\bcontacts_[a-z_]+", target["expr"]))
+    assert used, "the dashboard shows no metric"
+    assert used <= exported, used - exported
+    assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])

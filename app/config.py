@@ -127,6 +127,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     shutdown_delay: float = 0.0
     #: Seconds the server then waits for requests in flight before cancelling them.
     shutdown_timeout: float = 20.0
+    #: Serve Prometheus metrics at ``/metrics`` (off: the route does not exist).
+    metrics_enabled: bool = False
+    #: Bearer token a scraper must send to ``/metrics``; required in production when metrics are on.
+    metrics_token: str = ""
+    #: Directory where worker processes share their metrics (``WORKERS>1``); ``python -m app``
+    #: makes a temporary one when unset.
+    prometheus_multiproc_dir: str | None = None
     #: Log level of the application loggers.
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     #: ``json`` (one object per line, for log collectors) or ``console`` (readable, for development).
@@ -272,6 +279,9 @@ def _check(settings: Settings) -> None:
         raise SettingsError(msg)
     if settings.cloudinary_url is not None and not settings.cloudinary_url.startswith("cloudinary://"):
         msg = "CLOUDINARY_URL: must start with cloudinary://"
+        raise SettingsError(msg)
+    if settings.metrics_enabled and settings.app_env == "production" and len(settings.metrics_token) < 16:
+        msg = "METRICS_TOKEN: at least 16 characters are required when METRICS_ENABLED=true in production"
         raise SettingsError(msg)
     try:
         ZoneInfo(settings.timezone)

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import msgspec
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 LogFormat = Literal["json", "console"]
@@ -55,8 +57,7 @@ def configure_logging(level: str, fmt: LogFormat = "json") -> None:
         level: The level name for the app's and uvicorn's loggers.
         fmt: ``json`` (one object per line) or ``console`` (readable text).
     """
-    handler = _StderrHandler()
-    handler.setFormatter(JsonFormatter() if fmt == "json" else ConsoleFormatter())
+    handler = stderr_handler(fmt)
     root = logging.getLogger()
     root.handlers[:] = [h for h in root.handlers if not isinstance(h, _StderrHandler)] + [handler]
     root.setLevel(max(logging.WARNING, logging.getLevelName(level)))
@@ -75,6 +76,42 @@ def configure_logging(level: str, fmt: LogFormat = "json") -> None:
     uvicorn_access = logging.getLogger("uvicorn.access")
     if not any(isinstance(f, MaskTokensFilter) for f in uvicorn_access.filters):
         uvicorn_access.addFilter(MaskTokensFilter())
+
+
+def uvicorn_log_config(level: str, fmt: LogFormat = "json") -> dict[str, Any]:
+    """The same set-up as :func:`configure_logging`, as the ``dictConfig`` uvicorn applies.
+
+    uvicorn applies it in each worker process before it imports the app, so that a worker
+    failing to start says why in the same format.
+
+    Args:
+        level: The level name for uvicorn's loggers.
+        fmt: ``json`` or ``console``.
+
+    Returns:
+        A :func:`logging.config.dictConfig` dictionary.
+    """
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "handlers": {"stderr": {"()": stderr_handler, "fmt": fmt}},
+        "root": {"handlers": ["stderr"], "level": max(logging.WARNING, logging.getLevelName(level))},
+        "loggers": {name: {"level": level, "propagate": True} for name in _LEVELLED},
+    }
+
+
+def stderr_handler(fmt: LogFormat = "json") -> logging.Handler:
+    """The one handler of the process: standard error, in ``fmt``.
+
+    Args:
+        fmt: ``json`` or ``console``.
+
+    Returns:
+        The handler.
+    """
+    handler = _StderrHandler()
+    handler.setFormatter(JsonFormatter() if fmt == "json" else ConsoleFormatter())
+    return handler
 
 
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -189,9 +226,18 @@ class RequestLogMiddleware:
     and id are logged. An ``X-Request-ID`` sent by a proxy is kept when it looks sane.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
-        """Wrap ``app``, the next ASGI application in the stack."""
+    def __init__(
+        self, app: ASGIApp, observe: Callable[[str, str | None, int, float], None] | None = None
+    ) -> None:
+        """Wrap ``app``, the next ASGI application in the stack.
+
+        Args:
+            app: The application.
+            observe: Called with each request's method, route template (``None`` when no
+                route matched), status and seconds (the metrics, when they are on).
+        """
         self.app = app
+        self.observe = observe
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one ASGI call."""
@@ -215,6 +261,9 @@ class RequestLogMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
+            duration = time.perf_counter() - started
+            if self.observe is not None:
+                self.observe(scope["method"], scope.get("path_template"), status, duration)
             if access_logger.isEnabledFor(logging.INFO):
                 path = mask_tokens(scope["path"])
                 access_logger.info(
@@ -227,7 +276,7 @@ class RequestLogMiddleware:
                             "method": scope["method"],
                             "path": path,
                             "status": status,
-                            "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                            "duration_ms": round(duration * 1000, 2),
                         }
                     },
                 )

@@ -17,8 +17,9 @@ from litestar.openapi.spec import Tag
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.template import TemplateConfig
 
-from app import __version__, cache
+from app import __version__, cache, metrics
 from app.auth.controller import AuthController, PasswordController
+from app.compression import GzipMiddleware
 from app.config import Settings, get_settings
 from app.contacts.controller import ContactController, contacts_import_router
 from app.db import Database, make_db_config, migrate_on_startup
@@ -33,6 +34,7 @@ from app.openapi_ui import (
     LocalScalarRenderPlugin,
     mark_public_operations,
     oauth2_components,
+    scalar_bundle,
     static_files_router,
 )
 from app.ratelimit import rate_limit_middleware
@@ -113,6 +115,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
     if settings.auto_migrate:
         on_startup.append(migrate_on_startup(db_config))
     on_startup += [database.open, cache.open_stores, mark_public_operations(auth.exclude or [])]
+    on_shutdown: list[Any] = [mark_draining, cache.close_stores, database.close]
+    handlers: list[ControllerRouterHandler] = []
+    if settings.metrics_enabled:
+        handlers.append(metrics.MetricsController)
+        on_startup.append(metrics.start_metrics(multiprocess=bool(settings.prometheus_multiproc_dir)))
+        on_shutdown.insert(0, metrics.stop_metrics)
     # After the public operations are marked: which ones need a token decides their 401.
     on_startup += [tidy_document_hook, drain_on_sigterm(settings.shutdown_delay), _freeze_gc]
 
@@ -123,12 +131,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
             contacts_import_router(settings),
             *media_route_handlers(avatar_storage),
             static_files_router(),
+            scalar_bundle,
+            *handlers,
         ],
         plugins=[SQLAlchemyPlugin(config=db_config), UsersCLIPlugin(), ServerCLIPlugin()],
         dependencies={"settings": Provide(lambda: settings, use_cache=True, sync_to_thread=False)},
         on_app_init=[auth.on_app_init],
         on_startup=on_startup,
-        on_shutdown=[mark_draining, cache.close_stores, database.close],
+        on_shutdown=on_shutdown,
         middleware=rate_limit_middleware(settings),
         # Every body's media type as its route declares it (415 otherwise); see app/http.py.
         before_request=require_declared_body,
@@ -162,7 +172,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
     )
     # Outermost, as Litestar does with its OpenTelemetry middleware: route middleware would miss
     # the answers of the auth and rate-limit middleware (401, 429) and of the router (404, 405).
-    app.asgi_handler = RequestLogMiddleware(app.asgi_handler)
+    app.asgi_handler = RequestLogMiddleware(
+        GzipMiddleware(app.asgi_handler),
+        observe=metrics.observe_request if settings.metrics_enabled else None,
+    )
     return app
 
 

@@ -12,24 +12,32 @@ The CSP is set in one place, :mod:`app.security.headers`.
 
 from __future__ import annotations
 
+import asyncio
+import gzip
+import hashlib
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from functools import cache
 from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
+from anyio import to_thread
+from litestar import Request, get
 from litestar.datastructures import CacheControlHeader
 from litestar.exceptions import NotFoundException
 from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.openapi.spec import Components, OAuthFlows
+from litestar.response import Response
 from litestar.static_files import create_static_files_router
 
+from app.compression import accepts_gzip
 from app.errors import file_not_found_handler
 
 if TYPE_CHECKING:
-    from litestar import Litestar, Request, Router
+    from litestar import Litestar, Router
     from litestar.security.base import AbstractSecurityConfig
 
 #: Where the files of ``app/static`` are served.
@@ -37,6 +45,13 @@ STATIC_PATH = "/static"
 STATIC_DIR = Path(__file__).parent / "static"
 #: Version of the vendored ``@scalar/api-reference`` bundle (``app/static/scalar/README.md``).
 SCALAR_VERSION = "1.76.0"
+
+#: The Scalar bundle, also served precompressed at a content-addressed URL (:func:`scalar_bundle`).
+SCALAR_BUNDLE = STATIC_DIR / "scalar" / "standalone.js"
+#: Where content-addressed assets are served: their URL changes with their bytes, so they
+#: can be cached for a year (``immutable``: not even revalidated).
+ASSETS_PATH = "/assets"
+IMMUTABLE = "public, max-age=31536000, immutable"
 
 #: Scalar configuration. Everything that would reach another host is switched off: the
 #: default fonts (fonts.scalar.com), telemetry, the AI agent, the developer tools and the
@@ -64,7 +79,7 @@ class LocalScalarRenderPlugin(ScalarRenderPlugin):
             options: Scalar configuration; defaults to :data:`SCALAR_OPTIONS`.
         """
         super().__init__(
-            js_url=f"{STATIC_PATH}/scalar/standalone.js?v={SCALAR_VERSION}",
+            js_url=scalar_bundle_url(),
             css_url=f"{STATIC_PATH}/scalar/page.css?v={SCALAR_VERSION}",
             path=path,
             options=SCALAR_OPTIONS if options is None else options,
@@ -105,6 +120,71 @@ class LocalScalarRenderPlugin(ScalarRenderPlugin):
 </body>
 </html>
 """.encode()
+
+
+@cache
+def scalar_digest() -> str:
+    """The first 16 hex digits of the bundle's SHA-256 (read once per process, ~20 ms)."""
+    return hashlib.sha256(SCALAR_BUNDLE.read_bytes()).hexdigest()[:16]
+
+
+def scalar_bundle_url() -> str:
+    """The content-addressed URL of the Scalar bundle."""
+    return f"{ASSETS_PATH}/scalar/{scalar_digest()}/standalone.js"
+
+
+class _Precompressed:
+    """A file's bytes and their gzip form, made once on first use (off the event loop)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.identity = b""
+        self.gzip = b""
+        self._lock: asyncio.Lock | None = None
+
+    async def load(self) -> _Precompressed:
+        if self.gzip:
+            return self
+        self._lock = self._lock or asyncio.Lock()
+        async with self._lock:
+            if not self.gzip:
+                identity = await to_thread.run_sync(self.path.read_bytes)
+                # ~1 s of one core for 4.8 MB -> 1.4 MB, once per process.
+                self.gzip = await to_thread.run_sync(lambda: gzip.compress(identity, 6, mtime=0))
+                self.identity = identity
+        return self
+
+
+_SCALAR = _Precompressed(SCALAR_BUNDLE)
+
+
+@get(
+    f"{ASSETS_PATH}/scalar/{{digest:str}}/standalone.js",
+    include_in_schema=False,
+    exclude_from_auth=True,
+    name="scalar-bundle",
+)
+async def scalar_bundle(request: Request, digest: str) -> Response[bytes]:
+    """The Scalar bundle, gzip-compressed once in advance, cacheable for good.
+
+    Args:
+        request: The request (its ``Accept-Encoding``).
+        digest: The content digest in the URL; only the current bundle's is served.
+
+    Returns:
+        The bundle, gzip-encoded when the client accepts it.
+
+    Raises:
+        NotFoundException: The digest is not the bundle's (an old page, a guess).
+    """
+    if digest != scalar_digest():
+        raise NotFoundException
+    bundle = await _SCALAR.load()
+    headers = {"Cache-Control": IMMUTABLE, "Vary": "Accept-Encoding", "ETag": f'"{digest}"'}
+    if accepts_gzip(request.scope):
+        headers["Content-Encoding"] = "gzip"
+        return Response(bundle.gzip, media_type="text/javascript; charset=utf-8", headers=headers)
+    return Response(bundle.identity, media_type="text/javascript; charset=utf-8", headers=headers)
 
 
 def static_files_router() -> Router:

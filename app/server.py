@@ -13,6 +13,8 @@
 from __future__ import annotations
 
 import os
+import tempfile
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import uvicorn
@@ -20,7 +22,7 @@ from litestar.plugins import CLIPluginProtocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from app.config import get_settings
-from app.logs import configure_logging
+from app.logs import configure_logging, uvicorn_log_config
 
 if TYPE_CHECKING:
     import click
@@ -102,21 +104,45 @@ def main() -> None:
     configure_logging("INFO")  # so that a warning while reading the settings is a JSON line too
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
+    if settings.metrics_enabled and settings.workers > 1:
+        _share_metrics_between_workers(settings.prometheus_multiproc_dir)
     uvicorn.run(
         "app.main:app",
         host=settings.host,
         port=settings.port,
         workers=settings.workers,
+        # A spawned worker imports this module (and Litestar) before it answers the supervisor's
+        # first health check; under load that took over uvicorn's default 5 s and every worker
+        # was killed before it started.
+        timeout_worker_healthcheck=30,
         http=BoundedHttpToolsProtocol,
         proxy_headers=False,
         access_log=False,
-        log_config=None,  # uvicorn's lines take the app's format (app/logs.py)
+        # uvicorn's lines take the app's format, in every worker (app/logs.py).
+        log_config=uvicorn_log_config(settings.log_level, settings.log_format),
         server_header=False,
         log_level=settings.log_level.lower(),
         # After SIGTERM (and SHUTDOWN_DELAY, see app/health/probes.py): how long requests in
         # flight may take before they are cancelled.
         timeout_graceful_shutdown=settings.shutdown_timeout,
     )
+
+
+def _share_metrics_between_workers(directory: str | None) -> None:
+    """Point the workers' metrics at one directory, emptied first (prometheus_client's multi-process mode).
+
+    prometheus_client reads ``PROMETHEUS_MULTIPROC_DIR`` when it is first imported, which in each
+    worker happens after this (workers are fresh interpreters that inherit the environment).
+    Files left by an earlier run would add its counts to this one's, so they are removed.
+
+    Args:
+        directory: The configured directory, or ``None`` for a new temporary one.
+    """
+    path = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="contacts-metrics-"))
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):
+        stale.unlink()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
 
 
 class ServerCLIPlugin(CLIPluginProtocol):

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import aiosmtplib
 
+from app import metrics
 from app.logs import UNMASKED
 
 if TYPE_CHECKING:
@@ -143,6 +144,7 @@ async def deliver(
                     type(exc).__name__,
                     exc,
                 )
+                metrics.mail_result(sent=False)
                 return False
             delay = base_delay * 2 ** (attempt - 1)
             logger.warning(
@@ -154,5 +156,6 @@ async def deliver(
             )
             await asyncio.sleep(delay)
         else:
+            metrics.mail_result(sent=True)
             return True
     return False  # attempts < 1: nothing tried

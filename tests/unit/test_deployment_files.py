@@ -101,3 +101,139 @@ def test_compose_gives_the_drain_time_to_finish():
     drain = float(env["SHUTDOWN_DELAY"]) + float(env["SHUTDOWN_TIMEOUT"])
     # Docker sends SIGKILL after stop_grace_period (10 s by default).
     assert _seconds(app["stop_grace_period"]) > drain
+
+
+def test_dockerignore_keeps_secrets_and_local_state_out_of_the_image():
+    lines = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()]
+    rules = [line for line in lines if line and not line.startswith("#")]
+    assert rules[0] == "*", "start from nothing, then name what the build needs"
+    allowed = {rule[1:].rstrip("/") for rule in rules if rule.startswith("!")}
+    # Everything the Containerfile copies from the context is let in...
+    copied = {
+        part
+        for line in (ROOT / "Containerfile").read_text().splitlines()
+        if line.startswith("COPY ") and "--from=" not in line
+        for part in line.split()[1:-1]
+    }
+    assert copied <= allowed, copied - allowed
+    # ...and nothing secret or local is.
+    assert not allowed & {".env", ".secret_key", "media", "tests", ".git", ".venv"}
+
+
+def test_dependabot_watches_uv_actions_and_the_base_image():
+    config = yaml.safe_load((ROOT / ".github" / "dependabot.yml").read_text())
+    assert config["version"] == 2
+    ecosystems = {update["package-ecosystem"] for update in config["updates"]}
+    assert ecosystems == {"uv", "github-actions", "docker"}
+    for update in config["updates"]:
+        assert update["directory"] == "/"
+        assert update["schedule"]["interval"] in {"daily", "weekly"}
+
+
+def test_ci_builds_the_image_and_runs_it_to_ready():
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "ci.yml").read_text())
+    job = workflow["jobs"]["image"]
+    assert {"postgres", "redis"} <= set(job["services"])
+    steps = job["steps"]
+    build = next(step for step in steps if str(step.get("uses", "")).startswith("docker/build-push-action"))
+    assert build["with"]["file"] == "Containerfile"
+    assert build["with"]["load"] is True
+    run = next(step["run"] for step in steps if "docker run" in step.get("run", ""))
+    assert build["with"]["tags"] in run
+    assert "/readyz" in run and "/api/auth/register" in run
+    assert "DATABASE_URL=postgresql+asyncpg://" in run and "REDIS_URL=redis://" in run
+    # Every variable handed to the container is a setting the app reads.
+    names = set(re.findall(r"-e ([A-Z_]+)=", run))
+    assert names and names <= SETTINGS_ENV, names - SETTINGS_ENV
+    assert any("uv export --locked" in step.get("run", "") for step in steps)
+
+
+# --------------------------------------------------------------------------- Kubernetes, Grafana
+
+K8S = ROOT / "deploy" / "kubernetes"
+
+
+def manifests() -> list[dict]:
+    return [doc for path in sorted(K8S.glob("*.yaml")) for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def by_kind(kind: str, name: str | None = None) -> dict:
+    return next(
+        d for d in manifests() if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)
+    )
+
+
+def test_every_manifest_matches_the_kubernetes_schema():
+    # Offline: kubernetes-validate ships the schemas; strict mode refuses unknown fields.
+    import kubernetes_validate
+
+    docs = manifests()
+    assert {d["kind"] for d in docs} >= {
+        "Deployment",
+        "Service",
+        "PodDisruptionBudget",
+        "Job",
+        "ConfigMap",
+        "Secret",
+    }
+    for doc in docs:
+        kubernetes_validate.validate(doc, kubernetes_validate.latest_version(), strict=True)
+
+
+def test_the_api_deployment_probes_and_stops_gracefully():
+    api = by_kind("Deployment", "contacts-api")["spec"]["template"]["spec"]
+    (container,) = api["containers"]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/livez"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    config = by_kind("ConfigMap")["data"]
+    delay, timeout = float(config["SHUTDOWN_DELAY"]), float(config["SHUTDOWN_TIMEOUT"])
+    assert api["terminationGracePeriodSeconds"] > delay + timeout
+    readiness = container["readinessProbe"]
+    # The pod is seen not-ready before the server stops accepting connections.
+    assert readiness["periodSeconds"] * readiness["failureThreshold"] <= delay
+    assert container["resources"]["requests"]["cpu"] and container["resources"]["requests"]["memory"]
+
+
+def test_settings_named_in_the_manifests_are_settings():
+    names = set(by_kind("ConfigMap")["data"]) | set(by_kind("Secret")["stringData"])
+    for doc in manifests():
+        if doc["kind"] in {"Deployment", "Job"}:
+            for container in doc["spec"]["template"]["spec"]["containers"]:
+                names |= {env["name"] for env in container.get("env", [])}
+    assert names <= SETTINGS_ENV, names - SETTINGS_ENV
+    assert by_kind("ConfigMap")["data"]["AUTO_MIGRATE"] == "false"  # the Job migrates
+
+
+def test_selectors_match_the_pods():
+    api = by_kind("Deployment", "contacts-api")
+    pod_labels = api["spec"]["template"]["metadata"]["labels"]
+    for selector in (
+        by_kind("Service")["spec"]["selector"],
+        by_kind("PodDisruptionBudget")["spec"]["selector"]["matchLabels"],
+    ):
+        assert selector.items() <= pod_labels.items()
+    worker = by_kind("Deployment", "contacts-worker")
+    assert worker["spec"]["replicas"] == 0  # waits for the job runner (issue 14)
+    job = by_kind("Job")["spec"]["template"]["spec"]["containers"][0]
+    assert job["command"][-3:] == ["database", "upgrade", "--no-prompt"]
+
+
+def test_the_grafana_dashboard_uses_only_metrics_the_service_exports():
+    import prometheus_client
+
+    import app.metrics  # noqa: F401 - registers the metrics
+
+    dashboard = json.loads((ROOT / "deploy" / "grafana" / "contacts-api.json").read_text())
+    exported = {
+        sample_name
+        for metric in prometheus_client.REGISTRY.collect()
+        if metric.name.startswith("contacts_")
+        for sample_name in (metric.name, f"{metric.name}_total", f"{metric.name}_bucket")
+    }
+    used = set()
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            used |= set(re.findall(r"\bcontacts_[a-z_]+", target["expr"]))
+    assert used, "the dashboard shows no metric"
+    assert used <= exported, used - exported
+    assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])

@@ -1,0 +1,254 @@
+"""Prometheus metrics: request counts and latencies by route template, and the service's own.
+
+Served at ``/metrics`` (Prometheus text format) when ``METRICS_ENABLED`` is true, through
+Litestar's :class:`~litestar.plugins.prometheus.PrometheusController` (which also merges the
+workers' files in multi-process mode), behind the bearer ``METRICS_TOKEN`` when one is set.
+
+Requests are counted by the outermost request wrapper (:class:`app.logs.RequestLogMiddleware`
+calls :func:`observe_request`), not by Litestar's ``PrometheusMiddleware``: that one runs per
+route, inside the auth and rate-limit middleware, so it never sees their ``401``/``429`` and
+counts an exception raised there as a ``200``. Labels are the route *template*
+(``/api/contacts/{contact_id:uuid}``), never the raw path: ids and tokens do not become series.
+
+Several worker processes (``WORKERS>1``) share counters through the files of
+``PROMETHEUS_MULTIPROC_DIR`` (:func:`app.server.main` sets one up); gauges are then the sum
+over live workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+from typing import TYPE_CHECKING, Any
+
+from litestar import get
+from litestar.exceptions import NotAuthorizedException
+from litestar.plugins.prometheus import PrometheusController
+from litestar.response import Response
+from litestar.stores.base import Store
+from prometheus_client import Counter, Gauge, Histogram
+
+from app import cache
+
+if TYPE_CHECKING:
+    from datetime import timedelta
+
+    from litestar import Litestar
+    from litestar.connection import ASGIConnection
+    from litestar.handlers import BaseRouteHandler
+
+logger = logging.getLogger(__name__)
+
+#: Latency buckets, in seconds: cached reads take about a millisecond, logins (bcrypt) ~0.3 s.
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+#: The route label of a request that matched no route (a 404 or a 405 before routing).
+UNMATCHED = "<unmatched>"
+#: Seconds between two samples of the gauges in each worker (multi-process mode).
+SAMPLE_SECONDS = 5.0
+
+HTTP_REQUESTS = Counter(
+    "contacts_http_requests_total", "HTTP requests answered", ["method", "route", "status"]
+)
+HTTP_DURATION = Histogram(
+    "contacts_http_request_duration_seconds",
+    "Time to answer an HTTP request, in seconds",
+    ["method", "route", "status"],
+    buckets=BUCKETS,
+)
+RATE_LIMIT_REFUSALS = Counter(
+    "contacts_rate_limit_refusals_total", "Requests refused by a rate limit (429)", ["route"]
+)
+USER_CACHE = Counter("contacts_user_cache_requests_total", "Reads of the user cache, by result", ["result"])
+MAILS = Counter("contacts_mails_total", "Mails handed to the sender, by result", ["result"])
+DB_POOL_IN_USE = Gauge(
+    "contacts_db_pool_in_use", "Database connections checked out", ["pool"], multiprocess_mode="livesum"
+)
+DB_POOL_SIZE = Gauge(
+    "contacts_db_pool_size", "Database connections a pool may hold", ["pool"], multiprocess_mode="livesum"
+)
+PASSWORD_HASHES_QUEUED = Gauge(
+    "contacts_password_hashes_queued",
+    "Password hashes waiting for a hashing thread",
+    multiprocess_mode="livesum",
+)
+PASSWORD_HASHES_RUNNING = Gauge(
+    "contacts_password_hashes_running", "Password hashes being computed", multiprocess_mode="livesum"
+)
+
+_requests: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+
+def observe_request(method: str, route: str | None, status: int, seconds: float) -> None:
+    """Count one answered request (called once per request by the request wrapper).
+
+    Args:
+        method: The HTTP method.
+        route: The matched route's template, ``None`` when no route matched.
+        status: The status sent.
+        seconds: Time from the request's start to its end.
+    """
+    key = (method, route or UNMATCHED, status)
+    children = _requests.get(key)
+    if children is None:  # labels() takes a lock and builds a tuple: once per series
+        labels = (key[0], key[1], str(status))
+        children = _requests[key] = (HTTP_REQUESTS.labels(*labels), HTTP_DURATION.labels(*labels))
+    children[0].inc()
+    children[1].observe(seconds)
+    if status == 429:
+        RATE_LIMIT_REFUSALS.labels(key[1]).inc()
+
+
+def mail_result(sent: bool) -> None:
+    """Count a mail delivered, or given up on after its last attempt."""
+    MAILS.labels("sent" if sent else "failed").inc()
+
+
+class CountingStore(Store):
+    """The user cache's store, counting its hits and misses (metrics on only).
+
+    Everything else (the near cache's ``subscribed``, ``stop``...) goes to the wrapped store.
+
+    Args:
+        store: The store to wrap.
+    """
+
+    def __init__(self, store: Store) -> None:
+        """Wrap ``store``."""
+        self.store = store
+        self._hit = USER_CACHE.labels("hit")
+        self._miss = USER_CACHE.labels("miss")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    async def get(self, key: str, renew_for: int | timedelta | None = None) -> bytes | None:
+        """Read ``key`` and count the result."""
+        value = await self.store.get(key, renew_for)
+        (self._miss if value is None else self._hit).inc()
+        return value
+
+    async def set(self, key: str, value: str | bytes, expires_in: int | timedelta | None = None) -> None:
+        """Store ``value`` under ``key``."""
+        await self.store.set(key, value, expires_in)
+
+    async def delete(self, key: str) -> None:
+        """Drop ``key``."""
+        await self.store.delete(key)
+
+    async def delete_all(self) -> None:
+        """Drop every key."""
+        await self.store.delete_all()
+
+    async def exists(self, key: str) -> bool:
+        """Whether ``key`` is stored."""
+        return await self.store.exists(key)
+
+    async def expires_in(self, key: str) -> int | None:
+        """Seconds ``key`` has left."""
+        return await self.store.expires_in(key)
+
+
+def sample(app: Litestar) -> None:
+    """Read the gauges: connection pools in use and their sizes, password hashes queued.
+
+    Args:
+        app: The application (its database, engine and event loop).
+    """
+    engine_pool = app.state.db_config.get_engine().sync_engine.pool
+    with contextlib.suppress(AttributeError):  # pools without a bound (SQLite's) have no size
+        DB_POOL_IN_USE.labels("sessions").set(engine_pool.checkedout())
+        DB_POOL_SIZE.labels("sessions").set(engine_pool.size() + max(0, engine_pool.overflow()))
+    direct = getattr(app.state.database, "_pool", None)
+    if direct is not None:
+        DB_POOL_IN_USE.labels("direct").set(direct.get_size() - direct.get_idle_size())
+        DB_POOL_SIZE.labels("direct").set(direct.get_max_size())
+    # The hashing limiter is per event loop (app.security.passwords): read, never changed.
+    from app.security import passwords
+
+    limiter = getattr(passwords, "_limiters", {}).get(asyncio.get_running_loop())
+    if limiter is not None:
+        stats = limiter.statistics()
+        PASSWORD_HASHES_QUEUED.set(stats.tasks_waiting)
+        PASSWORD_HASHES_RUNNING.set(stats.borrowed_tokens)
+
+
+def requires_metrics_token(
+    connection: ASGIConnection[Any, Any, Any, Any], _handler: BaseRouteHandler
+) -> None:
+    """Guard: the request carries ``Authorization: Bearer METRICS_TOKEN`` (when one is set).
+
+    Raises:
+        NotAuthorizedException: The token is missing or wrong.
+    """
+    expected = connection.app.state.settings.metrics_token
+    if not expected:
+        return
+    given = connection.headers.get("authorization", "")
+    scheme, _, token = given.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), expected.encode()):
+        raise NotAuthorizedException(
+            "A valid metrics token is required", headers={"WWW-Authenticate": 'Bearer realm="metrics"'}
+        )
+
+
+class MetricsController(PrometheusController):
+    """``GET /metrics``: Litestar's Prometheus exposition, with fresh gauges, behind a token."""
+
+    path = "/metrics"
+    include_in_schema = False
+    guards = [requires_metrics_token]
+    opt = {"exclude_from_auth": True}
+
+    @get()
+    async def get(self, request: Any) -> Response:  # type: ignore[override]
+        """Sample the gauges, then render every metric (all workers' in multi-process mode).
+
+        Args:
+            request: The scrape request.
+
+        Returns:
+            The Prometheus text exposition.
+        """
+        sample(request.app)
+        return await PrometheusController.get.fn(self)  # type: ignore[attr-defined]
+
+
+def start_metrics(multiprocess: bool) -> Any:
+    """Return a start-up hook counting user cache reads, and sampling gauges in each worker.
+
+    Args:
+        multiprocess: Whether several workers share the metrics (then each samples its own
+            gauges every :data:`SAMPLE_SECONDS`; one process samples when it is scraped).
+
+    Returns:
+        An ``on_startup`` hook (run after the stores are open).
+    """
+
+    async def hook(app: Litestar) -> None:
+        store = app.stores.get(cache.USER_CACHE)
+        if not isinstance(store, CountingStore):
+            app.stores.register(cache.USER_CACHE, CountingStore(store), allow_override=True)
+        if multiprocess:
+            app.state["metrics_sampler"] = asyncio.get_running_loop().create_task(_sample_forever(app))
+
+    return hook
+
+
+async def _sample_forever(app: Litestar) -> None:
+    while True:
+        try:
+            sample(app)
+        except Exception as exc:  # a sample is best effort; the next one may work
+            logger.warning("metrics: sampling failed (%s)", type(exc).__name__)
+        await asyncio.sleep(SAMPLE_SECONDS)
+
+
+async def stop_metrics(app: Litestar) -> None:
+    """Shutdown hook: stop the sampler, if one runs."""
+    task = app.state.get("metrics_sampler")
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

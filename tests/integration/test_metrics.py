@@ -1,0 +1,189 @@
+"""``/metrics``: off by default, behind its token, parsed with prometheus_client's own parser."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import SmtpServer
+from tests.integration.test_server_command import readme_run_command, serve, server_env  # noqa: F401
+
+TOKEN = "metrics-token-for-tests-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def parse(text: str) -> dict[tuple[str, frozenset], float]:
+    """Every sample as ``(name, labels) -> value``."""
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(samples: dict, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+async def scrape(client) -> dict:
+    response = await client.get("/metrics", headers=AUTH)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/plain")
+    return parse(response.text)
+
+
+async def test_metrics_are_off_by_default(client):
+    assert (await client.get("/metrics")).status_code == 404
+
+
+async def test_metrics_need_the_token(make_client):
+    async with make_client(metrics_enabled=True, metrics_token=TOKEN) as client:
+        assert (await client.get("/metrics")).status_code == 401
+        wrong = await client.get("/metrics", headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401
+        assert wrong.headers["www-authenticate"].startswith("Bearer")
+        assert (await client.get("/metrics", headers=AUTH)).status_code == 200
+
+
+async def test_requests_are_counted_by_route_template_and_status(make_client, user_factory):
+    async with make_client(metrics_enabled=True, metrics_token=TOKEN) as client:
+        user = await user_factory()
+        before = await scrape(client)
+        created = await client.post(
+            "/api/contacts/",
+            json={
+                "first_name": "Ada",
+                "last_name": "L",
+                "email": "ada@example.com",
+                "phone_number": "+380501234567",
+            },
+            headers=user.headers,
+        )
+        assert created.status_code == 201, created.text
+        contact_id = created.json()["id"]
+        for _ in range(3):
+            assert (await client.get(f"/api/contacts/{contact_id}", headers=user.headers)).status_code == 200
+        assert (await client.get("/api/nowhere/at/all")).status_code == 404
+        assert (await client.get("/api/users/me")).status_code == 401
+        text = (await client.get("/metrics", headers=AUTH)).text
+    after = parse(text)
+    assert contact_id not in text, "a raw id became a label"
+    (route,) = {
+        dict(labels)["route"]
+        for (name, labels) in after
+        if name == "contacts_http_requests_total" and dict(labels)["route"].startswith("/api/contacts/{")
+    }
+    assert route.startswith("/api/contacts/{contact_id")
+    labels = {"method": "GET", "route": route, "status": "200"}
+    assert (
+        value(after, "contacts_http_requests_total", **labels)
+        - value(before, "contacts_http_requests_total", **labels)
+        == 3
+    )
+    assert (
+        value(after, "contacts_http_request_duration_seconds_count", **labels)
+        - value(before, "contacts_http_request_duration_seconds_count", **labels)
+        == 3
+    )
+    unmatched = {"method": "GET", "route": "<unmatched>", "status": "404"}
+    assert value(after, "contacts_http_requests_total", **unmatched) > value(
+        before, "contacts_http_requests_total", **unmatched
+    )
+    me_401 = {"method": "GET", "route": "/api/users/me", "status": "401"}
+    assert (
+        value(after, "contacts_http_requests_total", **me_401)
+        == value(before, "contacts_http_requests_total", **me_401) + 1
+    )
+
+
+async def test_the_services_own_metrics(make_client, user_factory, settings, smtp_server: SmtpServer):
+    async with make_client(
+        metrics_enabled=True,
+        metrics_token=TOKEN,
+        rate_limit_enabled=True,
+        rate_limit_auth_per_minute=2,
+        **smtp_server.settings,
+    ) as client:
+        user = await user_factory()
+        before = await scrape(client)
+        for _ in range(2):
+            assert (await client.get("/api/users/me", headers=user.headers)).status_code == 200
+        sent = await client.post("/api/auth/update_password", json={"email": user.email})
+        assert sent.status_code in (200, 202), sent.text
+        statuses = [
+            (
+                await client.post("/api/auth/login", data={"username": user.email, "password": user.password})
+            ).status_code
+            for _ in range(3)
+        ]
+        assert 200 in statuses and statuses[-1] == 429
+        after = await scrape(client)
+        for _ in range(50):  # the mail leaves in a background task
+            if value(after, "contacts_mails_total", result="sent") > value(
+                before, "contacts_mails_total", result="sent"
+            ):
+                break
+            after = await scrape(client)
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert delta("contacts_user_cache_requests_total", result="miss") >= 1
+    assert delta("contacts_user_cache_requests_total", result="hit") >= 1
+    assert delta("contacts_rate_limit_refusals_total", route="/api/auth/login") == statuses.count(429)
+    assert delta("contacts_mails_total", result="sent") == 1
+    pools = {dict(labels)["pool"] for (name, labels) in after if name == "contacts_db_pool_size"}
+    assert "sessions" in pools
+    assert value(after, "contacts_db_pool_in_use", pool="sessions") >= 0
+    if settings.database_url.startswith("postgresql"):
+        assert value(after, "contacts_db_pool_size", pool="direct") == settings.db_pool_size
+    assert ("contacts_password_hashes_queued", frozenset()) in after
+    assert value(after, "contacts_password_hashes_running") == 0
+
+
+@pytest.mark.parametrize("workers", [2])
+def test_several_workers_share_their_counts(
+    workers: int,
+    server_env: dict[str, str],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    port = int(server_env["PORT"])
+    server_env.update(
+        {
+            "WORKERS": str(workers),
+            "METRICS_ENABLED": "true",
+            "METRICS_TOKEN": TOKEN,
+            "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
+        }
+    )
+    command = readme_run_command()
+    if command[0] != sys.executable and "uv" not in command[0]:
+        pytest.skip("unexpected README command")
+    requests = 40
+    with serve(command, server_env, port, tmp_path) as server:
+        with httpx.Client(base_url=server.base_url, timeout=10) as http:
+            baseline = parse(http.get("/metrics", headers=AUTH).text)
+            for _ in range(requests):
+                # A new connection each time, so that both workers answer some.
+                assert httpx.get(f"{server.base_url}/livez").status_code == 200
+            after = parse(http.get("/metrics", headers=AUTH).text)
+        files = list((tmp_path / "metrics").glob("counter_*.db"))
+    labels = {"method": "GET", "route": "/livez", "status": "200"}
+    counted = value(after, "contacts_http_requests_total", **labels) - value(
+        baseline, "contacts_http_requests_total", **labels
+    )
+    assert counted == requests
+    assert len(files) >= 2, "each worker writes its own file"
+
+
+def test_production_needs_a_metrics_token_when_metrics_are_on():
+    from app.config import SettingsError, load_settings
+
+    env = {"APP_ENV": "production", "SECRET_KEY": "k" * 40, "METRICS_ENABLED": "true"}
+    with pytest.raises(SettingsError, match="METRICS_TOKEN"):
+        load_settings(env, env_file=None)
+    assert load_settings({**env, "METRICS_TOKEN": TOKEN}, env_file=None).metrics_enabled

@@ -135,8 +135,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     timezone: str = "UTC"
     #: Seconds the health check waits for the database.
     health_timeout: float = 2.0
+    #: Seconds between ``SIGTERM`` and the server closing its socket, while ``/readyz`` answers
+    #: ``503`` so that load balancers stop sending requests (Kubernetes: a few probe periods).
+    shutdown_delay: float = 0.0
+    #: Seconds the server then waits for requests in flight before cancelling them.
+    shutdown_timeout: float = 20.0
     #: Log level of the application loggers.
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    #: ``json`` (one object per line, for log collectors) or ``console`` (readable, for development).
+    log_format: Literal["json", "console"] = "json"
     #: Address ``python -m app`` listens on (``0.0.0.0`` in the container).
     host: str = "127.0.0.1"
     #: Port ``python -m app`` listens on.
@@ -244,7 +251,7 @@ def _check(settings: Settings) -> None:
         if getattr(settings, name) <= 0:
             msg = f"{_env_name(name)}: must be a positive number (got {getattr(settings, name)!r})"
             raise SettingsError(msg)
-    for name in ("mail_retry_seconds", "user_cache_local_ttl"):
+    for name in ("mail_retry_seconds", "user_cache_local_ttl", "shutdown_delay", "shutdown_timeout"):
         if getattr(settings, name) < 0:
             msg = f"{_env_name(name)}: must not be negative (got {getattr(settings, name)})"
             raise SettingsError(msg)

@@ -24,6 +24,7 @@ from app.contacts.controller import ContactController, contacts_import_router
 from app.db import Database, make_db_config, migrate_on_startup
 from app.errors import EXCEPTION_HANDLERS
 from app.health.controller import HealthController
+from app.health.probes import drain_on_sigterm, livez, mark_draining, readyz
 from app.logs import RequestLogMiddleware, configure_logging
 from app.mail.senders import make_mailer
 from app.openapi_document import operation_id, tidy_document_hook
@@ -70,6 +71,8 @@ def route_handlers() -> list[ControllerRouterHandler]:
     """Every controller of the API, in the order they appear in the docs."""
     handlers: list[ControllerRouterHandler] = [
         HealthController,
+        livez,
+        readyz,
         AuthController,
         UsersController,
         PasswordController,
@@ -99,7 +102,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         The configured Litestar application.
     """
     settings = settings or get_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     db_config = make_db_config(settings)
     database = Database(db_config.get_engine(), settings.db_pool_size)
     auth = make_auth(settings)
@@ -110,9 +113,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         on_startup.append(migrate_on_startup(db_config))
     on_startup += [database.open, cache.open_stores, mark_public_operations(auth.exclude or [])]
     # After the public operations are marked: which ones need a token decides their 401.
-    on_startup += [tidy_document_hook, _freeze_gc]
+    on_startup += [tidy_document_hook, drain_on_sigterm(settings.shutdown_delay), _freeze_gc]
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             *route_handlers(),
             avatar_router(settings),
@@ -124,8 +127,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         dependencies={"settings": Provide(lambda: settings, use_cache=True, sync_to_thread=False)},
         on_app_init=[auth.on_app_init],
         on_startup=on_startup,
-        on_shutdown=[cache.close_stores, database.close],
-        middleware=[RequestLogMiddleware, *rate_limit_middleware(settings)],
+        on_shutdown=[mark_draining, cache.close_stores, database.close],
+        middleware=rate_limit_middleware(settings),
         before_send=[make_security_headers("/schema", settings.trusted_proxies)],
         exception_handlers=EXCEPTION_HANDLERS,
         cors_config=CORSConfig(allow_origins=list(settings.cors_origins)) if settings.cors_origins else None,
@@ -150,8 +153,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 "mailer": make_mailer(settings),
             }
         ),
+        # Logging is set up by configure_logging alone (Litestar's own would add a second format).
+        logging_config=None,
         debug=False,
     )
+    # Outermost, as Litestar does with its OpenTelemetry middleware: route middleware would miss
+    # the answers of the auth and rate-limit middleware (401, 429) and of the router (404, 405).
+    app.asgi_handler = RequestLogMiddleware(app.asgi_handler)
+    return app
 
 
 def __getattr__(name: str) -> Any:

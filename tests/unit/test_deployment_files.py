@@ -1,6 +1,7 @@
 """The compose file and the Containerfile, read as a reviewer would (no Docker engine here)."""
 
 import json
+import re
 from pathlib import Path
 
 import msgspec
@@ -86,3 +87,17 @@ def test_compose_runs_the_image_command():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     assert "command" not in compose["services"]["app"]
     assert "FORWARDED_ALLOW_IPS" not in compose["services"]["app"].get("environment", {})
+
+
+def _seconds(duration: str) -> float:
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    number, unit = re.fullmatch(r"([0-9.]+)(ms|s|m|h)", duration).groups()
+    return float(number) * units[unit]
+
+
+def test_compose_gives_the_drain_time_to_finish():
+    app = compose()["services"]["app"]
+    env = app["environment"]
+    drain = float(env["SHUTDOWN_DELAY"]) + float(env["SHUTDOWN_TIMEOUT"])
+    # Docker sends SIGKILL after stop_grace_period (10 s by default).
+    assert _seconds(app["stop_grace_period"]) > drain

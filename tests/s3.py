@@ -39,7 +39,7 @@ class S3Bucket:
         """The same, as :class:`~app.config.Settings` field overrides."""
         return {name.lower(): value for name, value in self.env().items()}
 
-    def keys(self) -> list[str]:
+    def object_keys(self) -> list[str]:
         """Every key in the bucket, sorted."""
         listing = self.client.list_objects_v2(Bucket=self.name)
         return sorted(item["Key"] for item in listing.get("Contents", []))

@@ -65,7 +65,7 @@ async def test_upload_goes_to_the_bucket_and_is_readable_from_its_url(
         assert url.startswith(f"{bucket.endpoint}/{bucket.name}/avatars/{admin.id}-")
         assert url.endswith(".jpg")
         assert (await _me(client, admin))["avatar_url"] == url
-    [key] = bucket.keys()
+    [key] = bucket.object_keys()
     assert url.endswith(key)
     # Anyone reads it from the bucket's URL, with its type; nothing is on the replica's disk.
     served = await _fetch(url)
@@ -81,7 +81,7 @@ async def test_replacing_deletes_the_previous_object(
         first = (await client.patch(PATH, files=_upload(images.png()), headers=admin.headers)).json()
         second = (await client.patch(PATH, files=_upload(images.gif()), headers=admin.headers)).json()
     assert first["avatar_url"] != second["avatar_url"]
-    [key] = bucket.keys()
+    [key] = bucket.object_keys()
     assert second["avatar_url"].endswith(key)
     assert (await _fetch(first["avatar_url"])).status_code in (403, 404)
     assert (await _fetch(second["avatar_url"])).content == images.gif()

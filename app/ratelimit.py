@@ -44,7 +44,6 @@ if TYPE_CHECKING:
 
     from litestar.connection import Request
     from litestar.middleware.base import DefineMiddleware
-    from litestar.stores.base import Store
     from litestar.types import ASGIApp, Receive, Scope, Send
     from redis.commands.core import AsyncScript
 
@@ -111,7 +110,11 @@ class _LimitConfig(RateLimitConfig):
 
 
 class _RetryAfterRateLimitMiddleware(RateLimitMiddleware):
-    """Litestar's middleware for one :class:`Limit`, adding ``Retry-After`` to its ``429``."""
+    """Litestar's middleware for one :class:`Limit`: atomic counting on Redis, ``Retry-After`` on ``429``.
+
+    With Redis down, requests pass uncounted (logged): an outage degrades the service instead
+    of turning every limited route into a ``500``.
+    """
 
     def __init__(self, app: ASGIApp, config: _LimitConfig) -> None:
         """Keep the limit's name next to Litestar's own state."""
@@ -172,25 +175,6 @@ class _RetryAfterRateLimitMiddleware(RateLimitMiddleware):
         if headers is not None:
             send = self.create_send_wrapper(send=send, cache_object=counted)
         await self.app(scope, receive, send)
-
-    async def retrieve_cached_history(self, key: str, store: Store) -> CacheObject:
-        """The client's request history; an empty one when the store is down (fail open).
-
-        A Redis outage degrades the service (no rate limit for a while) instead of turning
-        every limited route into a ``500``.
-        """
-        try:
-            return await super().retrieve_cached_history(key, store)
-        except Exception as exc:
-            logger.warning("rate limit store unavailable, not limiting (%s)", type(exc).__name__)
-            return CacheObject(history=[], reset=int(time.time()) + DURATION_VALUES[self.unit])
-
-    async def set_cached_history(self, key: str, cache_object: CacheObject, store: Store) -> None:
-        """Record this request; skipped (logged) when the store is down."""
-        try:
-            await super().set_cached_history(key, cache_object, store)
-        except Exception as exc:
-            logger.warning("rate limit store unavailable, request not counted (%s)", type(exc).__name__)
 
 
 class ClientIdentifier:

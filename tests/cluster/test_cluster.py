@@ -322,7 +322,11 @@ class Load:
     _threads: list[threading.Thread] = field(default_factory=list)
 
     def _run(self) -> None:
-        with httpx.Client(base_url=self.url, headers=self.headers, timeout=30) as http:
+        # A connection per request: a reload of nginx closes its old workers' idle kept-alive
+        # connections, and a POST sent on one at that moment is lost by the client (not the
+        # cluster), which could not know whether to retry it.
+        no_reuse = httpx.Limits(max_keepalive_connections=0)
+        with httpx.Client(base_url=self.url, headers=self.headers, timeout=30, limits=no_reuse) as http:
             while not self._stop.is_set():
                 tag = uuid.uuid4().hex[:12]
                 body = {

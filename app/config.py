@@ -113,6 +113,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_request_bytes: int = 1024 * 1024
     #: Largest accepted contacts import file, in bytes.
     import_max_bytes: int = 2 * 1024 * 1024
+    #: Most contacts (vCards or CSV rows) one import may bring; a file with more is a ``413``.
+    import_max_cards: int = 10_000
     #: Whether rate limits apply (benchmarks turn them off).
     rate_limit_enabled: bool = True
     #: Requests per minute per client to ``/api/users/me``.
@@ -235,6 +237,7 @@ def _check(settings: Settings) -> None:
         "avatar_max_pixels",
         "max_request_bytes",
         "import_max_bytes",
+        "import_max_cards",
         "db_pool_size",
         "rate_limit_me_per_minute",
         "rate_limit_auth_per_minute",

@@ -25,6 +25,7 @@ from app.db import Database, make_db_config, migrate_on_startup
 from app.errors import EXCEPTION_HANDLERS
 from app.health.controller import HealthController
 from app.health.probes import drain_on_sigterm, livez, mark_draining, readyz
+from app.http import require_declared_body
 from app.logs import RequestLogMiddleware, configure_logging
 from app.mail.senders import make_mailer
 from app.openapi_document import operation_id, tidy_document_hook
@@ -129,6 +130,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         on_startup=on_startup,
         on_shutdown=[mark_draining, cache.close_stores, database.close],
         middleware=rate_limit_middleware(settings),
+        # Every body's media type as its route declares it (415 otherwise); see app/http.py.
+        before_request=require_declared_body,
         before_send=[make_security_headers("/schema", settings.trusted_proxies)],
         exception_handlers=EXCEPTION_HANDLERS,
         cors_config=CORSConfig(allow_origins=list(settings.cors_origins)) if settings.cors_origins else None,

@@ -187,7 +187,9 @@ class S3Storage:
         Args:
             settings: The ``S3_*`` settings (bucket, endpoint, keys, region, public URL).
         """
-        assert settings.s3_bucket  # checked by the settings
+        if not settings.s3_bucket:  # load_settings refuses this; Settings built in code may not
+            msg = "S3_BUCKET: required when AVATAR_STORAGE=s3"
+            raise ValueError(msg)
         config: dict[str, Any] = {"region": settings.s3_region}
         if settings.s3_endpoint_url:
             # Self-hosted endpoints (MinIO, Ceph...) address buckets by path, not by host name.

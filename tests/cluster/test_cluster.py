@@ -243,7 +243,8 @@ def cluster(database_template: str, tmp_path_factory: pytest.TempPathFactory) ->
     base = tmp_path_factory.mktemp("cluster")
     import redis
 
-    redis.Redis.from_url(TEST_REDIS_URL).flushdb()
+    with redis.Redis.from_url(TEST_REDIS_URL) as client:
+        client.flushdb()  # counters of earlier runs would skew the exact rate-limit counts
     moto = s3.start_server()
     nginx: subprocess.Popen[bytes] | None = None
     replicas: list[Replica] = []

@@ -90,6 +90,21 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     cloudinary_url: str | None = None
     #: Directory for locally stored avatars, served at ``/media``.
     media_dir: str = "./media"
+    #: Where avatars go: ``local`` (``MEDIA_DIR``), ``cloudinary`` or ``s3`` (an S3-compatible bucket,
+    #: shared by every replica); unset: Cloudinary when ``CLOUDINARY_URL`` is set, else local.
+    avatar_storage: Literal["local", "cloudinary", "s3"] | None = None
+    #: S3 endpoint (``https://minio.example:9000``...); unset: AWS S3 in ``S3_REGION``.
+    s3_endpoint_url: str | None = None
+    #: Bucket of the avatars (``AVATAR_STORAGE=s3``); its ``avatars/`` objects must be publicly readable.
+    s3_bucket: str | None = None
+    #: S3 access key id; unset: the ``AWS_*`` environment variables or the instance's role.
+    s3_access_key_id: str | None = None
+    #: S3 secret access key (with ``S3_ACCESS_KEY_ID``).
+    s3_secret_access_key: str | None = None
+    #: S3 region.
+    s3_region: str = "us-east-1"
+    #: Base URL clients read avatars from (a CDN...); unset: the endpoint's ``/<bucket>`` URL.
+    s3_public_url: str | None = None
     #: Largest accepted avatar upload, in bytes.
     avatar_max_bytes: int = 5 * 1024 * 1024
     #: Largest accepted avatar, in pixels (width x height), against decompression bombs.
@@ -283,6 +298,17 @@ def _check(settings: Settings) -> None:
     if settings.metrics_enabled and settings.app_env == "production" and len(settings.metrics_token) < 16:
         msg = "METRICS_TOKEN: at least 16 characters are required when METRICS_ENABLED=true in production"
         raise SettingsError(msg)
+    if settings.avatar_storage == "s3" and not settings.s3_bucket:
+        msg = "S3_BUCKET: required when AVATAR_STORAGE=s3"
+        raise SettingsError(msg)
+    if settings.avatar_storage == "cloudinary" and not settings.cloudinary_url:
+        msg = "CLOUDINARY_URL: required when AVATAR_STORAGE=cloudinary"
+        raise SettingsError(msg)
+    for name in ("s3_endpoint_url", "s3_public_url"):
+        value = getattr(settings, name)
+        if value is not None and not value.startswith(("http://", "https://")):
+            msg = f"{_env_name(name)}: must start with http:// or https:// (got {value!r})"
+            raise SettingsError(msg)
     try:
         ZoneInfo(settings.timezone)
     except (ZoneInfoNotFoundError, ValueError):

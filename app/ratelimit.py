@@ -15,18 +15,25 @@ A client is its socket peer address, unless that peer is one of ``TRUSTED_PROXIE
 the nearest untrusted address in ``X-Forwarded-For`` names it (a client cannot spoof its
 way past the limit by sending its own header, since only the proxies' entries are trusted).
 A ``429`` carries ``Retry-After`` with the seconds left in the window.
+
+On Redis a request is counted by one Lua script (``INCR``, and ``PEXPIRE`` when the window
+opens): one round trip, atomic across every replica, so a burst spread over replicas passes
+exactly the limit. Litestar's own read-then-write of a request history stays for the
+in-memory store, where one process and its lock see every request anyway.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from litestar.exceptions import TooManyRequestsException
 from litestar.middleware.rate_limit import DURATION_VALUES, CacheObject, RateLimitConfig, RateLimitMiddleware
+from litestar.stores.redis import RedisStore
 
 from app import cache
 
@@ -37,10 +44,22 @@ if TYPE_CHECKING:
 
     from litestar.connection import Request
     from litestar.middleware.base import DefineMiddleware
-    from litestar.stores.base import Store
     from litestar.types import ASGIApp, Receive, Scope, Send
+    from redis.commands.core import AsyncScript
 
     from app.config import Settings
+
+#: Counts one request in a fixed window, atomically: returns the count (this request included)
+#: and the milliseconds left in the window, which opens with the first request (``PTTL`` < 0).
+COUNT_SCRIPT = """
+local count = redis.call('INCR', KEYS[1])
+local left = redis.call('PTTL', KEYS[1])
+if left < 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  left = tonumber(ARGV[1])
+end
+return {count, left}
+"""
 
 #: The handler ``opt`` key naming the limits of a route.
 RATE_LIMIT_OPT = "rate_limit"
@@ -91,12 +110,17 @@ class _LimitConfig(RateLimitConfig):
 
 
 class _RetryAfterRateLimitMiddleware(RateLimitMiddleware):
-    """Litestar's middleware for one :class:`Limit`, adding ``Retry-After`` to its ``429``."""
+    """Litestar's middleware for one :class:`Limit`: atomic counting on Redis, ``Retry-After`` on ``429``.
+
+    With Redis down, requests pass uncounted (logged): an outage degrades the service instead
+    of turning every limited route into a ``500``.
+    """
 
     def __init__(self, app: ASGIApp, config: _LimitConfig) -> None:
         """Keep the limit's name next to Litestar's own state."""
         super().__init__(app, config)
         self.name = config.name
+        self._script: AsyncScript | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Count the request if its handler names this limit; pass any other straight on."""
@@ -105,7 +129,11 @@ class _RetryAfterRateLimitMiddleware(RateLimitMiddleware):
             await self.app(scope, receive, send)
             return
         try:
-            await super().__call__(scope, receive, send)
+            store = self.config.get_store_from_app(scope["litestar_app"])
+            if isinstance(store, RedisStore):
+                await self._call_counted_in_redis(store, scope, receive, send)
+            else:
+                await super().__call__(scope, receive, send)
         except TooManyRequestsException as exc:
             headers = dict(exc.headers or {})
             reset = headers.get(self.config.rate_limit_reset_header_key)
@@ -114,24 +142,39 @@ class _RetryAfterRateLimitMiddleware(RateLimitMiddleware):
                 exc.headers = headers
             raise
 
-    async def retrieve_cached_history(self, key: str, store: Store) -> CacheObject:
-        """The client's request history; an empty one when the store is down (fail open).
-
-        A Redis outage degrades the service (no rate limit for a while) instead of turning
-        every limited route into a ``500``.
-        """
+    async def _call_counted_in_redis(
+        self, store: RedisStore, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        """Count the request with :data:`COUNT_SCRIPT`; refuse it past the limit, else pass it on."""
+        request: Request[Any, Any, Any] = scope["litestar_app"].request_class(scope)
+        if not await self.should_check_request(request=request):
+            await self.app(scope, receive, send)
+            return
+        # A key of its own: a JSON history left by an older version would not INCR.
+        key = store._make_key(f"{self.cache_key_from_request(request)}::count")
+        window_ms = DURATION_VALUES[self.unit] * 1000
+        if self._script is None or self._script.registered_client is not store._redis:
+            self._script = store._redis.register_script(COUNT_SCRIPT)
         try:
-            return await super().retrieve_cached_history(key, store)
+            count, left_ms = await self._script(keys=[key], args=[window_ms])
         except Exception as exc:
+            # Fail open, as for the memory path: an outage degrades, it does not answer 500.
             logger.warning("rate limit store unavailable, not limiting (%s)", type(exc).__name__)
-            return CacheObject(history=[], reset=int(time.time()) + DURATION_VALUES[self.unit])
-
-    async def set_cached_history(self, key: str, cache_object: CacheObject, store: Store) -> None:
-        """Record this request; skipped (logged) when the store is down."""
-        try:
-            await super().set_cached_history(key, cache_object, store)
-        except Exception as exc:
-            logger.warning("rate limit store unavailable, request not counted (%s)", type(exc).__name__)
+            await self.app(scope, receive, send)
+            return
+        # Litestar's headers are computed from a history: one entry per counted request.
+        counted = CacheObject(
+            history=[0] * min(int(count), self.max_requests),
+            reset=int(time.time()) + math.ceil(int(left_ms) / 1000),
+        )
+        headers = (
+            self.create_response_headers(cache_object=counted) if self.config.set_rate_limit_headers else None
+        )
+        if count > self.max_requests:
+            raise TooManyRequestsException(headers=headers)
+        if headers is not None:
+            send = self.create_send_wrapper(send=send, cache_object=counted)
+        await self.app(scope, receive, send)
 
 
 class ClientIdentifier:

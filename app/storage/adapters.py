@@ -3,6 +3,10 @@
 * :class:`CloudinaryStorage` when ``CLOUDINARY_URL`` is set: one public id per user, uploaded
   with ``overwrite=True``, so a new avatar replaces the old one in place; the secure URL
   Cloudinary returns (versioned, so caches see the change) is what the user record keeps.
+* :class:`S3Storage` with ``AVATAR_STORAGE=s3``: objects in an S3-compatible bucket (AWS, MinIO,
+  Ceph, R2...) under server-made names, read by clients straight from the bucket's public URL;
+  the previous object is deleted once the new URL is saved. Nothing is kept on the replicas'
+  disks, so any number of them can serve.
 * :class:`LocalStorage` otherwise: files under ``MEDIA_DIR`` with server-made names, served at
   ``/media``; the previous file of the user is removed once the new URL is saved.
 """
@@ -13,16 +17,20 @@ import asyncio
 import logging
 import re
 import secrets
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlparse
 
 import cloudinary.uploader
+import obstore
 from litestar.datastructures import CacheControlHeader
 from litestar.exceptions import NotFoundException
 from litestar.static_files import create_static_files_router
+from obstore.store import S3Store
 
 from app.errors import file_not_found_handler
+from app.storage.images import FORMATS
 
 if TYPE_CHECKING:
     from uuid import UUID
@@ -44,6 +52,10 @@ CLOUDINARY_FOLDER = "contacts-api/avatars"
 _LOCAL_NAME = re.compile(
     r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}-[0-9a-f]{16}\.(png|jpg|webp|gif)"
 )
+
+
+#: Key prefix of avatars in an S3 bucket.
+S3_PREFIX = "avatars/"
 
 
 class AvatarStorage(Protocol):
@@ -162,6 +174,108 @@ class LocalStorage:
             logger.warning("could not remove old avatar %s (%s)", path.name, type(exc).__name__)
 
 
+class S3Storage:
+    """Avatars as objects in an S3-compatible bucket, read from the bucket's public URL.
+
+    Uses obstore (Rust ``object_store``): native async calls, no thread per upload, and short
+    timeouts with a bounded retry so an unreachable bucket answers ``502`` within seconds.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        """Configure the client (no network I/O here; credentials may also come from ``AWS_*``).
+
+        Args:
+            settings: The ``S3_*`` settings (bucket, endpoint, keys, region, public URL).
+        """
+        if not settings.s3_bucket:  # load_settings refuses this; Settings built in code may not
+            msg = "S3_BUCKET: required when AVATAR_STORAGE=s3"
+            raise ValueError(msg)
+        config: dict[str, Any] = {"region": settings.s3_region}
+        if settings.s3_endpoint_url:
+            # Self-hosted endpoints (MinIO, Ceph...) address buckets by path, not by host name.
+            config.update(endpoint=settings.s3_endpoint_url, virtual_hosted_style_request=False)
+        if settings.s3_access_key_id and settings.s3_secret_access_key:
+            config.update(
+                access_key_id=settings.s3_access_key_id, secret_access_key=settings.s3_secret_access_key
+            )
+        self.store = S3Store(
+            settings.s3_bucket,
+            client_options={
+                "allow_http": bool(
+                    settings.s3_endpoint_url and settings.s3_endpoint_url.startswith("http://")
+                ),
+                "connect_timeout": "3s",
+                "timeout": "20s",
+            },
+            retry_config={
+                "max_retries": 2,
+                "backoff": {
+                    "init_backoff": timedelta(milliseconds=100),
+                    "max_backoff": timedelta(seconds=1),
+                    "base": 2,
+                },
+                "retry_timeout": timedelta(seconds=10),
+            },
+            **config,
+        )
+        self.base_url = f"{s3_public_url(settings).rstrip('/')}/"
+
+    async def save(self, user_id: UUID, data: bytes, image: ImageInfo) -> str:
+        """Put the object under a fresh server-made name and return its public URL.
+
+        Raises:
+            StorageError: The bucket refused the object or could not be reached.
+        """
+        key = f"{S3_PREFIX}{user_id}-{secrets.token_hex(8)}.{image.extension}"
+        try:
+            await obstore.put_async(
+                self.store,
+                key,
+                data,
+                # A new avatar gets a new name, so an object never changes: cache it for long.
+                attributes={"Content-Type": FORMATS[image.kind][1], "Cache-Control": "public, max-age=86400"},
+            )
+        except Exception as exc:
+            logger.warning("s3 upload failed (%s: %s)", type(exc).__name__, str(exc).split("\n", 1)[0][:200])
+            raise StorageError("The avatar could not be stored") from exc
+        return self.base_url + key
+
+    def key_of(self, url: str) -> str | None:
+        """The object behind one of our URLs, or ``None`` for any other URL (Gravatar...)."""
+        if not url.startswith(self.base_url):
+            return None
+        key = url.removeprefix(self.base_url)
+        if not key.startswith(S3_PREFIX) or not _LOCAL_NAME.fullmatch(key.removeprefix(S3_PREFIX)):
+            return None
+        return key
+
+    async def discard(self, url: str) -> None:
+        """Delete the object behind a previous avatar URL, if it is one of ours."""
+        key = self.key_of(url)
+        if key is None:
+            return
+        try:
+            await obstore.delete_async(self.store, key)
+        except Exception as exc:  # a leftover object is not worth failing the request for
+            logger.warning("could not remove old avatar %s (%s)", key, type(exc).__name__)
+
+
+def s3_public_url(settings: Settings) -> str:
+    """Where clients read the bucket's objects: ``S3_PUBLIC_URL``, else the endpoint's path-style URL.
+
+    Args:
+        settings: The ``S3_*`` settings.
+
+    Returns:
+        A base URL; an object's URL is this, ``/`` and its key.
+    """
+    if settings.s3_public_url:
+        return settings.s3_public_url
+    if settings.s3_endpoint_url:
+        return f"{settings.s3_endpoint_url.rstrip('/')}/{settings.s3_bucket}"
+    return f"https://{settings.s3_bucket}.s3.{settings.s3_region}.amazonaws.com"
+
+
 def make_avatar_storage(settings: Settings) -> AvatarStorage:
     """Choose the avatar storage for the settings.
 
@@ -169,8 +283,12 @@ def make_avatar_storage(settings: Settings) -> AvatarStorage:
         settings: The application settings.
 
     Returns:
-        Cloudinary when ``CLOUDINARY_URL`` is set, local files otherwise.
+        S3 with ``AVATAR_STORAGE=s3``; Cloudinary when ``CLOUDINARY_URL`` is set; local files otherwise.
     """
+    if settings.avatar_storage == "s3":
+        return S3Storage(settings)
+    if settings.avatar_storage == "local":
+        return LocalStorage(settings.media_dir, settings.public_base_url)
     if settings.cloudinary_url:
         return CloudinaryStorage(settings.cloudinary_url)
     return LocalStorage(settings.media_dir, settings.public_base_url)

@@ -1,11 +1,15 @@
 """Rate limits through the real app, on the configured store (memory or Redis)."""
 
+import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 
+import httpx
+import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
-from tests.conftest import TestUser
+from tests.conftest import TEST_REDIS_URL, TestUser
 
 UserFactory = Callable[..., Awaitable[TestUser]]
 
@@ -175,3 +179,51 @@ async def test_imports_are_limited_per_user(
         assert (
             await client.post("/api/contacts/import", files=card(0), headers=other.headers)
         ).status_code == 200
+
+
+async def _burst_in(app: Litestar, headers: dict[str, str], count: int) -> list[int]:
+    """``count`` concurrent ``GET /api/users/me`` straight into ``app`` (run on its own loop); statuses."""
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver.local") as http:
+        answers = await asyncio.gather(*(http.get("/api/users/me", headers=headers) for _ in range(count)))
+    return [answer.status_code for answer in answers]
+
+
+async def _burst(clients: list[AsyncTestClient[Litestar]], headers: dict[str, str], count: int) -> list[int]:
+    """A burst of ``count`` requests shared by ``clients``, all at once (each app on its own loop).
+
+    The test client handles one request at a time, so the requests go straight to each app on
+    the loop that runs it, from one thread per app.
+    """
+    per_app = count // len(clients)
+    results = await asyncio.gather(
+        *(asyncio.to_thread(c.blocking_portal.call, _burst_in, c.app, headers, per_app) for c in clients)
+    )
+    return [status for statuses in results for status in statuses]
+
+
+async def test_a_concurrent_burst_passes_exactly_the_limit(
+    make_client: Callable[..., AsyncTestClient[Litestar]], user_factory: UserFactory
+) -> None:
+    user = await user_factory()
+    async with make_client(rate_limit_enabled=True, rate_limit_me_per_minute=7) as client:
+        statuses = await _burst([client], user.headers, 21)
+    assert sorted(statuses) == [200] * 7 + [429] * 14
+
+
+@pytest.mark.skipif(not TEST_REDIS_URL, reason="replicas share a limit only through Redis")
+async def test_a_burst_spread_over_replicas_passes_exactly_the_limit(
+    make_client: Callable[..., AsyncTestClient[Litestar]], user_factory: UserFactory
+) -> None:
+    # Issue 14.4: each replica read the counter, then wrote it back: a burst over three
+    # replicas passed up to three times the limit.
+    user = await user_factory()
+    async with contextlib.AsyncExitStack() as stack:
+        replicas = [
+            await stack.enter_async_context(make_client(rate_limit_enabled=True, rate_limit_me_per_minute=7))
+            for _ in range(3)
+        ]
+        first = await _burst(replicas, user.headers, 21)
+        assert sorted(first) == [200] * 7 + [429] * 14
+        # The window stays closed for every replica.
+        assert set(await _burst(replicas, user.headers, 6)) == {429}

@@ -6,8 +6,8 @@ from typing import Any
 import cloudinary.uploader
 import pytest
 
-from app.config import load_settings
-from app.storage.adapters import CloudinaryStorage, LocalStorage, StorageError, make_avatar_storage
+from app.config import SettingsError, load_settings
+from app.storage.adapters import CloudinaryStorage, LocalStorage, S3Storage, StorageError, make_avatar_storage
 from app.storage.images import inspect_image
 from tests import images
 
@@ -110,3 +110,53 @@ async def test_local_discard_survives_os_errors(tmp_path: Path) -> None:
     (tmp_path / name).mkdir()  # unlink of a directory fails
     await storage.discard(f"http://x/media/{name}")
     assert (tmp_path / name).is_dir()
+
+
+S3_ENV = {"AVATAR_STORAGE": "s3", "S3_BUCKET": "contacts-avatars"}
+
+
+def test_s3_chosen_by_avatar_storage_with_its_public_url() -> None:
+    storage = make_avatar_storage(_settings(**S3_ENV, S3_ENDPOINT_URL="http://minio.local:9000/"))
+    assert isinstance(storage, S3Storage)
+    assert storage.base_url == "http://minio.local:9000/contacts-avatars/"
+    aws = make_avatar_storage(_settings(**S3_ENV, S3_REGION="eu-west-1"))
+    assert isinstance(aws, S3Storage)
+    assert aws.base_url == "https://contacts-avatars.s3.eu-west-1.amazonaws.com/"
+    cdn = make_avatar_storage(_settings(**S3_ENV, S3_PUBLIC_URL="https://cdn.example.com/a"))
+    assert isinstance(cdn, S3Storage)
+    assert cdn.base_url == "https://cdn.example.com/a/"
+    # An explicit choice wins over CLOUDINARY_URL.
+    local = make_avatar_storage(_settings(AVATAR_STORAGE="local", CLOUDINARY_URL=CLOUDINARY_URL))
+    assert isinstance(local, LocalStorage)
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"AVATAR_STORAGE": "s3"}, "S3_BUCKET"),
+        ({**S3_ENV, "S3_ENDPOINT_URL": "minio:9000"}, "S3_ENDPOINT_URL"),
+        ({**S3_ENV, "S3_PUBLIC_URL": "cdn.example.com"}, "S3_PUBLIC_URL"),
+        ({"AVATAR_STORAGE": "cloudinary"}, "CLOUDINARY_URL"),
+        ({"AVATAR_STORAGE": "disk"}, "AVATAR_STORAGE"),
+    ],
+)
+def test_bad_storage_settings_are_refused_by_name(env: dict[str, str], named: str) -> None:
+    with pytest.raises(SettingsError, match=named):
+        _settings(**env)
+
+
+async def test_s3_discard_touches_only_its_own_objects() -> None:
+    storage = make_avatar_storage(_settings(**S3_ENV, S3_ENDPOINT_URL="http://127.0.0.1:9"))
+    assert isinstance(storage, S3Storage)
+    base = storage.base_url
+    assert storage.key_of(f"{base}avatars/{USER_ID}-0123456789abcdef.png") == (
+        f"avatars/{USER_ID}-0123456789abcdef.png"
+    )
+    for url in (
+        "https://www.gravatar.com/avatar/x",
+        f"{base}avatars/../secrets.txt",
+        f"{base}other/{USER_ID}-0123456789abcdef.png",
+        f"http://elsewhere/contacts-avatars/avatars/{USER_ID}-0123456789abcdef.png",
+    ):
+        assert storage.key_of(url) is None
+        await storage.discard(url)  # no request made: nothing listens on port 9 anyway

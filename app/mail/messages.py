@@ -91,3 +91,29 @@ def password_changed(settings: Settings, *, to: str, username: str) -> EmailMess
         username=username,
         link=link(settings, "/api/auth/update_password"),
     )
+
+
+#: The mails the outbox can hold, by kind: each builder takes the settings, ``to`` and its params.
+KINDS = {
+    "confirm_email": confirm_email,
+    "reset_password": reset_password,
+    "password_changed": password_changed,
+}
+
+
+def build(settings: Settings, kind: str, *, to: str, params: dict[str, Any]) -> EmailMessage:
+    """Render an outbox row's mail.
+
+    Args:
+        settings: The application settings (sender, public URL, link lifetimes).
+        kind: A key of :data:`KINDS`.
+        to: The recipient.
+        params: The values stored with the row.
+
+    Returns:
+        The message.
+
+    Raises:
+        KeyError: Unknown kind.
+    """
+    return KINDS[kind](settings, to=to, **params)

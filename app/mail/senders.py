@@ -4,13 +4,12 @@
 * :class:`LogMailer` otherwise: the development sender, which writes each mail — links
   included, that is its purpose — to the ``app.mail`` logger at INFO.
 
-:func:`deliver` is what background tasks run: a few attempts with exponential backoff,
-failures logged and never raised (the request that queued the mail has long been answered).
+The job runner (``app.jobs.runner``) sends the outbox's mails through the chosen sender and
+owns retries; a sender only sends once or raises.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import TYPE_CHECKING, Protocol
 
@@ -111,45 +110,3 @@ def make_mailer(settings: Settings) -> Mailer:
         # a leak anywhere else. Production should always name an SMTP server.
         logger.warning("SMTP_HOST is not set: mails (with their links) are written to the log")
     return LogMailer()
-
-
-async def deliver(
-    mailer: Mailer, message: EmailMessage, *, attempts: int = 3, base_delay: float = 2.0
-) -> bool:
-    """Send ``message``, retrying with exponential backoff; never raises.
-
-    Args:
-        mailer: The sender.
-        message: The mail.
-        attempts: How many times to try in all.
-        base_delay: Seconds before the first retry; each next wait doubles.
-
-    Returns:
-        Whether the mail was sent.
-    """
-    for attempt in range(1, attempts + 1):
-        try:
-            await mailer.send(message)
-        except Exception as exc:
-            if attempt == attempts:
-                logger.error(
-                    "mail %r to %s not sent after %d attempts (%s: %s)",
-                    message["Subject"],
-                    message["To"],
-                    attempts,
-                    type(exc).__name__,
-                    exc,
-                )
-                return False
-            delay = base_delay * 2 ** (attempt - 1)
-            logger.warning(
-                "mail %r: attempt %d failed (%s), retrying in %.2fs",
-                message["Subject"],
-                attempt,
-                type(exc).__name__,
-                delay,
-            )
-            await asyncio.sleep(delay)
-        else:
-            return True
-    return False  # attempts < 1: nothing tried

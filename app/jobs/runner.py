@@ -48,7 +48,8 @@ logger = logging.getLogger("app.jobs")
 BATCH_SIZE = 10
 #: Longest wait between two attempts of a mail, in seconds.
 MAX_RETRY_DELAY = 3600.0
-#: Longest wait between two tries to reach a lost database, in seconds.
+#: First and longest waits between two tries to reach a lost database, in seconds.
+FIRST_OUTAGE_DELAY = 0.5
 MAX_OUTAGE_DELAY = 30.0
 #: Delivered rows are kept this long (then housekeeping deletes them).
 SENT_KEPT = timedelta(days=7)
@@ -264,7 +265,8 @@ class JobRunner:
                 failures += 1
                 if failures == 1:
                     logger.warning("job runner: cannot reach the database (%s), retrying", _describe(exc))
-                await _pause(stop, None, min(self.settings.jobs_poll_seconds * 2**failures, MAX_OUTAGE_DELAY))
+                delay = min(FIRST_OUTAGE_DELAY * 2 ** min(failures - 1, 10), MAX_OUTAGE_DELAY)
+                await _pause(stop, None, delay)
                 continue
             if failures:
                 logger.warning("job runner: the database is back after %d failed round(s)", failures)

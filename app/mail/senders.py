@@ -63,11 +63,13 @@ class SmtpMailer:
     async def send(self, message: EmailMessage) -> None:
         """Send ``message`` over a fresh connection.
 
+        A send that fails or is cancelled (a stopping runner) drops the connection at once:
+        aiosmtplib's own clean-up would first wait up to ``timeout`` for a polite QUIT.
+
         Raises:
             aiosmtplib.SMTPException: The server refused or could not be reached.
         """
-        await aiosmtplib.send(
-            message,
+        client = aiosmtplib.SMTP(
             hostname=self.host,
             port=self.port,
             username=self.username,
@@ -76,6 +78,16 @@ class SmtpMailer:
             start_tls=self.tls == "starttls",
             timeout=self.timeout,
         )
+        try:
+            await client.connect()
+            await client.send_message(message)
+        except BaseException:
+            client.close()
+            raise
+        try:
+            await client.quit()
+        except aiosmtplib.SMTPException:
+            client.close()  # the mail is accepted: a failed goodbye changes nothing
 
 
 class LogMailer:

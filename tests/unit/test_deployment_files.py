@@ -86,3 +86,20 @@ def test_compose_runs_the_image_command():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     assert "command" not in compose["services"]["app"]
     assert "FORWARDED_ALLOW_IPS" not in compose["services"]["app"].get("environment", {})
+
+
+def test_a_worker_service_runs_the_job_runner_beside_api_replicas_that_do_not():
+    services = compose()["services"]
+    worker, app = services["worker"], services["app"]
+    assert worker["command"] == ["litestar", "--app", "app.main:app", "jobs", "worker"]
+    assert worker["build"] == app["build"], "the worker runs the API's image"
+    assert worker["environment"]["DATABASE_URL"] == app["environment"]["DATABASE_URL"]
+    assert worker["environment"]["SMTP_HOST"] == app["environment"]["SMTP_HOST"]
+    assert set(worker["environment"]) - SETTINGS_ENV == set()
+    assert app["environment"]["JOBS_IN_PROCESS"] == "false", "API replicas must leave delivery to the worker"
+    assert worker["depends_on"]["db"]["condition"] == "service_healthy"
+    assert worker["healthcheck"] == {"disable": True}, "the image's HTTP health check cannot pass here"
+    assert "ports" not in worker and "container_name" not in worker
+    grace = int(worker["stop_grace_period"].removesuffix("s"))
+    shutdown = float(worker["environment"].get("JOBS_SHUTDOWN_SECONDS", Settings().jobs_shutdown_seconds))
+    assert grace > shutdown, "Docker must not SIGKILL the worker while deliveries finish"

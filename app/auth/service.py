@@ -28,7 +28,15 @@ from app.auth.schemas import Tokens
 from app.jobs.outbox import add_mail
 from app.security.password_policy import password_problem
 from app.security.passwords import hash_password, verify_password
-from app.security.tokens import InvalidToken, Purpose, create_token, decode_token, fingerprint, token_hash
+from app.security.tokens import (
+    InvalidToken,
+    Purpose,
+    create_token,
+    decode_token,
+    fingerprint,
+    token_claims,
+    token_hash,
+)
 from app.users.models import User, UserSession
 from app.users.repository import UserSessionRepository
 from app.users.service import UserService, provide_user_service
@@ -180,20 +188,23 @@ class AuthService(SQLAlchemyAsyncRepositoryService[UserSession, UserSessionRepos
 
         The outbox row joins the session's transaction: the caller commits.
         """
-        token, _ = self._token(
-            Purpose.CONFIRM_EMAIL, user.id, timedelta(hours=self.settings.confirm_token_hours), em=user.email
+        claims = token_claims(
+            Purpose.CONFIRM_EMAIL,
+            str(user.id),
+            timedelta(hours=self.settings.confirm_token_hours),
+            em=user.email,
         )
-        add_mail(self.repository.session, "confirm_email", user.email, username=user.username, token=token)
+        add_mail(self.repository.session, "confirm_email", user.email, username=user.username, claims=claims)
 
     def reset_mail(self, user: User) -> None:
         """Queue the password reset mail of ``user`` (a single-use token bound to the password)."""
-        token, _ = self._token(
+        claims = token_claims(
             Purpose.RESET_PASSWORD,
-            user.id,
+            str(user.id),
             timedelta(minutes=self.settings.reset_token_minutes),
             st=reset_state(user),
         )
-        add_mail(self.repository.session, "reset_password", user.email, username=user.username, token=token)
+        add_mail(self.repository.session, "reset_password", user.email, username=user.username, claims=claims)
 
     def password_changed_mail(self, user: User) -> None:
         """Queue the "your password was changed" notice."""

@@ -21,7 +21,9 @@ DEAD = "dead"
 class OutboxMail(UUIDv7AuditBase):
     """A mail to deliver: its kind (template), recipient and the values it is rendered from.
 
-    ``params`` may hold a link token: it is never logged, and rows are deleted after delivery.
+    ``params`` hold the values of the templates; a link's token is kept as its unsigned claims
+    (signed when the mail is rendered), so the table holds no usable link. Rows are never logged
+    and are deleted 7 days after delivery.
     """
 
     __tablename__ = "outbox"

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
+from app.security.tokens import sign_claims
+
 if TYPE_CHECKING:
     from app.config import Settings
 
@@ -116,4 +118,8 @@ def build(settings: Settings, kind: str, *, to: str, params: dict[str, Any]) -> 
     Raises:
         KeyError: Unknown kind.
     """
-    return KINDS[kind](settings, to=to, **params)
+    values = dict(params)
+    if "claims" in values:
+        # The row holds the link token's claims, signed only now: the outbox holds no usable link.
+        values["token"] = sign_claims(settings.secret_key, values.pop("claims"))
+    return KINDS[kind](settings, to=to, **values)

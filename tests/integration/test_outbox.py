@@ -30,6 +30,7 @@ from app.db import make_db_config
 from app.jobs.models import DEAD
 from app.jobs.outbox import add_mail
 from app.main import create_app
+from app.security.tokens import sign_claims
 from app.users.models import User
 from app.users.service import UserService
 from tests.conftest import PASSWORD, SECRET, SmtpServer
@@ -71,7 +72,11 @@ async def test_registration_writes_its_mail_and_the_runner_delivers_it_once(
     assert (row.kind, row.recipient, row.attempts) == ("confirm_email", "ada@example.com", 1)
     assert mail["To"] == "ada@example.com"
     assert mail["Message-ID"] == f"<{row.id}@contacts.local>"
-    assert f"/api/auth/confirmed_email/{row.params['token']}" in smtp_server.sink.text(mail)
+    # The row keeps the link's unsigned claims, never a usable token; the mail has the token.
+    assert "token" not in row.params
+    token = sign_claims(SECRET, row.params["claims"])
+    assert f"/api/auth/confirmed_email/{token}" in smtp_server.sink.text(mail)
+    assert token.rsplit(".", 1)[1] not in str(row.params)
 
 
 async def test_a_failing_change_writes_no_mail(

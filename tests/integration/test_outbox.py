@@ -107,7 +107,7 @@ async def test_a_failing_change_writes_no_mail(
 async def test_api_replicas_with_jobs_in_process_false_deliver_nothing(
     make_client: Callable[..., AsyncTestClient[Litestar]], smtp_server: SmtpServer, settings: Settings
 ) -> None:
-    async with make_client(**smtp_server.settings, jobs_in_process=False) as client:
+    async with make_client(**{**smtp_server.settings, "jobs_in_process": False}) as client:
         assert (await client.post("/api/auth/register", json=_account("ada"))).status_code == 201
         reset = await client.post("/api/auth/update_password", json={"email": "ada@example.com"})
         assert reset.status_code == 202

@@ -4,7 +4,7 @@ One loop per runner: claim the due rows, send them through the configured sender
 each outcome, then sleep until a commit in this process wakes it (in-process runner) or
 ``JOBS_POLL_SECONDS`` pass. On PostgreSQL rows are claimed with ``FOR UPDATE SKIP LOCKED``
 and stay locked while they are sent, so any number of runners never send one mail twice;
-SQLite has one runner, in the app's process.
+on SQLite they are leased by one ``UPDATE`` (see :meth:`JobRunner._lease`).
 
 A failed attempt is retried with exponential backoff and jitter until the row is
 ``MAIL_RETRY_HOURS`` old, then it is dead with its last error; a permanent refusal (an SMTP
@@ -46,6 +46,8 @@ logger = logging.getLogger("app.jobs")
 
 #: Rows claimed (and sent concurrently) per round.
 BATCH_SIZE = 10
+#: SQLite: seconds a claimed row is hidden from other runners (longer than any send).
+SQLITE_LEASE_SECONDS = 300
 #: Longest wait between two attempts of a mail, in seconds.
 MAX_RETRY_DELAY = 3600.0
 #: First and longest waits between two tries to reach a lost database, in seconds.
@@ -146,29 +148,55 @@ class JobRunner:
             How many rows were attempted (``0``: nothing was due).
         """
         now = datetime.now(UTC)
-        statement = (
-            select(OutboxMail)
-            .where(OutboxMail.status == PENDING, OutboxMail.next_attempt_at <= now)
-            .order_by(OutboxMail.next_attempt_at)
-            .limit(BATCH_SIZE)
-        )
-        if self.is_postgres:
-            # Locked until this transaction commits the outcome: another runner skips them.
-            statement = statement.with_for_update(skip_locked=True)
+        due = (OutboxMail.status == PENDING, OutboxMail.next_attempt_at <= now)
         async with self.sessions() as session:
-            rows = list(await session.scalars(statement))
+            if self.is_postgres:
+                # Locked until this transaction commits the outcome: another runner skips them.
+                statement = (
+                    select(OutboxMail)
+                    .where(*due)
+                    .order_by(OutboxMail.next_attempt_at)
+                    .limit(BATCH_SIZE)
+                    .with_for_update(skip_locked=True)
+                )
+                rows = list(await session.scalars(statement))
+            else:
+                rows = await self._lease(session, now)
             if not rows:
                 return 0
-            if not self.is_postgres:
-                # SQLite: end the read now (one runner, nothing to lock); a read transaction kept
-                # open across the sends could not become a writer after another commit.
-                await session.commit()
             outcomes = await asyncio.gather(*(self._send(row) for row in rows))
             finished = datetime.now(UTC)
             for row, error in zip(rows, outcomes, strict=True):
                 self._record(row, error, finished)
             await session.commit()
         return len(rows)
+
+    async def _lease(self, session: AsyncSession, now: datetime) -> list[OutboxMail]:
+        """SQLite: claim due rows by moving them out of reach for a while, in one committed UPDATE.
+
+        SQLite has no row locks (nor ``SKIP LOCKED``), but it runs one writer at a time: two
+        runners (``WORKERS`` > 1) never claim one row. A runner that dies leaves its rows to the
+        next one when the lease ends. The claim commits at once: a read transaction kept open
+        across the sends could not become a writer after another commit.
+        """
+        due_ids = (
+            select(OutboxMail.id)
+            .where(OutboxMail.status == PENDING, OutboxMail.next_attempt_at <= now)
+            .order_by(OutboxMail.next_attempt_at)
+            .limit(BATCH_SIZE)
+            .scalar_subquery()
+        )
+        claim = (
+            update(OutboxMail)
+            .where(
+                OutboxMail.id.in_(due_ids), OutboxMail.status == PENDING, OutboxMail.next_attempt_at <= now
+            )
+            .values(next_attempt_at=now + timedelta(seconds=SQLITE_LEASE_SECONDS))
+            .returning(OutboxMail)
+        )
+        rows = list(await session.scalars(claim, execution_options={"synchronize_session": False}))
+        await session.commit()
+        return rows
 
     async def _send(self, row: OutboxMail) -> BaseException | None:
         try:

@@ -242,7 +242,6 @@ async def test_status_and_retry_dead(job_settings: Settings, runners: list[JobRu
     assert (found.pending, found.dead, found.sent) == (2, 0, 1)
 
 
-@pytest.mark.skipif(not ON_POSTGRES, reason="SQLite has one runner; SKIP LOCKED is PostgreSQL's")
 async def test_three_runners_racing_send_each_mail_once(
     job_settings: Settings, runners: list[JobRunner]
 ) -> None:

@@ -105,6 +105,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_request_bytes: int = 1024 * 1024
     #: Largest accepted contacts import file, in bytes.
     import_max_bytes: int = 2 * 1024 * 1024
+    #: Most contacts (vCards or CSV rows) one import may bring; a file with more is a ``413``.
+    import_max_cards: int = 10_000
     #: Whether rate limits apply (benchmarks turn them off).
     rate_limit_enabled: bool = True
     #: Requests per minute per client to ``/api/users/me``.
@@ -127,8 +129,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     timezone: str = "UTC"
     #: Seconds the health check waits for the database.
     health_timeout: float = 2.0
+    #: Seconds between ``SIGTERM`` and the server closing its socket, while ``/readyz`` answers
+    #: ``503`` so that load balancers stop sending requests (Kubernetes: a few probe periods).
+    shutdown_delay: float = 0.0
+    #: Seconds the server then waits for requests in flight before cancelling them.
+    shutdown_timeout: float = 20.0
     #: Log level of the application loggers.
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    #: ``json`` (one object per line, for log collectors) or ``console`` (readable, for development).
+    log_format: Literal["json", "console"] = "json"
     #: Address ``python -m app`` listens on (``0.0.0.0`` in the container).
     host: str = "127.0.0.1"
     #: Port ``python -m app`` listens on.
@@ -220,6 +229,7 @@ def _check(settings: Settings) -> None:
         "avatar_max_pixels",
         "max_request_bytes",
         "import_max_bytes",
+        "import_max_cards",
         "db_pool_size",
         "rate_limit_me_per_minute",
         "rate_limit_auth_per_minute",
@@ -238,7 +248,7 @@ def _check(settings: Settings) -> None:
         if getattr(settings, name) <= 0:
             msg = f"{_env_name(name)}: must be a positive number (got {getattr(settings, name)!r})"
             raise SettingsError(msg)
-    for name in ("mail_retry_seconds", "user_cache_local_ttl"):
+    for name in ("mail_retry_seconds", "user_cache_local_ttl", "shutdown_delay", "shutdown_timeout"):
         if getattr(settings, name) < 0:
             msg = f"{_env_name(name)}: must not be negative (got {getattr(settings, name)})"
             raise SettingsError(msg)

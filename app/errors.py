@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import socket
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -23,6 +24,7 @@ from litestar.status_codes import (
 )
 from sqlalchemy import exc as sa_exc
 
+from app.input import explain
 from app.logs import mask_tokens, request_id_of
 
 if TYPE_CHECKING:
@@ -80,6 +82,48 @@ def _body(status_code: int, detail: str, extra: Any = None) -> dict[str, Any]:
     return body
 
 
+_FIELD_PREFIX = re.compile(r"^([a-z_][a-z0-9_]*): (.+)$", re.DOTALL)
+
+
+def _readable(item: Any, aliases: dict[str, str]) -> Any:
+    """One ``extra`` entry of a ``400``, naming the field as the client sent it.
+
+    Litestar files errors raised after decoding (``app.input.field_error``: ``"email: ..."``)
+    under the body parameter (``data``), and a renamed query parameter under its Python name
+    (``export_format`` for ``format``); both are put back. A failed pattern is said in words
+    (:func:`app.input.explain`).
+    """
+    if not isinstance(item, dict) or not isinstance(item.get("message"), str):
+        return item
+    item = {**item, "message": explain(item["message"])}
+    if item.get("key") == "data" and (named := _FIELD_PREFIX.match(item["message"])):
+        item["key"], item["message"] = named.group(1), named.group(2)
+    elif item.get("key") in aliases:
+        item["key"] = aliases[item["key"]]
+    return item
+
+
+def _aliases(request: Request) -> dict[str, str]:
+    """The handler's parameters sent under another name: ``{python_name: sent_name}``."""
+    handler = request.scope.get("route_handler")
+    if handler is None or not hasattr(handler, "parsed_fn_signature"):
+        return {}
+    aliases = {}
+    for name, parameter in handler.parsed_fn_signature.parameters.items():
+        kwarg = parameter.kwarg_definition
+        sent = next(
+            (
+                value
+                for attr in ("name", "query", "header", "cookie")
+                if (value := getattr(kwarg, attr, None))
+            ),
+            None,
+        )
+        if sent and sent != name:
+            aliases[name] = sent
+    return aliases
+
+
 def http_exception_handler(request: Request, exc: HTTPException) -> Response:
     """Answer an :class:`HTTPException` in the standard shape, adding the headers the contract wants.
 
@@ -96,6 +140,9 @@ def http_exception_handler(request: Request, exc: HTTPException) -> Response:
     if exc.status_code == HTTP_429_TOO_MANY_REQUESTS:
         headers.setdefault("Retry-After", "60")
     extra = exc.extra if exc.extra not in (None, {}, []) else None
+    if isinstance(extra, list):
+        aliases = _aliases(request)
+        extra = [_readable(item, aliases) for item in extra]
     # Litestar's validation detail names the path, which may carry a confirmation/reset token.
     return Response(
         _body(exc.status_code, mask_tokens(exc.detail), extra),

@@ -1,19 +1,31 @@
-"""Logging set-up and the request log: one structured line per request, with a request id."""
+"""Logging: one format for every logger, and the request log (one line per request, with an id).
+
+Every logger of the process — the app's, uvicorn's (server and access), SQLAlchemy's,
+asyncpg's, the mail sender's — propagates to one handler on the root logger, set up here and
+nowhere else. With ``LOG_FORMAT=json`` (the default) each record is one JSON object on one
+line: ``time`` (UTC, ISO 8601), ``level``, ``logger``, ``message``, ``request_id`` inside a
+request, the access line's own fields, and ``exception`` for a traceback. ``LOG_FORMAT=console``
+writes the same as readable text. Tokens are masked in every line (:func:`mask_secrets`).
+"""
 
 from __future__ import annotations
 
+import contextvars
 import itertools
 import logging
 import re
 import secrets
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
 if TYPE_CHECKING:
     from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+LogFormat = Literal["json", "console"]
 
 access_logger = logging.getLogger("app.access")
 _REQUEST_ID_KEY = "request_id"
@@ -24,24 +36,125 @@ _encode = msgspec.json.Encoder().encode
 _ID_PREFIX = secrets.token_hex(8)
 _next_id = itertools.count(1).__next__
 
+#: The id of the request being served (``None`` outside a request), for every log line.
+current_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+#: ``extra=`` of a record that must keep its tokens: the development mail log, whose purpose is
+#: to show the confirmation and reset links.
+UNMASKED = {"unmasked": True}
+#: Loggers that follow ``LOG_LEVEL``; every other library logs warnings and worse only.
+_LEVELLED = ("app", "uvicorn", "uvicorn.error", "uvicorn.access", "py.warnings")
 
-def configure_logging(level: str) -> None:
-    """Send application logs to stderr, one line each.
+
+def configure_logging(level: str, fmt: LogFormat = "json") -> None:
+    """Send every logger's records to stderr, one line each, in ``fmt``.
+
+    Idempotent: each call replaces the handler set up by the previous one (the test suite
+    builds many apps in one process), and leaves other handlers (pytest's) in place.
 
     Args:
-        level: The level name for the ``app`` loggers.
+        level: The level name for the app's and uvicorn's loggers.
+        fmt: ``json`` (one object per line) or ``console`` (readable text).
     """
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    app_logger = logging.getLogger("app")
-    app_logger.handlers[:] = [handler]
-    app_logger.setLevel(level)
-    app_logger.propagate = False
+    handler = _StderrHandler()
+    handler.setFormatter(JsonFormatter() if fmt == "json" else ConsoleFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [h for h in root.handlers if not isinstance(h, _StderrHandler)] + [handler]
+    root.setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    for name in _LEVELLED:
+        logger = logging.getLogger(name)
+        logger.setLevel(level)
+        if not logger.propagate and not logger.handlers:
+            continue  # uvicorn's access log switched off (`python -m app`): uvicorn asks hasHandlers()
+        # uvicorn's own config gives its loggers handlers (under a bare `uvicorn` or `litestar
+        # run`): drop them so that its lines take this format too.
+        logger.handlers.clear()
+        logger.propagate = True
+    logging.captureWarnings(True)
     # Under a bare `uvicorn app.main:app` or `litestar run`, uvicorn logs its own access line
-    # with the full path: mask the tokens in it as in ours.
+    # with the full path: drop its query string and mask its tokens as in ours.
     uvicorn_access = logging.getLogger("uvicorn.access")
     if not any(isinstance(f, MaskTokensFilter) for f in uvicorn_access.filters):
         uvicorn_access.addFilter(MaskTokensFilter())
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time (pytest swaps it per test)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property
+    def stream(self) -> Any:  # type: ignore[override]
+        """The current standard error."""
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    """The fields every format shows: the standard ones, the request id and any extras."""
+    message = record.getMessage()
+    if not getattr(record, "unmasked", False):
+        message = mask_secrets(message)
+    fields: dict[str, Any] = {
+        "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")[:-6] + "Z",
+        "level": record.levelname,
+        "logger": record.name,
+        "message": message,
+    }
+    request_id = getattr(record, "request_id", None) or current_request_id.get()
+    if request_id is not None:
+        fields["request_id"] = request_id
+    extra = getattr(record, "fields", None)
+    if isinstance(extra, dict):
+        fields.update(extra)
+    return fields
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record, on one line (newlines in the message are escaped)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Render ``record``.
+
+        Args:
+            record: The record.
+
+        Returns:
+            The JSON text.
+        """
+        fields = _fields(record)
+        if record.exc_info:
+            fields["exception"] = mask_secrets(self.formatException(record.exc_info))
+        if record.stack_info:
+            fields["stack"] = mask_secrets(self.formatStack(record.stack_info))
+        return _encode(fields).decode()
+
+
+class ConsoleFormatter(logging.Formatter):
+    """Readable lines for development: ``time LEVEL logger [request id] message key=value``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Render ``record``.
+
+        Args:
+            record: The record.
+
+        Returns:
+            The text (a traceback, when there is one, on the lines after it).
+        """
+        fields = _fields(record)
+        head = f"{fields.pop('time')} {fields.pop('level'):<7} {fields.pop('logger')}"
+        request_id = fields.pop("request_id", None)
+        message = fields.pop("message")
+        line = f"{head} [{request_id}] {message}" if request_id else f"{head} {message}"
+        if fields:
+            line += " " + " ".join(f"{key}={value}" for key, value in fields.items())
+        if record.exc_info:
+            line += "\n" + mask_secrets(self.formatException(record.exc_info))
+        return line
 
 
 class MaskTokensFilter(logging.Filter):
@@ -87,6 +200,7 @@ class RequestLogMiddleware:
             return
         request_id = _incoming_request_id(scope) or f"{_ID_PREFIX}{_next_id():016x}"
         scope.setdefault("state", {})[_REQUEST_ID_KEY] = request_id
+        context = current_request_id.set(request_id)
         started = time.perf_counter()
         status = 500
         header = (b"x-request-id", request_id.encode())
@@ -102,17 +216,22 @@ class RequestLogMiddleware:
             await self.app(scope, receive, send_wrapper)
         finally:
             if access_logger.isEnabledFor(logging.INFO):
+                path = mask_tokens(scope["path"])
                 access_logger.info(
-                    _encode(
-                        {
+                    "%s %s %d",
+                    scope["method"],
+                    path,
+                    status,
+                    extra={
+                        "fields": {
                             "method": scope["method"],
-                            "path": mask_tokens(scope["path"]),
+                            "path": path,
                             "status": status,
                             "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                            "request_id": request_id,
                         }
-                    ).decode()
+                    },
                 )
+            current_request_id.reset(context)
 
 
 _TOKEN_IN_PATH = re.compile(r"/(confirmed_email|confirm_update_password)/[^/]+")
@@ -121,6 +240,28 @@ _TOKEN_IN_PATH = re.compile(r"/(confirmed_email|confirm_update_password)/[^/]+")
 def mask_tokens(path: str) -> str:
     """Mask the tokens that some routes carry in their path (for logs and error messages)."""
     return _TOKEN_IN_PATH.sub(r"/\1/***", path)
+
+
+#: A path token inside free text: it ends at a space, a quote or a query string too.
+_TOKEN_IN_TEXT = re.compile(r"/(confirmed_email|confirm_update_password)/[^/\s\"'?#<>]+")
+#: Anything shaped like a JWT (header and payload are base64url JSON objects: ``eyJ``).
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+
+
+def mask_secrets(text: str) -> str:
+    """Mask path tokens and anything shaped like a JWT in a log line.
+
+    Args:
+        text: A rendered message or traceback.
+
+    Returns:
+        The text with each token replaced by ``***``.
+    """
+    if "/confirm" in text:
+        text = _TOKEN_IN_TEXT.sub(r"/\1/***", text)
+    if "eyJ" in text:
+        text = _JWT.sub("***", text)
+    return text
 
 
 def _incoming_request_id(scope: Any) -> str | None:

@@ -24,6 +24,8 @@ from app.contacts.controller import ContactController, contacts_import_router
 from app.db import Database, make_db_config, migrate_on_startup
 from app.errors import EXCEPTION_HANDLERS
 from app.health.controller import HealthController
+from app.health.probes import drain_on_sigterm, livez, mark_draining, readyz
+from app.http import require_declared_body
 from app.jobs.cli import JobsCLIPlugin
 from app.jobs.runner import JobRunner
 from app.logs import RequestLogMiddleware, configure_logging
@@ -73,6 +75,8 @@ def route_handlers() -> list[ControllerRouterHandler]:
     """Every controller of the API, in the order they appear in the docs."""
     handlers: list[ControllerRouterHandler] = [
         HealthController,
+        livez,
+        readyz,
         AuthController,
         UsersController,
         PasswordController,
@@ -102,7 +106,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         The configured Litestar application.
     """
     settings = settings or get_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     db_config = make_db_config(settings)
     database = Database(db_config.get_engine(), settings.db_pool_size)
     auth = make_auth(settings)
@@ -123,9 +127,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
     if settings.jobs_in_process:  # else a `litestar jobs worker` process delivers
         on_startup.append(job_runner.start)
     # After the public operations are marked: which ones need a token decides their 401.
-    on_startup += [tidy_document_hook, _freeze_gc]
+    on_startup += [tidy_document_hook, drain_on_sigterm(settings.shutdown_delay), _freeze_gc]
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             *route_handlers(),
             avatar_router(settings),
@@ -137,8 +141,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
         dependencies={"settings": Provide(lambda: settings, use_cache=True, sync_to_thread=False)},
         on_app_init=[auth.on_app_init],
         on_startup=on_startup,
-        on_shutdown=[job_runner.stop, cache.close_stores, database.close, job_runner.close],
-        middleware=[RequestLogMiddleware, *rate_limit_middleware(settings)],
+        on_shutdown=[mark_draining, job_runner.stop, cache.close_stores, database.close, job_runner.close],
+        middleware=rate_limit_middleware(settings),
+        # Every body's media type as its route declares it (415 otherwise); see app/http.py.
+        before_request=require_declared_body,
         before_send=[make_security_headers("/schema", settings.trusted_proxies)],
         exception_handlers=EXCEPTION_HANDLERS,
         cors_config=CORSConfig(allow_origins=list(settings.cors_origins)) if settings.cors_origins else None,
@@ -164,8 +170,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 "job_runner": job_runner,
             }
         ),
+        # Logging is set up by configure_logging alone (Litestar's own would add a second format).
+        logging_config=None,
         debug=False,
     )
+    # Outermost, as Litestar does with its OpenTelemetry middleware: route middleware would miss
+    # the answers of the auth and rate-limit middleware (401, 429) and of the router (404, 405).
+    app.asgi_handler = RequestLogMiddleware(app.asgi_handler)
+    return app
 
 
 def __getattr__(name: str) -> Any:

@@ -7,8 +7,9 @@ settled here, once, for every route (so routes added later follow the same rules
 * :func:`tidy_document` rewrites what generators misread: a single-branch ``oneOf`` becomes
   its branch, ``X | None`` becomes ``type: [X, "null"]`` with its constraints beside it, query,
   path and header parameters are never nullable, a ``204`` has no body, every error answers
-  the one ``ErrorBody`` schema, every header has a schema, and the headers the error handlers
-  send (``WWW-Authenticate`` on ``401``, ``Retry-After`` on ``429`` and ``503``) are declared.
+  the one ``ErrorBody`` schema, every header has a schema, the headers the error handlers
+  send (``WWW-Authenticate`` on ``401``, ``Retry-After`` on ``429`` and ``503``) are declared,
+  and every operation with a body declares the ``415`` of :func:`app.http.require_declared_body`.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ _STOCK_400 = "Bad request syntax or unsupported method"
 _INVALID_INPUT = "Invalid input: each rejected field is listed in `extra` (message, key, source)"
 _UNAVAILABLE = "The database is briefly unreachable: try again after `Retry-After` seconds"
 _UNAUTHORIZED = "Missing, invalid or expired access token"
+_WRONG_MEDIA_TYPE = "The body is not in the media type this operation takes"
 
 _RETRY_AFTER = OpenAPIHeader(
     schema=Schema(type=OpenAPIType.INTEGER, minimum=1), description="Seconds to wait before trying again."
@@ -100,6 +102,25 @@ def tidy_document_hook(app: Litestar) -> None:
         app: The application.
     """
     tidy_document(app.openapi_schema)
+    _close_strict_bodies(app)
+
+
+def _close_strict_bodies(app: Litestar) -> None:
+    """Bodies that refuse unknown fields say so: ``additionalProperties: false``.
+
+    Litestar does not carry msgspec's ``forbid_unknown_fields`` into the schema, so the
+    document allowed extra properties the server answers with ``400`` (the schema fuzzing
+    sent them as valid data).
+    """
+    schemas = app.openapi_schema.components.schemas or {}
+    for route in app.routes:
+        for handler in getattr(route, "route_handlers", []):
+            data = handler.parsed_fn_signature.parameters.get("data")
+            struct = data.annotation if data is not None else None
+            config = getattr(struct, "__struct_config__", None)
+            schema = schemas.get(getattr(struct, "__name__", ""))
+            if config is not None and config.forbid_unknown_fields and isinstance(schema, Schema):
+                schema.additional_properties = False
 
 
 def _tidy_operation(operation: Operation) -> None:
@@ -119,6 +140,9 @@ def _tidy_operation(operation: Operation) -> None:
     responses = operation.responses = operation.responses or {}
     if operation.security != [] and "401" not in responses:
         responses["401"] = _error(_UNAUTHORIZED)
+    # Every body's media type is checked app-wide (app.http): another one is a 415.
+    if body is not None and "415" not in responses:
+        responses["415"] = _error(_WRONG_MEDIA_TYPE)
     # Any route may meet a database outage; the error handler answers it with 503.
     if "503" not in responses:
         responses["503"] = _error(_UNAVAILABLE)

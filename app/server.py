@@ -6,6 +6,8 @@
 - A bounded request head: at most ``MAX_REQUEST_HEADERS`` fields and
   ``MAX_REQUEST_HEAD_BYTES`` bytes of request line and headers, else ``431`` and the
   connection closes (uvicorn's httptools protocol buffers any amount).
+- A graceful stop: on ``SIGTERM`` ``/readyz`` fails first (``SHUTDOWN_DELAY``), then requests
+  in flight get ``SHUTDOWN_TIMEOUT`` seconds (:mod:`app.health.probes`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from litestar.plugins import CLIPluginProtocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from app.config import get_settings
+from app.logs import configure_logging
 
 if TYPE_CHECKING:
     import click
@@ -96,7 +99,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
 def main() -> None:
     """Serve ``app.main:app`` with uvicorn on the configured host, port and workers."""
+    configure_logging("INFO")  # so that a warning while reading the settings is a JSON line too
     settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
     uvicorn.run(
         "app.main:app",
         host=settings.host,
@@ -105,8 +110,12 @@ def main() -> None:
         http=BoundedHttpToolsProtocol,
         proxy_headers=False,
         access_log=False,
+        log_config=None,  # uvicorn's lines take the app's format (app/logs.py)
         server_header=False,
         log_level=settings.log_level.lower(),
+        # After SIGTERM (and SHUTDOWN_DELAY, see app/health/probes.py): how long requests in
+        # flight may take before they are cancelled.
+        timeout_graceful_shutdown=settings.shutdown_timeout,
     )
 
 

@@ -64,6 +64,8 @@ from app.auth.service import (
     provide_auth_service,
 )
 from app.errors import ErrorBody, error_response
+from app.http import BODY_MEDIA_TYPES, JSON, URL_ENCODED
+from app.input import SINGLE_LINE
 from app.ratelimit import AUTH, AUTH_PER_USER, limited
 from app.security.password_policy import MAX_LENGTH, MIN_LENGTH
 from app.users.schemas import CurrentUser, UserRead
@@ -146,27 +148,6 @@ def _invalid(request: Request[Any, Any, Any], field: str, message: str) -> Valid
     )
 
 
-def _require_media_type(*expected: str) -> Any:
-    """A ``before_request`` hook answering ``415`` unless the body has one of the ``expected`` types.
-
-    It runs before the body is parsed, so a wrong type is named as such instead of surfacing
-    as a parse error (or, worse, being parsed as JSON anyway).
-    """
-
-    async def check(request: Request[Any, Any, Any]) -> None:
-        media_type, _ = request.content_type
-        if media_type not in expected:
-            raise HTTPException(
-                status_code=HTTP_415_UNSUPPORTED_MEDIA_TYPE,
-                detail=f"The body must be {' or '.join(expected)} (got {media_type or 'none'})",
-            )
-
-    return check
-
-
-_JSON_BODY = _require_media_type(MediaType.JSON)
-
-
 def _user_read(user: Any) -> UserRead:
     return msgspec.convert(user, UserRead, from_attributes=True)
 
@@ -220,6 +201,7 @@ class _NewPasswordOperation(_PageOperation):
             type=OpenAPIType.STRING,
             min_length=MIN_LENGTH,
             max_length=MAX_LENGTH,
+            pattern=SINGLE_LINE,
             description="The new password: 8 to 128 characters; common passwords are refused.",
         )
         schema = Schema(
@@ -227,10 +209,14 @@ class _NewPasswordOperation(_PageOperation):
             properties={
                 "password": password,
                 "password_confirm": Schema(
-                    type=OpenAPIType.STRING, description="The HTML form's repeat field."
+                    type=OpenAPIType.STRING,
+                    max_length=MAX_LENGTH,
+                    pattern=SINGLE_LINE,
+                    description="Optional: the HTML form's repeat field; must equal `password` when sent.",
                 ),
             },
             required=["password"],
+            additional_properties=False,
         )
         self.request_body = RequestBody(
             content={
@@ -238,7 +224,8 @@ class _NewPasswordOperation(_PageOperation):
                 RequestEncodingType.URL_ENCODED: OpenAPIMediaType(schema=schema),
             },
             required=True,
-            description='JSON `{"password"}`, or the HTML form (`password` and `password_confirm`).',
+            description='JSON `{"password"}` or a form with `password`; `password_confirm` (the HTML '
+            "form's repeat field) is checked only when sent.",
         )
 
 
@@ -251,7 +238,6 @@ class AuthController(Controller):
 
     @post(
         "/register",
-        before_request=_JSON_BODY,
         opt=limited(AUTH),
         status_code=HTTP_201_CREATED,
         summary="Create an account",
@@ -283,7 +269,6 @@ class AuthController(Controller):
 
     @post(
         "/login",
-        before_request=_require_media_type(RequestEncodingType.URL_ENCODED, RequestEncodingType.MULTI_PART),
         opt=limited(AUTH),
         status_code=HTTP_200_OK,
         summary="Log in (OAuth2 password grant)",
@@ -311,7 +296,6 @@ class AuthController(Controller):
 
     @post(
         "/refresh_token",
-        before_request=_JSON_BODY,
         status_code=HTTP_200_OK,
         summary="Rotate the refresh token",
         description="Returns new tokens for the same session; the refresh token sent is dead afterwards. "
@@ -332,7 +316,6 @@ class AuthController(Controller):
 
     @post(
         "/logout",
-        before_request=_JSON_BODY,
         status_code=HTTP_204_NO_CONTENT,
         summary="End a session",
         description="Ends the session of the refresh token sent; its tokens stop working at once.",
@@ -392,7 +375,6 @@ class AuthController(Controller):
 
     @post(
         "/request_email",
-        before_request=_JSON_BODY,
         opt=limited(AUTH),
         status_code=HTTP_202_ACCEPTED,
         summary="Re-send the confirmation mail",
@@ -409,7 +391,6 @@ class AuthController(Controller):
 
     @post(
         "/update_password",
-        before_request=_JSON_BODY,
         opt=limited(AUTH),
         status_code=HTTP_202_ACCEPTED,
         summary="Start a password reset",
@@ -450,7 +431,7 @@ class AuthController(Controller):
     @post(
         "/confirm_update_password/{token:str}",
         status_code=HTTP_200_OK,
-        opt=limited(AUTH),
+        opt={**limited(AUTH), BODY_MEDIA_TYPES: (JSON, URL_ENCODED)},
         summary="Set the new password of a reset",
         description='Accepts JSON `{"password"}` or the HTML form. The link works once, expires, and dies when '
         "the password changes. Every session of the user ends and a notice is mailed.",
@@ -474,7 +455,8 @@ class AuthController(Controller):
             # gets the form back with the rule rather than a JSON error.
             return _reset_form(request.url.path, HTTP_400_BAD_REQUEST, error=FORM_PASSWORD_RULE)
         try:
-            if is_form and data.password != data.password_confirm:
+            # The repeat field is the HTML form's typo guard: checked when sent, never required.
+            if data.password_confirm is not msgspec.UNSET and data.password != data.password_confirm:
                 raise WeakPassword("The two passwords differ", "password_confirm")
             await auth_service.reset_password(token, data.password)
         except InvalidLink:
@@ -500,18 +482,15 @@ class AuthController(Controller):
         try:
             if content_type == MediaType.JSON:
                 return False, msgspec.json.decode(await request.body(), type=NewPassword)
-            if content_type in (RequestEncodingType.URL_ENCODED, RequestEncodingType.MULTI_PART):
-                form = await request.form()
-                values = {key: form.get(key) for key in form}
-                return True, msgspec.convert(values, NewPassword)
+            # Otherwise a form: the app's media type hook let nothing else through (415).
+            form = await request.form()
+            values = {key: form.get(key) for key in form}
+            return True, msgspec.convert(values, NewPassword)
         except msgspec.ValidationError as exc:
             message, _, where = str(exc).partition(" - at `$.")
             raise _invalid(request, where.rstrip("`") or "body", message) from None
         except msgspec.DecodeError:
             raise ClientException("The body is not valid JSON") from None
-        raise HTTPException(
-            status_code=HTTP_415_UNSUPPORTED_MEDIA_TYPE, detail="Send JSON or an HTML form (urlencoded)"
-        )
 
 
 class PasswordController(Controller):
@@ -523,7 +502,6 @@ class PasswordController(Controller):
 
     @patch(
         "/",
-        before_request=_JSON_BODY,
         opt=limited(AUTH, AUTH_PER_USER),
         status_code=HTTP_204_NO_CONTENT,
         summary="Change my password",

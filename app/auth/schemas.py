@@ -10,21 +10,10 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from app.input import EMAIL_MAX, NO_CONTROLS, EmailText, Text, Username, email_field
 from app.security.password_policy import MAX_LENGTH, MIN_LENGTH
 
-#: A pragmatic address check (the HTML5 one, with a dot in the domain and a 64-char local part).
-EMAIL_PATTERN = (
-    r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@"
-    r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
-)
-#: Letters, digits, ``_``, ``.`` and ``-``, starting with a letter or digit; never ``@``, so a
-#: login value is unambiguously an email or a username.
-USERNAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
-
-Email = Annotated[str, msgspec.Meta(max_length=254, pattern=EMAIL_PATTERN, examples=["ada@example.com"])]
-Username = Annotated[
-    str, msgspec.Meta(min_length=3, max_length=50, pattern=USERNAME_PATTERN, examples=["ada"])
-]
+Email = EmailText
 Password = Annotated[
     str,
     msgspec.Meta(
@@ -32,9 +21,12 @@ Password = Annotated[
         max_length=MAX_LENGTH,
         description="8 to 128 characters, compared in full; common passwords are refused.",
     ),
+    NO_CONTROLS,
 ]
+#: A password being checked (login, current password): any length the policy ever allowed.
+PasswordText = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_LENGTH), NO_CONTROLS]
 #: A token as it travels in a body (generous bound; real ones are a few hundred bytes).
-TokenText = Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
+TokenText = Annotated[str, msgspec.Meta(min_length=1, max_length=4096), NO_CONTROLS]
 
 
 class Register(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -43,6 +35,10 @@ class Register(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     username: Username
     email: Email
     password: Password
+
+    def __post_init__(self) -> None:
+        """Store the email in its one normalised form (see :func:`app.input.normalize_email`)."""
+        self.email = email_field(self.email)
 
 
 class Tokens(msgspec.Struct, kw_only=True):
@@ -71,18 +67,25 @@ class EmailRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
     email: Email
 
+    def __post_init__(self) -> None:
+        """Look the address up in its one normalised form."""
+        self.email = email_field(self.email)
+
 
 class NewPassword(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """The new password of a reset. The HTML form also sends ``password_confirm``."""
+    """The new password of a reset (JSON or form); ``password_confirm`` is checked only when sent.
+
+    The HTML form sends it; a JSON client or a script posting the form may send ``password`` alone.
+    """
 
     password: Password
-    password_confirm: str | msgspec.UnsetType = msgspec.UNSET
+    password_confirm: PasswordText | msgspec.UnsetType = msgspec.UNSET
 
 
 class PasswordChange(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """A password change by a logged-in user."""
 
-    current_password: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_LENGTH)]
+    current_password: PasswordText
     new_password: Password
 
 
@@ -92,9 +95,9 @@ class LoginForm(msgspec.Struct, kw_only=True):
     The other OAuth2 fields are accepted (clients such as the API UI send them) and ignored.
     """
 
-    username: Annotated[str, msgspec.Meta(min_length=1, max_length=254)]
-    password: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_LENGTH)]
-    grant_type: str | None = None
-    scope: str | None = None
-    client_id: str | None = None
-    client_secret: str | None = None
+    username: Annotated[str, msgspec.Meta(min_length=1, max_length=EMAIL_MAX), NO_CONTROLS]
+    password: PasswordText
+    grant_type: Text | None = None
+    scope: Text | None = None
+    client_id: Text | None = None
+    client_secret: Text | None = None

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 from uuid import UUID
 
+import anyio
 from litestar import Controller, Request, Response, Router, delete, get, patch, post, put
 from litestar.datastructures import ResponseHeader, State, UploadFile
 from litestar.di import NamedDependency, Provide
@@ -49,10 +50,14 @@ from app.contacts.schemas import (
 )
 from app.contacts.service import ContactBook, ContactService, InvalidContactError, StaleContactError
 from app.errors import error_response, http_exception_handler
+from app.input import SINGLE_LINE
 from app.ratelimit import IMPORT, limited
 from app.users.schemas import CurrentUser
 
 _BOOK_KEY = "contact_book"
+_IMPORT_LIMITER_KEY = "contact_import_limiter"
+#: Imports reading their files at once in one process; more wait their turn.
+IMPORT_THREADS = 2
 
 #: Room for the multipart framing (boundaries, part headers) around the imported file.
 MULTIPART_OVERHEAD = 16 * 1024
@@ -67,7 +72,8 @@ IfMatch = Annotated[
         required=False,
     ),
 ]
-Filter = Annotated[str | None, QueryParameter(max_length=254, required=False)]
+#: A search filter: one line of text (control characters are a 400, see app/input.py).
+Filter = Annotated[str | None, QueryParameter(max_length=254, pattern=SINGLE_LINE, required=False)]
 
 
 _AUTH = {HTTP_401_UNAUTHORIZED: error_response("Missing, invalid or expired access token")}
@@ -155,6 +161,29 @@ def _stale(request: Request[Any, Any, Any], _exc: StaleContactError) -> Response
 
 def _unreadable(request: Request[Any, Any, Any], exc: exchange.UnreadableFileError) -> Response[Any]:
     return http_exception_handler(request, HTTPException(status_code=HTTP_400_BAD_REQUEST, detail=str(exc)))
+
+
+def _too_many(request: Request[Any, Any, Any], exc: exchange.TooManyEntriesError) -> Response[Any]:
+    error = HTTPException(status_code=HTTP_413_REQUEST_ENTITY_TOO_LARGE, detail=str(exc))
+    return http_exception_handler(request, error)
+
+
+def import_limiter(state: State) -> anyio.CapacityLimiter:
+    """The worker threads the imports of this process share (made on first use, on the app's loop).
+
+    Each import reads its file in a thread; bounding them keeps a burst of imports from
+    crowding the event loop's thread out of the interpreter.
+
+    Args:
+        state: The application state.
+
+    Returns:
+        The limiter.
+    """
+    limiter = state.get(_IMPORT_LIMITER_KEY)
+    if limiter is None:
+        limiter = state[_IMPORT_LIMITER_KEY] = anyio.CapacityLimiter(IMPORT_THREADS)
+    return limiter
 
 
 def _with_etag(contact: Contact, tag: str, status_code: int = 200) -> Response[Contact]:
@@ -381,6 +410,7 @@ class ContactImportController(Controller):
     exception_handlers = {
         InvalidContactError: _invalid,
         exchange.UnreadableFileError: _unreadable,
+        exchange.TooManyEntriesError: _too_many,
     }
 
     @post(
@@ -393,7 +423,9 @@ class ContactImportController(Controller):
             HTTP_400_BAD_REQUEST: error_response(
                 "Not a multipart form with a `file` field, or not vCard/CSV UTF-8 text"
             ),
-            HTTP_413_REQUEST_ENTITY_TOO_LARGE: error_response("The file is larger than IMPORT_MAX_BYTES"),
+            HTTP_413_REQUEST_ENTITY_TOO_LARGE: error_response(
+                "The file is larger than IMPORT_MAX_BYTES, or holds more than IMPORT_MAX_CARDS contacts"
+            ),
             HTTP_415_UNSUPPORTED_MEDIA_TYPE: error_response("The body is not multipart/form-data"),
         },
     )
@@ -403,11 +435,13 @@ class ContactImportController(Controller):
         data: Annotated[ContactsUpload, Body(media_type=RequestEncodingType.MULTI_PART)],
         contacts: NamedDependency[ContactService],
         settings: NamedDependency[Settings],
+        state: State,
     ) -> ImportResult:
         """Add the contacts of a vCard (3.0/4.0, as phones and Google export them) or CSV file.
 
         Bad entries are reported with their line and the good ones kept; an entry whose email
         you already have is skipped, so importing the same file twice creates nothing new.
+        A file may hold at most ``IMPORT_MAX_CARDS`` contacts (10,000 by default).
         """
         if not isinstance(data.file, UploadFile):
             raise ValidationException(
@@ -420,7 +454,7 @@ class ContactImportController(Controller):
                 status_code=HTTP_413_REQUEST_ENTITY_TOO_LARGE,
                 detail=f"The file is larger than {settings.import_max_bytes} bytes",
             )
-        return await contacts.import_file(request.user.id, content)
+        return await contacts.import_file(request.user.id, content, limiter=import_limiter(state))
 
 
 def contacts_import_router(settings: Settings) -> Router:

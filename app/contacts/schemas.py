@@ -14,19 +14,21 @@ from uuid import UUID
 import msgspec
 import phonenumbers
 
+from app.input import END, MULTI_LINE, NO_CONTROLS, EmailText, email_field
+
 #: Letters a phone number may be written with.
-PHONE_PATTERN = r"^[0-9 +\-()]+$"
-#: A pragmatic address check: something@domain.tld, no spaces or control characters.
-EMAIL_PATTERN = r"^\s*[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f.]+(\.[^@\s\x00-\x1f\x7f.]+)+\s*$"
+PHONE_PATTERN = rf"^[0-9 +\-()]+{END}"
 #: Digits a phone number needs at least, whatever its punctuation.
 MIN_PHONE_DIGITS = 5
 
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=50, examples=["Ada"])]
-Email = Annotated[str, msgspec.Meta(max_length=254, pattern=EMAIL_PATTERN, examples=["ada@example.com"])]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=50, examples=["Ada"]), NO_CONTROLS]
+#: Checked and normalised by :func:`app.input.normalize_email` (the one email rule).
+Email = EmailText
 Phone = Annotated[
     str, msgspec.Meta(min_length=7, max_length=20, pattern=PHONE_PATTERN, examples=["+380 50 123 4567"])
 ]
-Note = Annotated[str, msgspec.Meta(max_length=500)]
+#: Free text over several lines: TAB, LF and CR are kept, other control characters refused.
+Note = Annotated[str, msgspec.Meta(max_length=500, pattern=MULTI_LINE)]
 
 ContactOrderBy = Literal["first_name", "last_name", "birthday", "created_at"]
 ContactSortOrder = Literal["asc", "desc"]
@@ -88,7 +90,7 @@ class _ContactFields(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     def __post_init__(self) -> None:
         self.first_name = normalize_name("first_name", self.first_name)
         self.last_name = normalize_name("last_name", self.last_name)
-        self.email = self.email.strip().lower()
+        self.email = email_field(self.email)
 
 
 class ContactCreate(_ContactFields, forbid_unknown_fields=True, kw_only=True):
@@ -115,7 +117,7 @@ class ContactUpdate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         if self.last_name is not msgspec.UNSET:
             self.last_name = normalize_name("last_name", self.last_name)
         if self.email is not msgspec.UNSET:
-            self.email = self.email.strip().lower()
+            self.email = email_field(self.email)
 
 
 class Contact(msgspec.Struct, kw_only=True):

@@ -23,6 +23,7 @@ from litestar.plugins import CLIPluginProtocol
 
 from app import cache
 from app.db import make_db_config
+from app.input import normalize_email, normalize_username
 from app.security.password_policy import password_problem
 from app.users.service import UserExistsError, UserService
 
@@ -39,18 +40,18 @@ def _check_password(password: str) -> None:
 
 
 def _check_email(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
-    value = value.strip()
-    local, _, domain = value.partition("@")
-    if not local or "." not in domain or len(value) > 254 or " " in value:
-        raise click.BadParameter(f"{value!r} is not an email address")
-    return value
+    # The API's rule (app.input.normalize_email), so the CLI accepts exactly what the API does.
+    try:
+        return normalize_email(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"{value!r} is not an email address: {exc}") from None
 
 
 def _check_username(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
-    value = value.strip()
-    if not 1 <= len(value) <= 50 or "@" in value:
-        raise click.BadParameter("a username has 1-50 characters and no '@'")
-    return value
+    try:
+        return normalize_username(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 async def _with_service(settings: Settings, action: str, **kwargs: str) -> str:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from sqlalchemy import delete, func, or_, select, update
 
+from app.input import login_key
 from app.users.models import User, UserSession
 
 if TYPE_CHECKING:
@@ -16,15 +17,21 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
 
+#: Offsets beyond this match nothing (and would overflow a 64-bit SQL integer).
+MAX_OFFSET = 2**62
+
+
 class UserRepository(SQLAlchemyAsyncRepository[User]):
     """The ``users`` table."""
 
     model_type = User
 
     async def get_by_login(self, login: str) -> User | None:
-        """The user whose email or username is ``login``, ignoring case.
+        """The user whose email or username is ``login``, compared as registration stored them.
 
-        Usernames cannot contain ``@``, so one value never matches two users.
+        ``login`` goes through :func:`app.input.login_key` (the registration rules): a value no
+        account could have been registered with matches nothing, without a query. Usernames
+        cannot contain ``@``, so one value never matches two users.
 
         Args:
             login: An email address or a username.
@@ -32,9 +39,12 @@ class UserRepository(SQLAlchemyAsyncRepository[User]):
         Returns:
             The user, or ``None``.
         """
-        value = login.strip().lower()
-        # Emails are stored lower-cased; usernames keep their case and match through lower().
-        condition = User.email == value if "@" in value else func.lower(User.username) == value
+        key = login_key(login)
+        if key is None:
+            return None
+        kind, value = key
+        # Emails are stored normalised; usernames keep their case and match through lower().
+        condition = User.email == value if kind == "email" else func.lower(User.username) == value
         return await self.session.scalar(select(User).where(condition))
 
     async def get_by_email(self, email: str) -> User | None:
@@ -98,6 +108,9 @@ class UserRepository(SQLAlchemyAsyncRepository[User]):
             ``(users, total)``.
         """
         total = await self.session.scalar(select(func.count()).select_from(User))
+        if offset > MAX_OFFSET:
+            # Past any possible table, and past a 64-bit SQL integer: an empty page, as for contacts.
+            return [], int(total or 0)
         users = await self.session.scalars(
             select(User).order_by(User.created_at, User.id).limit(limit).offset(offset)
         )

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from app import cache
+from app.input import normalize_email, normalize_username
 from app.security.auth import invalidate_user
 from app.security.passwords import hash_password
 from app.users.models import User
@@ -106,8 +107,8 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
         """Create an unconfirmed account with the ``user`` role.
 
         Args:
-            username: The username (trimmed here).
-            email: The email address (trimmed and lower-cased here).
+            username: The username (a valid one: see :func:`app.input.normalize_username`).
+            email: The email address (a valid one; stored normalised by :func:`app.input.normalize_email`).
             password: The plain password (already checked against the policy).
             commit: ``False`` leaves the commit (:meth:`save`) to the caller, who adds to the
                 same transaction (the confirmation mail).
@@ -118,8 +119,9 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
         Raises:
             UserExistsError: The email or the username is taken (case-insensitively).
         """
-        email = email.strip().lower()
-        username = username.strip()
+        # Already checked by the API's schema or the CLI; applied again here, where both meet,
+        # so that the stored form is the one login compares with (app.input.login_key).
+        email, username = normalize_email(email), normalize_username(username)
         email_taken, username_taken = await self.repository.taken(email, username)
         if email_taken:
             raise UserExistsError("email")

@@ -47,9 +47,10 @@ def _free_port() -> int:
 class Server:
     """A server process and the file its output goes to."""
 
-    def __init__(self, base_url: str, output: Path) -> None:
+    def __init__(self, base_url: str, output: Path, process: subprocess.Popen[bytes]) -> None:
         self.base_url = base_url
         self.output = output
+        self.process = process
 
     def log(self) -> str:
         """Everything the process printed so far (stdout and stderr)."""
@@ -74,7 +75,7 @@ def serve(
                     break
             assert time.monotonic() < deadline, f"the server did not become healthy:\n{output.read_text()}"
             time.sleep(0.2)
-        yield Server(base_url, output)
+        yield Server(base_url, output, process)
     finally:
         process.terminate()
         try:

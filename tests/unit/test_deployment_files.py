@@ -1,6 +1,7 @@
 """The compose file and the Containerfile, read as a reviewer would (no Docker engine here)."""
 
 import json
+import re
 from pathlib import Path
 
 import msgspec
@@ -100,6 +101,20 @@ def test_a_worker_service_runs_the_job_runner_beside_api_replicas_that_do_not():
     assert worker["depends_on"]["db"]["condition"] == "service_healthy"
     assert worker["healthcheck"] == {"disable": True}, "the image's HTTP health check cannot pass here"
     assert "ports" not in worker and "container_name" not in worker
-    grace = int(worker["stop_grace_period"].removesuffix("s"))
+    grace = _seconds(worker["stop_grace_period"])
     shutdown = float(worker["environment"].get("JOBS_SHUTDOWN_SECONDS", Settings().jobs_shutdown_seconds))
     assert grace > shutdown, "Docker must not SIGKILL the worker while deliveries finish"
+
+
+def _seconds(duration: str) -> float:
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    number, unit = re.fullmatch(r"([0-9.]+)(ms|s|m|h)", duration).groups()
+    return float(number) * units[unit]
+
+
+def test_compose_gives_the_drain_time_to_finish():
+    app = compose()["services"]["app"]
+    env = app["environment"]
+    drain = float(env["SHUTDOWN_DELAY"]) + float(env["SHUTDOWN_TIMEOUT"])
+    # Docker sends SIGKILL after stop_grace_period (10 s by default).
+    assert _seconds(app["stop_grace_period"]) > drain

@@ -82,10 +82,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     smtp_tls: SmtpTls = "starttls"
     #: Sender address of every mail.
     mail_from: str = "Contacts API <no-reply@contacts.local>"
-    #: Attempts to deliver a mail before giving up (the failure is logged).
-    mail_attempts: int = 3
-    #: Delay before the first retry of a failed mail, in seconds; doubled for each next one.
+    #: Hours a mail keeps being retried before it is marked dead (``jobs status`` shows it).
+    mail_retry_hours: float = 24.0
+    #: Delay before the first retry of a failed mail, in seconds; doubled (with jitter) for each next one.
     mail_retry_seconds: float = 2.0
+    #: Run the job runner (mail outbox, housekeeping) inside each app process; ``false`` on API
+    #: replicas when a separate ``litestar jobs worker`` delivers.
+    jobs_in_process: bool = True
+    #: Seconds between two looks at the outbox when nothing woke the runner.
+    jobs_poll_seconds: float = 1.0
+    #: Seconds a stopping runner waits for the deliveries in flight.
+    jobs_shutdown_seconds: float = 10.0
     #: Cloudinary URL (``cloudinary://key:secret@cloud``); unset stores avatars under ``MEDIA_DIR``.
     cloudinary_url: str | None = None
     #: Directory for locally stored avatars, served at ``/media``.
@@ -251,7 +258,9 @@ def _check(settings: Settings) -> None:
         "rate_limit_import_per_minute",
         "session_max_days",
         "fuzz_examples",
-        "mail_attempts",
+        "mail_retry_hours",
+        "jobs_poll_seconds",
+        "jobs_shutdown_seconds",
         "port",
         "workers",
         "max_request_headers",

@@ -27,6 +27,8 @@ from app.errors import EXCEPTION_HANDLERS
 from app.health.controller import HealthController
 from app.health.probes import drain_on_sigterm, livez, mark_draining, readyz
 from app.http import require_declared_body
+from app.jobs.cli import JobsCLIPlugin
+from app.jobs.runner import JobRunner
 from app.logs import RequestLogMiddleware, configure_logging
 from app.mail.senders import make_mailer
 from app.openapi_document import operation_id, tidy_document_hook
@@ -44,6 +46,7 @@ from app.server import ServerCLIPlugin
 from app.storage.adapters import make_avatar_storage, media_route_handlers
 from app.users.cli import UsersCLIPlugin
 from app.users.controller import UsersController, avatar_router
+from app.users.repository import delete_finished_sessions
 
 if TYPE_CHECKING:
     from litestar.types import ControllerRouterHandler
@@ -110,17 +113,27 @@ def create_app(settings: Settings | None = None) -> Litestar:
     database = Database(db_config.get_engine(), settings.db_pool_size)
     auth = make_auth(settings)
     avatar_storage = make_avatar_storage(settings)
+    mailer = make_mailer(settings)
+    # The runner has an engine of its own: its polling never competes with requests for the pool.
+    job_runner = JobRunner(
+        make_db_config(settings).get_engine(),
+        mailer,
+        settings,
+        housekeeping=[("sessions", delete_finished_sessions)],
+    )
 
     on_startup: list[Any] = []
     if settings.auto_migrate:
         on_startup.append(migrate_on_startup(db_config))
     on_startup += [database.open, cache.open_stores, mark_public_operations(auth.exclude or [])]
-    on_shutdown: list[Any] = [mark_draining, cache.close_stores, database.close]
+    on_shutdown: list[Any] = [mark_draining, job_runner.stop, cache.close_stores, database.close, job_runner.close]
     handlers: list[ControllerRouterHandler] = []
     if settings.metrics_enabled:
         handlers.append(metrics.MetricsController)
         on_startup.append(metrics.start_metrics(multiprocess=bool(settings.prometheus_multiproc_dir)))
         on_shutdown.insert(0, metrics.stop_metrics)
+    if settings.jobs_in_process:  # else a `litestar jobs worker` process delivers
+        on_startup.append(job_runner.start)
     # After the public operations are marked: which ones need a token decides their 401.
     on_startup += [tidy_document_hook, drain_on_sigterm(settings.shutdown_delay), _freeze_gc]
 
@@ -134,7 +147,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             scalar_bundle,
             *handlers,
         ],
-        plugins=[SQLAlchemyPlugin(config=db_config), UsersCLIPlugin(), ServerCLIPlugin()],
+        plugins=[SQLAlchemyPlugin(config=db_config), UsersCLIPlugin(), ServerCLIPlugin(), JobsCLIPlugin()],
         dependencies={"settings": Provide(lambda: settings, use_cache=True, sync_to_thread=False)},
         on_app_init=[auth.on_app_init],
         on_startup=on_startup,
@@ -163,7 +176,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 "db_config": db_config,
                 "database": database,
                 "avatar_storage": avatar_storage,
-                "mailer": make_mailer(settings),
+                "mailer": mailer,
+                "job_runner": job_runner,
             }
         ),
         # Logging is set up by configure_logging alone (Litestar's own would add a second format).

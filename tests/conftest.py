@@ -121,6 +121,11 @@ async def redis_url() -> str | None:
 # --------------------------------------------------------------------------- settings and app
 
 
+def with_runner(overrides: dict[str, Any]) -> dict[str, Any]:
+    """``overrides`` with the job runner on when they name an SMTP server (unless they say otherwise)."""
+    return {"jobs_in_process": "smtp_host" in overrides, **overrides}
+
+
 def _base_settings(**overrides: Any) -> Settings:
     env = {
         "APP_ENV": "test",
@@ -129,6 +134,9 @@ def _base_settings(**overrides: Any) -> Settings:
         "AUTO_MIGRATE": "false",
         "RATE_LIMIT_ENABLED": "false",
         "PUBLIC_BASE_URL": "http://testserver.local",
+        # Apps of a test share its database: only those given an SMTP server run a job runner
+        # (see with_runner), else a helper app would "send" the test's mails to its log.
+        "JOBS_IN_PROCESS": "false",
     }
     settings = load_settings(env, env_file=None)
     return msgspec.structs.replace(settings, **overrides)
@@ -145,7 +153,7 @@ def make_client(settings: Settings) -> Callable[..., Any]:
     """Factory: ``async with make_client(**setting_overrides) as client`` runs an app with its lifespan."""
 
     def factory(**overrides: Any) -> AsyncTestClient[Litestar]:
-        app = create_app(msgspec.structs.replace(settings, **overrides))
+        app = create_app(msgspec.structs.replace(settings, **with_runner(overrides)))
         return AsyncTestClient(app, raise_server_exceptions=False, base_url="http://testserver.local")
 
     return factory
@@ -312,8 +320,12 @@ class SmtpSink:
         self.messages.append(message)  # type: ignore[arg-type]
         return "250 Message accepted"
 
-    async def wait_for(self, count: int, timeout: float = 5.0) -> list[EmailMessage]:
-        """Wait until ``count`` mails arrived (background tasks may still be sending)."""
+    async def wait_for(self, count: int, timeout: float = 15.0) -> list[EmailMessage]:
+        """Wait until ``count`` mails arrived (the job runner delivers them after the answer).
+
+        The runner wakes on the commit and delivers within a second or so; the generous limit
+        only matters on a loaded machine, a passing test returns as soon as the mail is in.
+        """
         deadline = asyncio.get_running_loop().time() + timeout
         while len(self.messages) < count:
             if asyncio.get_running_loop().time() > deadline:
@@ -366,6 +378,7 @@ class SmtpServer:
             "smtp_port": self.port,
             "smtp_tls": "none",
             "mail_retry_seconds": 0.01,
+            "jobs_in_process": True,
         }
 
 

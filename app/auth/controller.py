@@ -1,8 +1,8 @@
 """Auth routes: registration, confirmation, login sessions, password reset and change.
 
-Controllers only parse, call :class:`AuthService` and shape the answer. Mails are queued as
-background tasks that run after the answer is sent, so a slow or failing mail server never
-delays or fails a request.
+Controllers only parse, call :class:`AuthService` and shape the answer. Mails are outbox rows
+the service writes with its change; the job runner (``app.jobs``) delivers them, so a slow or
+failing mail server never delays or fails a request.
 """
 
 from __future__ import annotations
@@ -66,7 +66,6 @@ from app.auth.service import (
 from app.errors import ErrorBody, error_response
 from app.http import BODY_MEDIA_TYPES, JSON, URL_ENCODED
 from app.input import SINGLE_LINE
-from app.mail.senders import deliver
 from app.ratelimit import AUTH, AUTH_PER_USER, limited
 from app.security.password_policy import MAX_LENGTH, MIN_LENGTH
 from app.users.schemas import CurrentUser, UserRead
@@ -74,9 +73,7 @@ from app.users.service import UserExistsError
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
-    from email.message import EmailMessage
 
-    from app.config import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -120,48 +117,25 @@ def _wants_html(request: Request[Any, Any, Any]) -> bool:
     )
 
 
-def _mail(request: Request[Any, Any, Any], message: EmailMessage | None) -> BackgroundTask | None:
-    """A background task that sends ``message`` (with retries) after the response."""
-    if message is None:
-        return None
-    settings: Settings = request.app.state.settings
-    return BackgroundTask(
-        deliver,
-        request.app.state.mailer,
-        message,
-        attempts=settings.mail_attempts,
-        base_delay=settings.mail_retry_seconds,
-    )
-
-
 def _look_up_and_mail(
     request: Request[Any, Any, Any],
-    lookup: Callable[[AuthService, str], Awaitable[EmailMessage | None]],
+    lookup: Callable[[AuthService, str], Awaitable[bool]],
     email: str,
 ) -> BackgroundTask:
-    """A background task that finds the account of ``email`` and sends it its mail, after the answer.
+    """A background task that finds the account of ``email`` and queues its mail, after the answer.
 
     The request itself then does the same work for a known, an unconfirmed and an unknown
-    address, so its duration tells nothing about which accounts exist. Whatever may replace
-    the direct send (an outbox row) must stay in here too.
+    address, so its duration tells nothing about which accounts exist. The outbox write stays
+    in here for the same reason.
     """
     app = request.app
-    settings: Settings = app.state.settings
 
     async def look_up_and_mail() -> None:
         try:
             async with auth_service_for(app) as auth_service:
-                message = await lookup(auth_service, email)
+                await lookup(auth_service, email)
         except Exception as exc:  # after the answer: nobody to tell but the log
             logger.warning("account mail: lookup failed (%s)", type(exc).__name__)
-            return
-        if message is not None:
-            await deliver(
-                app.state.mailer,
-                message,
-                attempts=settings.mail_attempts,
-                base_delay=settings.mail_retry_seconds,
-            )
 
     return BackgroundTask(look_up_and_mail)
 
@@ -282,7 +256,7 @@ class AuthController(Controller):
     ) -> Response[UserRead]:
         """Create an account and mail its confirmation link."""
         try:
-            user, mail = await auth_service.register(
+            user = await auth_service.register(
                 username=data.username, email=data.email, password=data.password
             )
         except WeakPassword as exc:
@@ -291,7 +265,7 @@ class AuthController(Controller):
             raise HTTPException(
                 status_code=HTTP_409_CONFLICT, detail=f"This {exc.field} is already taken"
             ) from None
-        return Response(_user_read(user), status_code=HTTP_201_CREATED, background=_mail(request, mail))
+        return Response(_user_read(user), status_code=HTTP_201_CREATED)
 
     @post(
         "/login",
@@ -484,7 +458,7 @@ class AuthController(Controller):
             # The repeat field is the HTML form's typo guard: checked when sent, never required.
             if data.password_confirm is not msgspec.UNSET and data.password != data.password_confirm:
                 raise WeakPassword("The two passwords differ", "password_confirm")
-            mail = await auth_service.reset_password(token, data.password)
+            await auth_service.reset_password(token, data.password)
         except InvalidLink:
             return self._bad_reset_link(request)
         except WeakPassword as exc:
@@ -492,8 +466,8 @@ class AuthController(Controller):
                 return _reset_form(request.url.path, HTTP_400_BAD_REQUEST, str(exc), exc.field)
             raise _invalid(request, exc.field, str(exc)) from None
         if is_form or _wants_html(request):
-            return _page("auth/reset_done.html", message=PASSWORD_RESET, background=_mail(request, mail))
-        return Response(Message(message=PASSWORD_RESET), background=_mail(request, mail))
+            return _page("auth/reset_done.html", message=PASSWORD_RESET)
+        return Response(Message(message=PASSWORD_RESET))
 
     @staticmethod
     def _bad_reset_link(request: Request) -> Response[Any]:
@@ -551,11 +525,11 @@ class PasswordController(Controller):
         """Change the password of the current user."""
         sid = request.auth.extras.get("sid")
         try:
-            mail = await auth_service.change_password(
+            await auth_service.change_password(
                 request.user.id, UUID(sid) if sid else None, data.current_password, data.new_password
             )
         except WrongPassword:
             raise _invalid(request, "current_password", "The current password is wrong") from None
         except WeakPassword as exc:
             raise _invalid(request, exc.field, str(exc)) from None
-        return Response(None, status_code=HTTP_204_NO_CONTENT, background=_mail(request, mail))
+        return Response(None, status_code=HTTP_204_NO_CONTENT)

@@ -4,8 +4,8 @@ Sessions (``user_sessions``) are this service's table: one row per login, holdin
 SHA-256 of the current refresh token. User writes go through :class:`UserService`, whose
 ``save()`` commits and invalidates the cached user, so every change shows on the next request.
 
-Mails are not sent here: methods return the message to send, and the controller queues it
-as a background task after the answer.
+Mails are not sent here: each is a row of the outbox (:func:`app.jobs.outbox.add_mail`) written
+in the transaction of the change that causes it, and delivered by the job runner.
 """
 
 from __future__ import annotations
@@ -25,17 +25,24 @@ from uuid_utils.compat import uuid7
 
 from app import cache
 from app.auth.schemas import Tokens
-from app.mail import messages
+from app.jobs.outbox import add_mail
 from app.security.password_policy import password_problem
 from app.security.passwords import hash_password, verify_password
-from app.security.tokens import InvalidToken, Purpose, create_token, decode_token, fingerprint, token_hash
+from app.security.tokens import (
+    InvalidToken,
+    Purpose,
+    create_token,
+    decode_token,
+    fingerprint,
+    token_claims,
+    token_hash,
+)
 from app.users.models import User, UserSession
 from app.users.repository import UserSessionRepository
 from app.users.service import UserService, provide_user_service
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, AsyncIterator
-    from email.message import EmailMessage
 
     from litestar import Litestar
 
@@ -176,31 +183,37 @@ class AuthService(SQLAlchemyAsyncRepositoryService[UserSession, UserSessionRepos
         )
         return tokens, token_hash(refresh), min(expires, ends_at)
 
-    def confirmation_mail(self, user: User) -> EmailMessage:
-        """The confirmation mail of ``user``, with a token bound to the email it confirms."""
-        token, _ = self._token(
-            Purpose.CONFIRM_EMAIL, user.id, timedelta(hours=self.settings.confirm_token_hours), em=user.email
-        )
-        return messages.confirm_email(self.settings, to=user.email, username=user.username, token=token)
+    def confirmation_mail(self, user: User) -> None:
+        """Queue the confirmation mail of ``user`` (a token bound to the email it confirms).
 
-    def reset_mail(self, user: User) -> EmailMessage:
-        """The password reset mail of ``user``, with a single-use token bound to the password."""
-        token, _ = self._token(
+        The outbox row joins the session's transaction: the caller commits.
+        """
+        claims = token_claims(
+            Purpose.CONFIRM_EMAIL,
+            str(user.id),
+            timedelta(hours=self.settings.confirm_token_hours),
+            em=user.email,
+        )
+        add_mail(self.repository.session, "confirm_email", user.email, username=user.username, claims=claims)
+
+    def reset_mail(self, user: User) -> None:
+        """Queue the password reset mail of ``user`` (a single-use token bound to the password)."""
+        claims = token_claims(
             Purpose.RESET_PASSWORD,
-            user.id,
+            str(user.id),
             timedelta(minutes=self.settings.reset_token_minutes),
             st=reset_state(user),
         )
-        return messages.reset_password(self.settings, to=user.email, username=user.username, token=token)
+        add_mail(self.repository.session, "reset_password", user.email, username=user.username, claims=claims)
 
-    def password_changed_mail(self, user: User) -> EmailMessage:
-        """The "your password was changed" notice."""
-        return messages.password_changed(self.settings, to=user.email, username=user.username)
+    def password_changed_mail(self, user: User) -> None:
+        """Queue the "your password was changed" notice."""
+        add_mail(self.repository.session, "password_changed", user.email, username=user.username)
 
     # ------------------------------------------------------------------ registration
 
-    async def register(self, *, username: str, email: str, password: str) -> tuple[User, EmailMessage]:
-        """Create an account and the confirmation mail to send.
+    async def register(self, *, username: str, email: str, password: str) -> User:
+        """Create an account and its confirmation mail, in one transaction.
 
         Args:
             username: The username.
@@ -208,15 +221,17 @@ class AuthService(SQLAlchemyAsyncRepositoryService[UserSession, UserSessionRepos
             password: The plain password.
 
         Returns:
-            The new user and the mail.
+            The new user.
 
         Raises:
             WeakPassword: The password is refused.
             UserExistsError: The email or username is taken.
         """
         check_password(password)
-        user = await self.users.create_user(username=username, email=email, password=password)
-        return user, self.confirmation_mail(user)
+        user = await self.users.create_user(username=username, email=email, password=password, commit=False)
+        self.confirmation_mail(user)
+        await self.users.save(user.id)
+        return user
 
     async def confirm_email(self, token: str) -> tuple[User, bool]:
         """Confirm the email a confirmation token was made for.
@@ -238,12 +253,14 @@ class AuthService(SQLAlchemyAsyncRepositoryService[UserSession, UserSessionRepos
         await self.users.confirm(user)
         return user, False
 
-    async def request_confirmation(self, email: str) -> EmailMessage | None:
-        """The confirmation mail to re-send, if the account exists and is unconfirmed."""
+    async def request_confirmation(self, email: str) -> bool:
+        """Queue a new confirmation mail if the account exists and is unconfirmed; whether it did."""
         user = await self.users.get_by_email(email)
         if user is None or user.confirmed:
-            return None
-        return self.confirmation_mail(user)
+            return False
+        self.confirmation_mail(user)
+        await self.repository.session.commit()
+        return True
 
     # ------------------------------------------------------------------ sessions
 
@@ -368,10 +385,14 @@ class AuthService(SQLAlchemyAsyncRepositoryService[UserSession, UserSessionRepos
 
     # ------------------------------------------------------------------ passwords
 
-    async def request_reset(self, email: str) -> EmailMessage | None:
-        """The reset mail to send, if an account has this email."""
+    async def request_reset(self, email: str) -> bool:
+        """Queue a reset mail if an account has this email; whether it did."""
         user = await self.users.get_by_email(email)
-        return None if user is None else self.reset_mail(user)
+        if user is None:
+            return False
+        self.reset_mail(user)
+        await self.repository.session.commit()
+        return True
 
     async def check_reset_token(self, token: str) -> User:
         """The user a reset token is valid for.
@@ -390,15 +411,12 @@ class AuthService(SQLAlchemyAsyncRepositoryService[UserSession, UserSessionRepos
             raise InvalidLink
         return user
 
-    async def reset_password(self, token: str, password: str) -> EmailMessage:
-        """Set a new password from a reset link; every session ends.
+    async def reset_password(self, token: str, password: str) -> None:
+        """Set a new password from a reset link; every session ends and a notice is queued.
 
         Args:
             token: The token from the mail.
             password: The new plain password.
-
-        Returns:
-            The "your password was changed" mail to send.
 
         Raises:
             InvalidLink: The token cannot be used.
@@ -406,22 +424,20 @@ class AuthService(SQLAlchemyAsyncRepositoryService[UserSession, UserSessionRepos
         """
         user = await self.check_reset_token(token)
         check_password(password)
-        await self.users.set_password(user, password)
-        return self.password_changed_mail(user)
+        await self.users.set_password(user, password, commit=False)
+        self.password_changed_mail(user)
+        await self.users.save(user.id)
 
     async def change_password(
         self, user_id: UUID, session_id: UUID | None, current_password: str, new_password: str
-    ) -> EmailMessage:
-        """Change the password of a logged-in user, keeping only their current session.
+    ) -> None:
+        """Change the password of a logged-in user, keeping only their current session; a notice is queued.
 
         Args:
             user_id: The user.
             session_id: The session making the change (kept alive).
             current_password: The password they have now.
             new_password: The new password.
-
-        Returns:
-            The "your password was changed" mail to send.
 
         Raises:
             WrongPassword: ``current_password`` is wrong.
@@ -431,8 +447,9 @@ class AuthService(SQLAlchemyAsyncRepositoryService[UserSession, UserSessionRepos
         if not await verify_password(current_password, user.password_hash):
             raise WrongPassword
         check_password(new_password, "new_password")
-        await self.users.set_password(user, new_password, keep_session=session_id)
-        return self.password_changed_mail(user)
+        await self.users.set_password(user, new_password, keep_session=session_id, commit=False)
+        self.password_changed_mail(user)
+        await self.users.save(user.id)
 
     # ------------------------------------------------------------------ helpers
 

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
+from app.security.tokens import sign_claims
+
 if TYPE_CHECKING:
     from app.config import Settings
 
@@ -91,3 +93,33 @@ def password_changed(settings: Settings, *, to: str, username: str) -> EmailMess
         username=username,
         link=link(settings, "/api/auth/update_password"),
     )
+
+
+#: The mails the outbox can hold, by kind: each builder takes the settings, ``to`` and its params.
+KINDS = {
+    "confirm_email": confirm_email,
+    "reset_password": reset_password,
+    "password_changed": password_changed,
+}
+
+
+def build(settings: Settings, kind: str, *, to: str, params: dict[str, Any]) -> EmailMessage:
+    """Render an outbox row's mail.
+
+    Args:
+        settings: The application settings (sender, public URL, link lifetimes).
+        kind: A key of :data:`KINDS`.
+        to: The recipient.
+        params: The values stored with the row.
+
+    Returns:
+        The message.
+
+    Raises:
+        KeyError: Unknown kind.
+    """
+    values = dict(params)
+    if "claims" in values:
+        # The row holds the link token's claims, signed only now: the outbox holds no usable link.
+        values["token"] = sign_claims(settings.secret_key, values.pop("claims"))
+    return KINDS[kind](settings, to=to, **values)

@@ -4,19 +4,17 @@
 * :class:`LogMailer` otherwise: the development sender, which writes each mail — links
   included, that is its purpose — to the ``app.mail`` logger at INFO.
 
-:func:`deliver` is what background tasks run: a few attempts with exponential backoff,
-failures logged and never raised (the request that queued the mail has long been answered).
+The job runner (``app.jobs.runner``) sends the outbox's mails through the chosen sender and
+owns retries; a sender only sends once or raises.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import TYPE_CHECKING, Protocol
 
 import aiosmtplib
 
-from app import metrics
 from app.logs import UNMASKED
 
 if TYPE_CHECKING:
@@ -67,11 +65,13 @@ class SmtpMailer:
     async def send(self, message: EmailMessage) -> None:
         """Send ``message`` over a fresh connection.
 
+        A send that fails or is cancelled (a stopping runner) drops the connection at once:
+        aiosmtplib's own clean-up would first wait up to ``timeout`` for a polite QUIT.
+
         Raises:
             aiosmtplib.SMTPException: The server refused or could not be reached.
         """
-        await aiosmtplib.send(
-            message,
+        client = aiosmtplib.SMTP(
             hostname=self.host,
             port=self.port,
             username=self.username,
@@ -80,6 +80,16 @@ class SmtpMailer:
             start_tls=self.tls == "starttls",
             timeout=self.timeout,
         )
+        try:
+            await client.connect()
+            await client.send_message(message)
+        except BaseException:
+            client.close()
+            raise
+        try:
+            await client.quit()
+        except aiosmtplib.SMTPException:
+            client.close()  # the mail is accepted: a failed goodbye changes nothing
 
 
 class LogMailer:
@@ -115,47 +125,3 @@ def make_mailer(settings: Settings) -> Mailer:
         # a leak anywhere else. Production should always name an SMTP server.
         logger.warning("SMTP_HOST is not set: mails (with their links) are written to the log")
     return LogMailer()
-
-
-async def deliver(
-    mailer: Mailer, message: EmailMessage, *, attempts: int = 3, base_delay: float = 2.0
-) -> bool:
-    """Send ``message``, retrying with exponential backoff; never raises.
-
-    Args:
-        mailer: The sender.
-        message: The mail.
-        attempts: How many times to try in all.
-        base_delay: Seconds before the first retry; each next wait doubles.
-
-    Returns:
-        Whether the mail was sent.
-    """
-    for attempt in range(1, attempts + 1):
-        try:
-            await mailer.send(message)
-        except Exception as exc:
-            if attempt == attempts:
-                logger.error(
-                    "mail %r to %s not sent after %d attempts (%s: %s)",
-                    message["Subject"],
-                    message["To"],
-                    attempts,
-                    type(exc).__name__,
-                    exc,
-                )
-                metrics.mail_result(sent=False)
-                return False
-            delay = base_delay * 2 ** (attempt - 1)
-            logger.warning(
-                "mail %r: attempt %d failed (%s), retrying in %.2fs",
-                message["Subject"],
-                attempt,
-                type(exc).__name__,
-                delay,
-            )
-            await asyncio.sleep(delay)
-        else:
-            metrics.mail_result(sent=True)
-            return True
-    return False  # attempts < 1: nothing tried

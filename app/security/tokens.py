@@ -66,6 +66,48 @@ def create_token(
     return jwt.encode(payload, secret, algorithm=ALGORITHM), expires
 
 
+def token_claims(purpose: Purpose, subject: str, ttl: timedelta, **claims: Any) -> dict[str, Any]:
+    """The claims of a new token, to be signed later by :func:`sign_claims`.
+
+    Mails in the outbox keep these rather than the token: without the signing key they are
+    no link anyone can use. Times are Unix seconds (JSON), as in the signed token.
+
+    Args:
+        purpose: What the token is for.
+        subject: The ``sub`` claim (a user id).
+        ttl: How long the token lives, from now.
+        **claims: Extra claims (``em``, ``st``...).
+
+    Returns:
+        The claims.
+    """
+    now = int(datetime.now(UTC).timestamp())
+    return {
+        "sub": subject,
+        "pur": str(purpose),
+        "aud": AUDIENCE,
+        "iss": ISSUER,
+        "iat": now,
+        "nbf": now,
+        "exp": now + int(ttl.total_seconds()),
+        "jti": secrets.token_urlsafe(12),
+        **claims,
+    }
+
+
+def sign_claims(secret: str, claims: dict[str, Any]) -> str:
+    """Sign claims made by :func:`token_claims` into a token.
+
+    Args:
+        secret: The signing key.
+        claims: The claims.
+
+    Returns:
+        The encoded token.
+    """
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+
+
 def decode_token(secret: str, token: str, purpose: Purpose) -> dict[str, Any]:
     """Verify ``token`` and return its claims if it was made for ``purpose``.
 

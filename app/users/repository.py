@@ -6,13 +6,15 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import delete, func, or_, select, update
 
 from app.input import login_key
 from app.users.models import User, UserSession
 
 if TYPE_CHECKING:
     from uuid import UUID
+
+    from sqlalchemy.ext.asyncio import AsyncSession
 
 
 #: Offsets beyond this match nothing (and would overflow a 64-bit SQL integer).
@@ -184,3 +186,22 @@ class UserSessionRepository(SQLAlchemyAsyncRepository[UserSession]):
             statement = statement.where(UserSession.refresh_token_hash == refresh_hash)
         result = await self.session.execute(statement)
         return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def delete_finished_sessions(session: AsyncSession, now: datetime) -> int:
+    """Delete the sessions that can never be used again: expired at ``now``, or ended (revoked).
+
+    A housekeeping task of the job runner. A deleted session's refresh token is refused
+    exactly as a revoked one's was (no row, no session).
+
+    Args:
+        session: The runner's database session (the caller commits).
+        now: The reference time.
+
+    Returns:
+        How many rows were deleted.
+    """
+    result = await session.execute(
+        delete(UserSession).where(or_(UserSession.expires_at < now, UserSession.revoked_at.is_not(None)))
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]

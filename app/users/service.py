@@ -103,13 +103,15 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
         for user_id in user_ids:
             await invalidate_user(self.user_cache, user_id)
 
-    async def create_user(self, *, username: str, email: str, password: str) -> User:
+    async def create_user(self, *, username: str, email: str, password: str, commit: bool = True) -> User:
         """Create an unconfirmed account with the ``user`` role.
 
         Args:
             username: The username (a valid one: see :func:`app.input.normalize_username`).
             email: The email address (a valid one; stored normalised by :func:`app.input.normalize_email`).
             password: The plain password (already checked against the policy).
+            commit: ``False`` leaves the commit (:meth:`save`) to the caller, who adds to the
+                same transaction (the confirmation mail).
 
         Returns:
             The new user.
@@ -137,7 +139,8 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
         # A concurrent registration of the same name loses on the unique indexes and the
         # repository raises DuplicateKeyError (409 centrally).
         user = await self.repository.add(user)
-        await self.save(user.id)
+        if commit:
+            await self.save(user.id)
         return user
 
     async def confirm(self, user: User) -> None:
@@ -149,18 +152,23 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
         user.confirmed = True
         await self.save(user.id)
 
-    async def set_password(self, user: User, password: str, *, keep_session: UUID | None = None) -> None:
+    async def set_password(
+        self, user: User, password: str, *, keep_session: UUID | None = None, commit: bool = True
+    ) -> None:
         """Replace the password, end sessions and kill outstanding reset links.
 
         Args:
             user: The user, loaded in this service's session.
             password: The new plain password (already checked against the policy).
             keep_session: The session that made the change, kept alive; ``None`` ends them all.
+            commit: ``False`` leaves the commit (:meth:`save`) to the caller, who adds to the
+                same transaction (the "password changed" mail).
         """
         user.password_hash = await hash_password(password, self.bcrypt_rounds)
         user.password_version += 1  # reset tokens carry a fingerprint of the old state
         await self.sessions.revoke(user.id, keep=keep_session)
-        await self.save(user.id)
+        if commit:
+            await self.save(user.id)
 
     async def set_role(self, user_id: UUID, role: str) -> User:
         """Give a user a role; demoting the last admin is refused.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from pathlib import Path
 
@@ -122,11 +123,12 @@ async def test_the_services_own_metrics(make_client, user_factory, settings, smt
         ]
         assert 200 in statuses and statuses[-1] == 429
         after = await scrape(client)
-        for _ in range(50):  # the mail leaves in a background task
+        for _ in range(150):  # the mail leaves through the outbox's runner
             if value(after, "contacts_mails_total", result="sent") > value(
                 before, "contacts_mails_total", result="sent"
             ):
                 break
+            await asyncio.sleep(0.1)
             after = await scrape(client)
 
     def delta(name: str, **labels: str) -> float:

@@ -9,6 +9,7 @@ import msgspec
 import pytest
 
 from app.config import Settings
+from tests.conftest import with_runner
 from tests.reliability.harness import AppClient, serve, serve_live
 from tests.reliability.services import PrivatePostgres, PrivateRedis, SmtpSink
 
@@ -35,7 +36,7 @@ def serve_with(settings: Settings) -> Callable[..., Any]:
     """Factory: ``async with serve_with(**setting_overrides) as client`` (in-loop app)."""
 
     def factory(**overrides: Any) -> Any:
-        return serve(msgspec.structs.replace(settings, **overrides))
+        return serve(msgspec.structs.replace(settings, **with_runner(overrides)))
 
     return factory
 
@@ -45,7 +46,7 @@ def live_with(settings: Settings) -> Callable[..., Any]:
     """Factory: ``async with live_with(**setting_overrides) as client`` (uvicorn on loopback)."""
 
     def factory(**overrides: Any) -> Any:
-        return serve_live(msgspec.structs.replace(settings, **overrides))
+        return serve_live(msgspec.structs.replace(settings, **with_runner(overrides)))
 
     return factory
 

@@ -1,4 +1,8 @@
-"""Fault: the SMTP server is unreachable when a mail is due (real sockets, a real SMTP server)."""
+"""Fault: the SMTP server is unreachable when a mail is due (real sockets, a real SMTP server).
+
+Mails wait in the outbox (a database row) while the server is down: nothing is lost, the
+request is answered as usual, and each mail goes out exactly once when the server returns.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import logging
 import uuid
 
 from tests.conftest import PASSWORD
+from tests.outbox import wait_for_rows
 from tests.reliability.harness import capture_all_logs
 from tests.reliability.services import SmtpSink, free_port
 
@@ -16,49 +21,48 @@ def _registration() -> dict[str, str]:
     return {"username": f"mailfault_{tag}", "email": f"mailfault-{tag}@example.com", "password": PASSWORD}
 
 
-async def test_smtp_unreachable_registration_still_201_mail_retried_and_failure_logged(serve_with):
+async def test_smtp_unreachable_registration_still_201_mail_kept_pending_and_failures_logged(
+    serve_with, settings
+):
     port = free_port()  # nothing listens there: every connection is refused
     async with serve_with(
-        smtp_host="127.0.0.1", smtp_port=port, smtp_tls="none", mail_attempts=3, mail_retry_seconds=0.05
+        smtp_host="127.0.0.1", smtp_port=port, smtp_tls="none", mail_retry_seconds=0.05
     ) as client:
         with capture_all_logs() as logs:
             body = _registration()
             response = await client.post("/api/auth/register", json=body)
             assert response.status_code == 201, response.text
             assert response.json()["email"] == body["email"]
-            for _ in range(100):  # the mail is a background task; give it its retries
-                if any(r.levelno >= logging.ERROR and r.name.startswith("app.mail") for r in logs.records):
-                    break
-                await asyncio.sleep(0.05)
-    mail_records = [r for r in logs.records if r.name.startswith("app.mail")]
-    retries = [r for r in mail_records if r.levelno == logging.WARNING]
-    failures = [r for r in mail_records if r.levelno >= logging.ERROR]
-    assert len(retries) == 2, [r.getMessage() for r in mail_records]  # attempts 1 and 2 failed, then retried
-    assert len(failures) == 1, [r.getMessage() for r in mail_records]
-    assert "3 attempts" in failures[0].getMessage()
+            (row,) = await wait_for_rows(settings, lambda rows: len(rows) == 1 and rows[0].attempts >= 3)
+    assert (row.recipient, row.status) == (body["email"], "pending")  # retried, never given up
+    assert row.last_error
+    job_records = [r for r in logs.records if r.name.startswith("app.jobs")]
+    retries = [r for r in job_records if r.levelno == logging.WARNING and "attempt" in r.getMessage()]
+    assert len(retries) >= 3, [r.getMessage() for r in job_records]
+    assert not [r for r in job_records if r.levelno >= logging.ERROR]
+    assert all(body["email"] not in r.getMessage() for r in job_records)  # ids and kinds, not addresses
 
 
-async def test_smtp_back_before_the_retry_delivers_the_mail(serve_with):
-    sink = SmtpSink()  # its port is free: the first attempt is refused
+async def test_smtp_back_after_the_outage_delivers_each_mail_once(serve_with, settings):
+    sink = SmtpSink()  # its port is free: the first attempts are refused
     async with serve_with(
-        smtp_host="127.0.0.1", smtp_port=sink.port, smtp_tls="none", mail_attempts=3, mail_retry_seconds=1.0
+        smtp_host="127.0.0.1", smtp_port=sink.port, smtp_tls="none", mail_retry_seconds=0.2
     ) as client:
-
-        async def server_comes_back() -> None:
-            await asyncio.sleep(0.3)
-            sink.start()
-
-        comeback = asyncio.create_task(server_comes_back())
         try:
             with capture_all_logs() as logs:
-                body = _registration()
-                response = await client.post("/api/auth/register", json=body)
-                assert response.status_code == 201, response.text
-                await comeback
-                await sink.wait_for(1, timeout=10)
+                bodies = [_registration() for _ in range(3)]
+                for body in bodies:
+                    response = await client.post("/api/auth/register", json=body)
+                    assert response.status_code == 201, response.text
+                await wait_for_rows(settings, lambda rows: len(rows) == 3 and all(r.attempts for r in rows))
+                sink.start()
+                await sink.wait_for(3, timeout=15)
+                rows = await wait_for_rows(settings, lambda rows: all(r.status == "sent" for r in rows))
+                await asyncio.sleep(1.0)  # long enough for a duplicate to show up
         finally:
             sink.stop()
-    assert sink.messages[0]["To"] == body["email"]
-    mail_records = [r for r in logs.records if r.name.startswith("app.mail")]
-    assert [r.levelno for r in mail_records].count(logging.WARNING) == 1  # the refused first attempt
-    assert not [r for r in mail_records if r.levelno >= logging.ERROR]
+    assert sorted(m["To"] for m in sink.messages) == sorted(b["email"] for b in bodies)
+    assert len({m["Message-ID"] for m in sink.messages}) == 3
+    assert all(r.sent_at is not None for r in rows)
+    job_records = [r for r in logs.records if r.name.startswith("app.jobs")]
+    assert not [r for r in job_records if r.levelno >= logging.ERROR]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from typing import Any
@@ -51,17 +52,36 @@ def bearer(access_token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {access_token}"}
 
 
-def mailed_token(sink: SmtpSink, kind: str, to: str | None = None) -> str:
-    """The token of the newest mailed link of ``kind`` (``confirmed_email`` or ``confirm_update_password``)."""
-    for message in reversed(sink.messages):
-        if to is not None and message["To"] != to:
+async def mailed_token(sink: SmtpSink, kind: str, to: str | None = None, timeout: float = 15.0) -> str:
+    """The token of the next mailed link of ``kind`` (``confirmed_email`` or ``confirm_update_password``).
+
+    The job runner sends mails after the answer: this waits for them. Each call takes the next
+    such link in arrival order (per sink, kind and recipient), so two reset requests in a row
+    give two different tokens.
+    """
+    # The links handed out so far live on the sink: a new sink (a new test) starts afresh.
+    taken = sink.__dict__.setdefault("_mailed_tokens", {}).setdefault((kind, to), [])
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        found = [token for message in sink.messages for token in _tokens_of(message, kind, to)]
+        if len(found) > len(taken):
+            taken.append(found[len(taken)])
+            return taken[-1]
+        if asyncio.get_running_loop().time() > deadline:
+            msg = f"no mailed {kind} link (to {to}) within {timeout}s"
+            raise AssertionError(msg)
+        await asyncio.sleep(0.02)
+
+
+def _tokens_of(message: Any, kind: str, to: str | None) -> list[str]:
+    if to is not None and message["To"] != to:
+        return []
+    for part in message.walk():
+        payload = part.get_payload(decode=True)
+        if not isinstance(payload, bytes):
             continue
-        for part in message.walk():
-            payload = part.get_payload(decode=True)
-            if not isinstance(payload, bytes):
-                continue
-            for found_kind, token in _LINK.findall(payload.decode(part.get_content_charset() or "utf-8")):
-                if found_kind == kind:
-                    return token
-    msg = f"no mailed {kind} link (to {to})"
-    raise AssertionError(msg)
+        text = payload.decode(part.get_content_charset() or "utf-8")
+        found = [token for found_kind, token in _LINK.findall(text) if found_kind == kind]
+        if found:
+            return found[:1]  # the text and the HTML part carry the same link
+    return []

@@ -236,7 +236,7 @@ async def test_asvs_6_3_8_update_password_same_answer_and_time_for_unknown_email
 async def _reset_token(client, sink, email: str) -> str:
     response = await client.post("/api/auth/update_password", json={"email": email})
     assert response.status_code == 202
-    return mailed_token(sink, "confirm_update_password", to=email)
+    return await mailed_token(sink, "confirm_update_password", to=email)
 
 
 async def test_asvs_6_4_1_reset_token_works_once(mail_client, smtp_sink, user_factory):
@@ -306,7 +306,7 @@ async def test_asvs_6_4_1_an_older_reset_token_dies_when_a_newer_one_is_used(
 async def test_asvs_6_4_1_confirmation_token_expires_and_is_bound_to_its_purpose(mail_client, smtp_sink):
     body = new_account(STRONG)
     await register(mail_client, body)
-    token = mailed_token(smtp_sink, "confirmed_email", to=body["email"])
+    token = await mailed_token(smtp_sink, "confirmed_email", to=body["email"])
     claims = jwt.decode(token, options={"verify_signature": False})
 
     expired = _expired_copy(claims)

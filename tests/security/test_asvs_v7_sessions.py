@@ -98,7 +98,7 @@ async def test_asvs_7_4_3_password_reset_ends_every_session(mail_client, smtp_si
     assert (
         await mail_client.post("/api/auth/update_password", json={"email": user.email})
     ).status_code == 202
-    token = mailed_token(smtp_sink, "confirm_update_password", to=user.email)
+    token = await mailed_token(smtp_sink, "confirm_update_password", to=user.email)
     response = await mail_client.post(
         f"/api/auth/confirm_update_password/{token}", json={"password": NEW_PASSWORD}
     )

@@ -159,7 +159,7 @@ async def test_asvs_16_2_5_no_password_token_or_hash_in_any_log_of_a_whole_accou
     ) as client:
         with capture_all_logs() as logs:
             await register(client, body)
-            confirm = mailed_token(smtp_sink, "confirmed_email", to=body["email"])
+            confirm = await mailed_token(smtp_sink, "confirmed_email", to=body["email"])
             assert (await client.get(f"/api/auth/confirmed_email/{confirm}")).status_code == 200
             assert (await client.get(f"/api/auth/confirmed_email/{confirm}", headers=HTML)).status_code == 200
             wrong = await client.post(
@@ -182,7 +182,7 @@ async def test_asvs_16_2_5_no_password_token_or_hash_in_any_log_of_a_whole_accou
             assert (
                 await client.post("/api/auth/update_password", json={"email": body["email"]})
             ).status_code == 202
-            reset = mailed_token(smtp_sink, "confirm_update_password", to=body["email"])
+            reset = await mailed_token(smtp_sink, "confirm_update_password", to=body["email"])
             assert (
                 await client.get(f"/api/auth/confirm_update_password/{reset}", headers=HTML)
             ).status_code == 200

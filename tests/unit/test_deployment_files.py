@@ -89,6 +89,23 @@ def test_compose_runs_the_image_command():
     assert "FORWARDED_ALLOW_IPS" not in compose["services"]["app"].get("environment", {})
 
 
+def test_a_worker_service_runs_the_job_runner_beside_api_replicas_that_do_not():
+    services = compose()["services"]
+    worker, app = services["worker"], services["app"]
+    assert worker["command"] == ["litestar", "--app", "app.main:app", "jobs", "worker"]
+    assert worker["build"] == app["build"], "the worker runs the API's image"
+    assert worker["environment"]["DATABASE_URL"] == app["environment"]["DATABASE_URL"]
+    assert worker["environment"]["SMTP_HOST"] == app["environment"]["SMTP_HOST"]
+    assert set(worker["environment"]) - SETTINGS_ENV == set()
+    assert app["environment"]["JOBS_IN_PROCESS"] == "false", "API replicas must leave delivery to the worker"
+    assert worker["depends_on"]["db"]["condition"] == "service_healthy"
+    assert worker["healthcheck"] == {"disable": True}, "the image's HTTP health check cannot pass here"
+    assert "ports" not in worker and "container_name" not in worker
+    grace = _seconds(worker["stop_grace_period"])
+    shutdown = float(worker["environment"].get("JOBS_SHUTDOWN_SECONDS", Settings().jobs_shutdown_seconds))
+    assert grace > shutdown, "Docker must not SIGKILL the worker while deliveries finish"
+
+
 def _seconds(duration: str) -> float:
     units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
     number, unit = re.fullmatch(r"([0-9.]+)(ms|s|m|h)", duration).groups()
@@ -213,7 +230,9 @@ def test_selectors_match_the_pods():
     ):
         assert selector.items() <= pod_labels.items()
     worker = by_kind("Deployment", "contacts-worker")
-    assert worker["spec"]["replicas"] == 0  # waits for the job runner (issue 14)
+    assert worker["spec"]["replicas"] >= 1
+    assert worker["spec"]["template"]["spec"]["containers"][0]["command"][-2:] == ["jobs", "worker"]
+    assert by_kind("ConfigMap")["data"]["JOBS_IN_PROCESS"] == "false"  # the API pods leave mail to it
     job = by_kind("Job")["spec"]["template"]["spec"]["containers"][0]
     assert job["command"][-3:] == ["database", "upgrade", "--no-prompt"]
 

@@ -1,11 +1,10 @@
-"""Mail: the SMTP and log senders, retries with backoff, the messages, and that a mail
-failure never fails the request that queued it."""
+"""Mail: the SMTP and log senders, the messages, and that a mail failure never fails the
+request that caused it (the mail waits in the outbox)."""
 
 from __future__ import annotations
 
 import logging
 import socket
-import time
 from collections.abc import Callable, Iterator
 from email.message import EmailMessage
 
@@ -16,8 +15,9 @@ from litestar.testing import AsyncTestClient
 
 from app.config import Settings
 from app.mail import messages
-from app.mail.senders import LogMailer, SmtpMailer, deliver, make_mailer
+from app.mail.senders import LogMailer, SmtpMailer, make_mailer
 from tests.conftest import SmtpServer
+from tests.outbox import wait_for_rows
 
 
 def sample(to: str = "ada@example.com") -> EmailMessage:
@@ -34,19 +34,6 @@ def closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-class Flaky:
-    """A sender that fails ``failures`` times before it works."""
-
-    def __init__(self, failures: int) -> None:
-        self.failures = failures
-        self.calls: list[float] = []
-
-    async def send(self, message: EmailMessage) -> None:
-        self.calls.append(time.perf_counter())
-        if len(self.calls) <= self.failures:
-            raise ConnectionError("server down")
 
 
 # --------------------------------------------------------------------------- senders
@@ -133,43 +120,28 @@ async def test_log_mailer_writes_the_mail_to_the_app_mail_logger(mail_log: Recor
     assert "http://example.com/x" in record.getMessage()
 
 
-# --------------------------------------------------------------------------- retries
+@pytest.fixture
+def jobs_log() -> Iterator[Records]:
+    logger = logging.getLogger("app.jobs")
+    handler, level = Records(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
-async def test_deliver_retries_with_exponential_backoff() -> None:
-    flaky = Flaky(failures=2)
-
-    assert await deliver(flaky, sample(), attempts=3, base_delay=0.05) is True
-
-    assert len(flaky.calls) == 3
-    first_wait = flaky.calls[1] - flaky.calls[0]
-    second_wait = flaky.calls[2] - flaky.calls[1]
-    assert first_wait >= 0.05
-    assert second_wait >= 0.1  # doubled
-
-
-async def test_deliver_gives_up_logs_and_never_raises(mail_log: Records) -> None:
-    flaky = Flaky(failures=10)
-
-    sent = await deliver(flaky, sample(), attempts=3, base_delay=0)
-
-    assert sent is False
-    assert len(flaky.calls) == 3
-    assert [r.levelname for r in mail_log.records] == ["WARNING", "WARNING", "ERROR"]
-    assert "not sent after 3 attempts" in mail_log.records[-1].getMessage()
-
-
-async def test_deliver_with_no_attempts_sends_nothing() -> None:
-    flaky = Flaky(failures=0)
-    assert await deliver(flaky, sample(), attempts=0) is False
-    assert flaky.calls == []
+# --------------------------------------------------------------------------- outage
+# Retries, backoff and dead mails are the job runner's: tests/unit/test_jobs.py.
 
 
 async def test_a_mail_outage_never_fails_the_request(
-    make_client: Callable[..., AsyncTestClient[Litestar]], mail_log: Records
+    make_client: Callable[..., AsyncTestClient[Litestar]], jobs_log: Records, settings: Settings
 ) -> None:
-    settings = {"smtp_host": "127.0.0.1", "smtp_port": closed_port(), "smtp_tls": "none"}
-    async with make_client(**settings, mail_attempts=2, mail_retry_seconds=0) as client:
+    overrides = {"smtp_host": "127.0.0.1", "smtp_port": closed_port(), "smtp_tls": "none"}
+    async with make_client(**overrides, mail_retry_seconds=60) as client:
         response = await client.post(
             "/api/auth/register",
             json={"username": "ada", "email": "ada@example.com", "password": "a long enough passphrase"},
@@ -177,10 +149,16 @@ async def test_a_mail_outage_never_fails_the_request(
         assert response.status_code == 201
         again = await client.post("/api/auth/request_email", json={"email": "ada@example.com"})
         assert again.status_code == 202
+        rows = await wait_for_rows(settings, lambda rows: len(rows) == 2 and all(r.attempts for r in rows))
 
-    failures = [r.getMessage() for r in mail_log.records if r.levelname == "ERROR"]
+    # Both mails wait in the outbox for the server to come back; each failure was logged once.
+    assert [(r.kind, r.status, r.recipient) for r in rows] == [
+        ("confirm_email", "pending", "ada@example.com")
+    ] * 2
+    assert all("ConnectionRefused" in (r.last_error or "") or "connect" in (r.last_error or "") for r in rows)
+    failures = [r.getMessage() for r in jobs_log.records if r.levelname == "WARNING"]
     assert len(failures) == 2
-    assert all("not sent after 2 attempts" in message for message in failures)
+    assert all("attempt 1 failed" in message for message in failures)
 
 
 # --------------------------------------------------------------------------- messages

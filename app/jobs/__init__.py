@@ -1,0 +1,1 @@
+"""Durable background work: the mail outbox, its job runner, housekeeping and the ``jobs`` CLI."""

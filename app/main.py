@@ -126,7 +126,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
     if settings.auto_migrate:
         on_startup.append(migrate_on_startup(db_config))
     on_startup += [database.open, cache.open_stores, mark_public_operations(auth.exclude or [])]
-    on_shutdown: list[Any] = [mark_draining, job_runner.stop, cache.close_stores, database.close, job_runner.close]
+    on_shutdown: list[Any] = [
+        mark_draining,
+        job_runner.stop,
+        cache.close_stores,
+        database.close,
+        job_runner.close,
+    ]
     handlers: list[ControllerRouterHandler] = []
     if settings.metrics_enabled:
         handlers.append(metrics.MetricsController)

@@ -54,6 +54,25 @@ def pytest_report_header() -> list[str]:
     ]
 
 
+@pytest.fixture(autouse=True)
+def _forget_database_config_keys() -> None:
+    """Start each test with advanced-alchemy's registry of config keys empty.
+
+    Every ``DatabaseConfig`` adds its keys to a process-wide set and picks the next free
+    ``key_<n>`` by recursion, one level per config made before: past ~1,000 apps in one
+    pytest process that is a ``RecursionError``. A server makes one config, so only tests
+    need this; apps never share a request scope, so a repeated key is harmless.
+    """
+    from advanced_alchemy.config.common import GenericSQLAlchemyConfig
+
+    for name in (
+        "_SESSION_SCOPE_KEY_REGISTRY",
+        "_ENGINE_APP_STATE_KEY_REGISTRY",
+        "_SESSIONMAKER_APP_STATE_KEY_REGISTRY",
+    ):
+        getattr(GenericSQLAlchemyConfig, name).clear()
+
+
 # --------------------------------------------------------------------------- database
 
 

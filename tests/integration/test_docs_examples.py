@@ -25,6 +25,7 @@ naming the route.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -356,10 +357,16 @@ class MailLog(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         self.messages.append(record.getMessage())
 
-    def last(self, pattern: re.Pattern[str]) -> str:
-        for message in reversed(self.messages):
-            if found := pattern.findall(message):
-                return found[-1]
+    async def last(self, pattern: re.Pattern[str], seen: int) -> str:
+        """The link of the newest mail logged after the first ``seen`` messages, waiting for it.
+
+        Mails leave through the outbox's runner, a moment after the request that wrote them.
+        """
+        for _ in range(200):
+            for message in reversed(self.messages[seen:]):
+                if found := pattern.findall(message):
+                    return found[-1]
+            await asyncio.sleep(0.05)
         pytest.fail(f"no mail in the log has a link like {pattern.pattern}")
 
 
@@ -422,6 +429,7 @@ async def _run(
 ) -> None:
     env: dict[str, str] = {}
     ran = 0
+    seen = 0
     for example in examples:
         command = example.command.replace("\\\n", " ")  # line continuations
         keep: tuple[str, str] | None = None
@@ -429,11 +437,15 @@ async def _run(
             keep, command = (m.group(1), m.group(3)), m.group(2)
         elif m := _ASSIGN.match(command):
             name = m.group(1)
-            env[name] = mail.last(FROM_MAIL[name]) if name in FROM_MAIL else shell_words(m.group(2), env)[0]
+            if name in FROM_MAIL:
+                env[name] = await mail.last(FROM_MAIL[name], seen)
+            else:
+                env[name] = shell_words(m.group(2), env)[0]
             continue
         if not command.startswith("curl "):
             continue
         call = parse_curl(shell_words(command, env), files)
+        seen = len(mail.messages)  # a mail this request causes is logged after these
         response = await client.request(
             call.method, call.path, headers=call.headers, content=call.content, files=call.files
         )

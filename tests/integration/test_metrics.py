@@ -165,6 +165,8 @@ def test_several_workers_share_their_counts(
     command = readme_run_command()
     if command[0] != sys.executable and "uv" not in command[0]:
         pytest.skip("unexpected README command")
+    if "REDIS_URL" not in server_env:
+        pytest.skip("several workers need a shared store (REDIS_URL): the PostgreSQL + Redis run")
     requests = 40
     with serve(command, server_env, port, tmp_path) as server:
         with httpx.Client(base_url=server.base_url, timeout=10) as http:
@@ -185,7 +187,12 @@ def test_several_workers_share_their_counts(
 def test_production_needs_a_metrics_token_when_metrics_are_on():
     from app.config import SettingsError, load_settings
 
-    env = {"APP_ENV": "production", "SECRET_KEY": "k" * 40, "METRICS_ENABLED": "true"}
+    env = {
+        "APP_ENV": "production",
+        "REDIS_URL": "redis://r",
+        "SECRET_KEY": "k" * 40,
+        "METRICS_ENABLED": "true",
+    }
     with pytest.raises(SettingsError, match="METRICS_TOKEN"):
         load_settings(env, env_file=None)
     assert load_settings({**env, "METRICS_TOKEN": TOKEN}, env_file=None).metrics_enabled

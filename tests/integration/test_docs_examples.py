@@ -357,16 +357,24 @@ class MailLog(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         self.messages.append(record.getMessage())
 
-    async def last(self, pattern: re.Pattern[str], seen: int) -> str:
-        """The link of the newest mail logged after the first ``seen`` messages, waiting for it.
+    async def last(self, pattern: re.Pattern[str], client: AsyncTestClient[Litestar]) -> str:
+        """The link of the newest mail logged, once the outbox has delivered every mail written.
 
-        Mails leave through the outbox's runner, a moment after the request that wrote them.
+        Mails leave through the outbox's runner, a moment after the request that wrote them
+        (and maybe during the guide's next request): the newest mail is known only once
+        nothing is pending.
         """
+        runner = client.app.state.job_runner
         for _ in range(200):
-            for message in reversed(self.messages[seen:]):
-                if found := pattern.findall(message):
-                    return found[-1]
+            status = await asyncio.to_thread(client.blocking_portal.call, runner.status)
+            if status.pending == 0:
+                break
             await asyncio.sleep(0.05)
+        else:
+            pytest.fail("the outbox still has pending mails after 10 s")
+        for message in reversed(self.messages):
+            if found := pattern.findall(message):
+                return found[-1]
         pytest.fail(f"no mail in the log has a link like {pattern.pattern}")
 
 
@@ -429,7 +437,6 @@ async def _run(
 ) -> None:
     env: dict[str, str] = {}
     ran = 0
-    seen = 0
     for example in examples:
         command = example.command.replace("\\\n", " ")  # line continuations
         keep: tuple[str, str] | None = None
@@ -438,14 +445,13 @@ async def _run(
         elif m := _ASSIGN.match(command):
             name = m.group(1)
             if name in FROM_MAIL:
-                env[name] = await mail.last(FROM_MAIL[name], seen)
+                env[name] = await mail.last(FROM_MAIL[name], client)
             else:
                 env[name] = shell_words(m.group(2), env)[0]
             continue
         if not command.startswith("curl "):
             continue
         call = parse_curl(shell_words(command, env), files)
-        seen = len(mail.messages)  # a mail this request causes is logged after these
         response = await client.request(
             call.method, call.path, headers=call.headers, content=call.content, files=call.files
         )

@@ -102,7 +102,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     """Turn on foreign keys (cascades) and WAL for every SQLite connection."""
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA journal_mode=WAL")
+    # WAL is a property of the file: switch once. Switching takes a lock that ignores the busy
+    # timeout, so a connection opened while another one writes failed with "database is locked".
+    if cursor.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+        cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
 

@@ -63,6 +63,54 @@ class ErrorBody(msgspec.Struct):
     extra: list[ValidationError] | ErrorContext | None = None
 
 
+class AppError(Exception):
+    """An error of the application's own rules, carrying the answer it gets.
+
+    Each domain error subclasses it and declares its ``status_code`` and ``detail``; one
+    handler (:func:`app_error_handler`) answers every one of them in :class:`ErrorBody`'s
+    shape. A ``field`` names the rejected input (listed in ``extra`` as a ``400`` does).
+
+    Args:
+        detail: What went wrong, for the client (the class's ``detail`` when omitted).
+        field: The input at fault, if one is.
+        source: Where that input was sent (``body``, ``query``, ``path``...).
+        headers: Headers the answer carries (e.g. ``Retry-After``).
+    """
+
+    status_code: int = HTTP_400_BAD_REQUEST
+    detail: str = "Bad request"
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        field: str | None = None,
+        source: str = "body",
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """Keep what the answer will say."""
+        if detail is not None:
+            self.detail = detail
+        self.field = field
+        self.source = source
+        self.headers = headers or {}
+        super().__init__(self.detail)
+
+
+def app_error_handler(_request: Request, exc: AppError) -> Response:
+    """Answer an :class:`AppError` with its status, detail and field."""
+    extra = [{"message": exc.detail, "key": exc.field, "source": exc.source}] if exc.field else None
+    headers = dict(exc.headers)
+    if exc.status_code == HTTP_401_UNAUTHORIZED:
+        headers.setdefault("WWW-Authenticate", "Bearer")
+    return Response(
+        _body(exc.status_code, exc.detail, extra),
+        status_code=exc.status_code,
+        headers=headers,
+        media_type=MediaType.JSON,
+    )
+
+
 def error_response(description: str) -> ResponseSpec:
     """An OpenAPI response entry for an error answered in :class:`ErrorBody`'s shape.
 
@@ -257,6 +305,7 @@ def internal_error_handler(request: Request, exc: Exception) -> Response:
 #: The handlers registered on the application.
 EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     HTTPException: http_exception_handler,
+    AppError: app_error_handler,
     NotFoundError: not_found_handler,
     IntegrityError: conflict_handler,
     RecursionError: too_deep_handler,

@@ -95,8 +95,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     """Turn on foreign keys (cascades) and WAL for every SQLite connection."""
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
-    # WAL is a property of the file: switch once. Switching takes a lock that ignores the busy
-    # timeout, so a connection opened while another one writes failed with "database is locked".
+    # WAL is a property of the file: switch only when it is not in WAL yet (switching takes a
+    # lock that ignores the busy timeout).
     cursor.execute("PRAGMA journal_mode")
     if cursor.fetchone()[0] != "wal":
         cursor.execute("PRAGMA journal_mode=WAL")

@@ -15,7 +15,6 @@ import anyio
 from litestar import Controller, Request, Response, Router, delete, get, patch, post, put
 from litestar.datastructures import ResponseHeader, State, UploadFile
 from litestar.enums import RequestEncodingType
-from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, Operation, Schema
 from litestar.openapi.spec.enums import OpenAPIType
 from litestar.params import Body, FromQuery, HeaderParameter, JSONBody, PathParameter, QueryParameter
@@ -273,7 +272,7 @@ class ContactController(Controller):
                 else:
                     yield "".join(exchange.vcard(contact) for contact in batch)
 
-        # Litestar appends "; charset=utf-8" to text/* types itself (naming it here doubled it).
+        # Litestar appends "; charset=utf-8" to text/* types itself.
         media_type, name = (
             ("text/csv", "contacts.csv") if export_format == "csv" else ("text/vcard", "contacts.vcf")
         )
@@ -388,17 +387,11 @@ class ContactImportController(Controller):
         A file may hold at most ``IMPORT_MAX_CARDS`` contacts (10,000 by default).
         """
         if not isinstance(data.file, UploadFile):
-            raise ValidationException(
-                "The field `file` must be a file",
-                extra=[{"message": "The field `file` must be a file", "key": "file", "source": "body"}],
-            )
-        settings = state.settings
-        content = await data.file.read(settings.import_max_bytes + 1)
-        if len(content) > settings.import_max_bytes:
-            raise HTTPException(
-                status_code=HTTP_413_REQUEST_ENTITY_TOO_LARGE,
-                detail=f"The file is larger than {settings.import_max_bytes} bytes",
-            )
+            raise exchange.UnreadableFileError("The field `file` must be a file", field="file")
+        limit = state.settings.import_max_bytes
+        content = await data.file.read(limit + 1)
+        if len(content) > limit:
+            raise exchange.FileTooLargeError(limit)
         return await contact_store(state).import_file(request.user.id, content, limiter=import_limiter(state))
 
 

@@ -56,6 +56,16 @@ class UnreadableFileError(AppError):
     """The upload is neither a vCard file nor the export's CSV (or not UTF-8 text): a ``400``."""
 
 
+class FileTooLargeError(AppError):
+    """The file is larger than one import may bring."""
+
+    status_code = HTTP_413_REQUEST_ENTITY_TOO_LARGE
+
+    def __init__(self, limit: int) -> None:
+        """Say that the file holds more than ``limit`` bytes."""
+        super().__init__(f"The file is larger than {limit} bytes")
+
+
 class TooManyEntriesError(AppError):
     """The file holds more contacts than one import may bring."""
 

@@ -125,8 +125,8 @@ MAX_OFFSET = 2**62
 MAX_IF_MATCH_VERSIONS = 32
 #: Contacts read per statement while exporting.
 EXPORT_BATCH = 500
-#: Contacts written per multi-row INSERT while importing: few enough that preparing one
-#: (on the event loop) takes milliseconds.
+#: Contacts per INSERT while importing: each statement's values stay small (on SQLite, 14 bound
+#: values a row stay far below the 32,766 a statement takes).
 IMPORT_BATCH = 500
 
 _OWNER = ContactRow.owner_id == bindparam("owner_id")

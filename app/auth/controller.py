@@ -238,6 +238,7 @@ class AuthController(Controller):
 
     @post(
         "/register",
+        exclude_from_auth=True,
         opt=limited(AUTH),
         status_code=HTTP_201_CREATED,
         summary="Create an account",
@@ -269,6 +270,7 @@ class AuthController(Controller):
 
     @post(
         "/login",
+        exclude_from_auth=True,
         opt=limited(AUTH),
         status_code=HTTP_200_OK,
         summary="Log in (OAuth2 password grant)",
@@ -296,6 +298,7 @@ class AuthController(Controller):
 
     @post(
         "/refresh_token",
+        exclude_from_auth=True,
         status_code=HTTP_200_OK,
         summary="Rotate the refresh token",
         description="Returns new tokens for the same session; the refresh token sent is dead afterwards. "
@@ -340,6 +343,7 @@ class AuthController(Controller):
 
     @get(
         "/confirmed_email/{token:str}",
+        exclude_from_auth=True,
         operation_class=_PageOperation,
         operation_id="confirm_email",
         summary="Confirm an email address",
@@ -375,6 +379,7 @@ class AuthController(Controller):
 
     @post(
         "/request_email",
+        exclude_from_auth=True,
         opt=limited(AUTH),
         status_code=HTTP_202_ACCEPTED,
         summary="Re-send the confirmation mail",
@@ -391,6 +396,7 @@ class AuthController(Controller):
 
     @post(
         "/update_password",
+        exclude_from_auth=True,
         opt=limited(AUTH),
         status_code=HTTP_202_ACCEPTED,
         summary="Start a password reset",
@@ -409,6 +415,7 @@ class AuthController(Controller):
 
     @get(
         "/confirm_update_password/{token:str}",
+        exclude_from_auth=True,
         operation_class=_PageOperation,
         summary="Check a password reset link",
         operation_id="check_password_reset",
@@ -430,6 +437,7 @@ class AuthController(Controller):
 
     @post(
         "/confirm_update_password/{token:str}",
+        exclude_from_auth=True,
         status_code=HTTP_200_OK,
         opt={**limited(AUTH), BODY_MEDIA_TYPES: (JSON, URL_ENCODED)},
         summary="Set the new password of a reset",

@@ -313,6 +313,7 @@ def media_route_handlers(storage: AvatarStorage) -> list[Router]:
             path=MEDIA_PATH,
             directories=[storage.directory],
             name="media",
+            opt={"exclude_from_auth": True},
             cache_control=CacheControlHeader(max_age=86_400, public=True),
             exception_handlers={NotFoundException: file_not_found_handler},
         )

@@ -19,8 +19,8 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from app import cache
 from app.input import normalize_email, normalize_username
-from app.security.auth import invalidate_user
 from app.security.passwords import hash_password
+from app.users.current import invalidate_user
 from app.users.models import User
 from app.users.repository import UserRepository, UserSessionRepository
 

@@ -21,15 +21,7 @@ if TYPE_CHECKING:
 async def provide_auth_service(
     db_session: NamedDependency[AsyncSession], request: Request
 ) -> AsyncGenerator[AuthService, None]:
-    """Dependency: an :class:`AuthService` on the request's database session.
-
-    Args:
-        db_session: The request's session (advanced-alchemy plugin).
-        request: The current request (for the store and the settings).
-
-    Yields:
-        The service.
-    """
+    """Dependency: an :class:`AuthService` on the request's session (``db_session``) and app."""
     yield AuthService(users=user_service_on(db_session, request.app), settings=request.app.state.settings)
 
 

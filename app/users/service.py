@@ -327,26 +327,17 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
         await self.repository.session.commit()  # same session id: the cached snapshot still holds
         return True
 
-    async def end_sessions(
-        self,
-        user_id: UUID,
-        *,
-        only: UUID | None = None,
-        keep: UUID | None = None,
-        refresh_hash: str | None = None,
-    ) -> int:
+    async def end_sessions(self, user_id: UUID, **which: Any) -> int:
         """End live sessions of a user and :meth:`save` (nothing is written when none ended).
 
         Args:
             user_id: The owner of the sessions.
-            only: End just this session.
-            keep: End every session but this one.
-            refresh_hash: End it only while this is its current refresh-token hash.
+            **which: ``only``, ``keep`` or ``refresh_hash``, as :meth:`UserSessionRepository.revoke` takes them.
 
         Returns:
             How many sessions were ended.
         """
-        ended = await self.sessions.revoke(user_id, only=only, keep=keep, refresh_hash=refresh_hash)
+        ended = await self.sessions.revoke(user_id, **which)
         if ended:
             await self.save(user_id)
         else:

@@ -168,15 +168,13 @@ def _reset_form_error_page(request: Request[Any, Any, Any], exc: AppError) -> Te
     """The reset form again, with what is wrong, for a form post; the bad-link page for a browser."""
     if isinstance(exc, InvalidLink):
         return _reset_link_error_page(request, exc)
-    if not is_form(request):
+    if not (is_form(request) and isinstance(exc, WeakPassword | InvalidBody)):
         return None
-    if isinstance(exc, WeakPassword):
-        return _reset_form(request.url.path, HTTP_400_BAD_REQUEST, exc.detail, exc.field or "password")
     if isinstance(exc, InvalidBody):
         # The form's minlength/maxlength stop this in a browser; one that skips them still
         # gets the form back with the rule rather than a JSON error.
         return _reset_form(request.url.path, HTTP_400_BAD_REQUEST, error=FORM_PASSWORD_RULE)
-    return None
+    return _reset_form(request.url.path, HTTP_400_BAD_REQUEST, exc.detail, exc.field or "password")
 
 
 @dataclass

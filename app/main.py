@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
-from litestar import Litestar
+from litestar import Litestar, Router
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import Provide
@@ -33,6 +33,7 @@ from app.logs import RequestLogMiddleware, configure_logging
 from app.mail.senders import make_mailer
 from app.openapi_document import operation_id, tidy_document_hook
 from app.openapi_ui import (
+    PUBLIC_OPT,
     LocalScalarRenderPlugin,
     mark_public_operations,
     oauth2_components,
@@ -46,6 +47,7 @@ from app.server import ServerCLIPlugin
 from app.storage.adapters import make_avatar_storage, media_route_handlers
 from app.users.cli import UsersCLIPlugin
 from app.users.controller import UsersController, avatar_router
+from app.users.current import load_request_user
 from app.users.repository import delete_finished_sessions
 
 if TYPE_CHECKING:
@@ -111,7 +113,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     configure_logging(settings.log_level, settings.log_format)
     db_config = make_db_config(settings)
     database = Database(db_config.get_engine(), settings.db_pool_size)
-    auth = make_auth(settings)
+    auth = make_auth(settings, load_request_user)
     avatar_storage = make_avatar_storage(settings)
     mailer = make_mailer(settings)
     # The runner has an engine of its own: its polling never competes with requests for the pool.
@@ -125,7 +127,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     on_startup: list[Any] = []
     if settings.auto_migrate:
         on_startup.append(migrate_on_startup(db_config))
-    on_startup += [database.open, cache.open_stores, mark_public_operations(auth.exclude or [])]
+    on_startup += [database.open, cache.open_stores, mark_public_operations]
     on_shutdown: list[Any] = [
         mark_draining,
         job_runner.stop,
@@ -170,7 +172,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
             version=__version__,
             description=API_DESCRIPTION,
             tags=OPENAPI_TAGS,
-            path="/schema",
+            # The document and the API reference are public.
+            openapi_router=Router(
+                "/schema", route_handlers=[], include_in_schema=False, opt={PUBLIC_OPT: True}
+            ),
             render_plugins=[LocalScalarRenderPlugin(), YamlRenderPlugin()],
             components=oauth2_components(auth),
             operation_id_creator=operation_id,

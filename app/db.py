@@ -6,8 +6,8 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import AsyncGenerator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+from contextlib import ExitStack, asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +20,6 @@ from advanced_alchemy.extensions.litestar import (
     EngineConfig,
     SQLAlchemyAsyncConfig,
 )
-from advanced_alchemy.extensions.litestar._utils import get_aa_scope_state
 from anyio import to_thread
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
@@ -30,10 +29,8 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from litestar import Litestar
-    from litestar.datastructures import State
-    from litestar.types import Scope
     from sqlalchemy import Dialect
-    from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
     from sqlalchemy.sql import Executable
 
     from app.config import Settings
@@ -44,12 +41,8 @@ logger = logging.getLogger(__name__)
 MIGRATION_LOCK_KEY = 7_210_391_117
 #: A pooled connection idle for longer than this is pinged before use (seconds).
 PING_AFTER_IDLE = 10.0
-#: Methods whose requests never write: their sessions run without a transaction (PostgreSQL).
-READ_ONLY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-#: Seconds a statement waits for a free connection of the :class:`Database` pool.
+#: Seconds a statement waits for a free connection of the :class:`DirectPool`.
 POOL_TIMEOUT = 30.0
-#: ``opt`` key a route handler sets to keep a transaction on a read-only method.
-TRANSACTION_OPT = "db_transaction"
 
 
 def sqlite_path(database_url: str) -> Path | None:
@@ -102,8 +95,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     """Turn on foreign keys (cascades) and WAL for every SQLite connection."""
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
-    # WAL is a property of the file: switch once. Switching takes a lock that ignores the busy
-    # timeout, so a connection opened while another one writes failed with "database is locked".
+    # WAL is a property of the file: switch only when it is not in WAL yet (switching takes a
+    # lock that ignores the busy timeout).
     cursor.execute("PRAGMA journal_mode")
     if cursor.fetchone()[0] != "wal":
         cursor.execute("PRAGMA journal_mode=WAL")
@@ -112,34 +105,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 class DatabaseConfig(SQLAlchemyAsyncConfig):
-    """The advanced-alchemy config, with transaction-free sessions for reads on PostgreSQL.
-
-    A request with a read-only method (``GET``, ``HEAD``, ``OPTIONS``) gets a session whose
-    connection runs in autocommit: no ``BEGIN`` before its first query and no ``ROLLBACK``
-    when it closes — one round trip per query instead of three. Under PostgreSQL's READ
-    COMMITTED every statement takes its own snapshot anyway, so reads see exactly what they
-    would see in a transaction. A ``GET`` route that *writes* more than one statement and
-    needs them atomic sets ``opt={"db_transaction": True}`` and gets a normal session.
-    """
-
-    _read_engine: AsyncEngine | None = None
-    autocommit_reads: bool = False
-
-    def provide_session(self, state: State, scope: Scope) -> AsyncSession:
-        """The request's session (created on first use), transaction-free for reads.
-
-        Args:
-            state: The application state.
-            scope: The current request's scope.
-
-        Returns:
-            The session of this request.
-        """
-        fresh = get_aa_scope_state(scope, self.session_scope_key) is None
-        session = super().provide_session(state, scope)
-        if fresh and self.autocommit_reads and _is_read_only(scope):
-            session.bind = self.read_engine()
-        return session
+    """The advanced-alchemy config, whose engine is disposed of for sure at shutdown."""
 
     @asynccontextmanager
     async def lifespan(self, app: Litestar) -> AsyncGenerator[None, None]:
@@ -158,19 +124,6 @@ class DatabaseConfig(SQLAlchemyAsyncConfig):
         async with super().lifespan(app):
             yield
         await self.get_engine().dispose()
-
-    def read_engine(self) -> AsyncEngine:
-        """The application engine (same pool) with autocommit connections."""
-        if self._read_engine is None:
-            self._read_engine = self.get_engine().execution_options(isolation_level="AUTOCOMMIT")
-        return self._read_engine
-
-
-def _is_read_only(scope: Scope) -> bool:
-    if scope.get("method") not in READ_ONLY_METHODS:
-        return False
-    handler = scope.get("route_handler")
-    return not (handler is not None and handler.opt.get(TRANSACTION_OPT))
 
 
 def _remember_checkin(_dbapi_connection: Any, record: Any) -> None:
@@ -195,12 +148,11 @@ def _ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
 
 
 def make_db_config(settings: Settings) -> DatabaseConfig:
-    """Build the advanced-alchemy config for the configured database.
+    """Build the advanced-alchemy config (ORM sessions) for the configured database.
 
     Sessions are only closed after a response (no blanket COMMIT): services commit their
-    own writes, so a read never pays for a pointless COMMIT round trip. On PostgreSQL, reads
-    run without a transaction at all (see :class:`DatabaseConfig`) and the pool pings only
-    connections that were idle (see :func:`_ping_if_idle`).
+    own writes. On PostgreSQL the pool pings only connections that were idle
+    (see :func:`_ping_if_idle`).
 
     Args:
         settings: The application settings.
@@ -246,18 +198,16 @@ def make_db_config(settings: Settings) -> DatabaseConfig:
     if settings.is_sqlite:
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
-        config.autocommit_reads = True
         event.listen(engine, "checkin", _remember_checkin)
         event.listen(engine, "checkout", _ping_if_idle)
     return config
 
 
-class Query:
-    """A statement built once, compiled once per dialect, run with bound values.
+class CompiledStatement:
+    """A statement built once and compiled once per dialect; its values are bound at each run.
 
-    Hot statements are module-level ``Query`` objects whose variable parts are all ``bindparam``:
-    nothing is constructed, coerced or cache-keyed per request, which is most of what a
-    SQLAlchemy ``select()`` costs beyond the round trip.
+    Every variable part is a ``bindparam``, so nothing is built, coerced or cache-keyed per
+    request. :class:`DirectPool` runs them.
 
     Args:
         statement: The statement; values come later as named parameters.
@@ -291,22 +241,24 @@ class Query:
         return found
 
 
-class Database:
-    """Runs :class:`Query` statements (reads, and single-statement writes) by the shortest path.
+#: A query logger of asyncpg's: called with a ``LoggedQuery`` after each statement.
+QueryLogger = Callable[[Any], None]
 
-    On PostgreSQL they have a small asyncpg pool of their own: the compiled SQL goes
-    straight to a connection (asyncpg keeps it prepared), with no ORM session, execution
-    context, transaction or greenlet switch — one round trip. SQLAlchemy's asyncio layer
-    switches greenlets on every checkout and checkin, and each switch copies the request's
-    deep stack: that cost more than the query itself. Under PostgreSQL's READ COMMITTED a
-    single statement sees the same snapshot inside or outside a transaction. A read that
-    meets a dropped connection (a database restart) is retried once on a fresh one: reads
-    are safe to repeat. Other drivers (SQLite) run the statement through SQLAlchemy Core.
+
+class DirectPool:
+    """Runs :class:`CompiledStatement` objects: the one executor of the domain stores.
+
+    On PostgreSQL it has an asyncpg pool of its own: the compiled SQL goes straight to a
+    connection (asyncpg keeps it prepared), with no ORM session and no greenlet switch. A
+    single statement runs in autocommit, which under READ COMMITTED sees what it would see in
+    a transaction; a read that meets a dropped connection is retried once on a fresh one.
+    Elsewhere (SQLite) statements run through SQLAlchemy Core on the application's engine.
+    :meth:`transaction` runs several statements atomically.
 
     The pool is opened by :meth:`open` at start-up and closed by :meth:`close` at shutdown.
 
     Args:
-        engine: The application's engine (its URL, dialect and listeners).
+        engine: The application's engine (its URL and dialect).
         pool_size: Connections of the pool at most.
     """
 
@@ -314,12 +266,15 @@ class Database:
         """Serve ``engine``'s database."""
         self.engine = engine
         self.pool_size = pool_size
-        self._direct = engine.dialect.driver == "asyncpg"
+        self.dialect_name: str = engine.dialect.name
+        #: Whether statements go to asyncpg directly (PostgreSQL) rather than through Core.
+        self.direct = engine.dialect.driver == "asyncpg"
         self._pool: asyncpg.Pool | None = None
+        self._query_loggers: list[QueryLogger] = []
 
     async def open(self, _app: Any = None) -> None:
         """Open the pool (PostgreSQL; connections are made on first use). A start-up hook."""
-        if not self._direct or self._pool is not None:
+        if not self.direct or self._pool is not None:
             return
         url = self.engine.url.set(drivername="postgresql")
         self._pool = await asyncpg.create_pool(
@@ -340,20 +295,37 @@ class Database:
             except TimeoutError:
                 pool.terminate()
 
-    async def fetch(self, query: Query, **params: Any) -> Sequence[Sequence[Any]]:
-        """All rows of ``query`` with ``params`` bound.
+    @property
+    def asyncpg_pool(self) -> asyncpg.Pool | None:
+        """The asyncpg pool (PostgreSQL, once open), for its gauges."""
+        return self._pool
+
+    def add_query_logger(self, callback: QueryLogger) -> None:
+        """Have asyncpg call ``callback`` after every statement of the pool's connections.
+
+        PostgreSQL only: elsewhere statements run on the engine, whose ``before_cursor_execute``
+        event sees them. For tests and diagnostics: the calls come on the next loop iteration.
+        """
+        self._query_loggers.append(callback)
+
+    def remove_query_logger(self, callback: QueryLogger) -> None:
+        """Stop calling ``callback`` (see :meth:`add_query_logger`)."""
+        self._query_loggers.remove(callback)
+
+    async def fetch(self, statement: CompiledStatement, **params: Any) -> Sequence[Sequence[Any]]:
+        """All rows of a reading ``statement`` with ``params`` bound.
 
         Args:
-            query: The prebuilt statement.
+            statement: The prebuilt statement.
             **params: A value for each of its bound parameters (compiled-in ones may be left out).
 
         Returns:
             The rows, as tuples in the statement's column order.
         """
-        if not self._direct:
+        if not self.direct:
             async with self.engine.connect() as connection:
-                return (await connection.execute(query.statement, params)).all()
-        sql, args = self._prepare(query, params)
+                return (await connection.execute(statement.statement, params)).all()
+        sql, args = self._sql(statement, params)
         try:
             return await self._run(sql, args)
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
@@ -362,15 +334,13 @@ class Database:
         # The connection was dead (asyncpg drops it from the pool): once more, on a new one.
         return await self._run(sql, args)
 
-    async def write(self, query: Query, **params: Any) -> Sequence[Sequence[Any]]:
+    async def write(self, statement: CompiledStatement, **params: Any) -> Sequence[Sequence[Any]]:
         """Run one writing statement (``INSERT``/``UPDATE``/``DELETE ... RETURNING``), committed.
 
-        A single statement is atomic on its own: on PostgreSQL it runs like a read, in
-        autocommit; elsewhere in a transaction of its own. Unlike a read it is never retried:
-        after a dropped connection it may or may not have been applied.
+        Never retried: after a dropped connection it may or may not have been applied.
 
         Args:
-            query: The prebuilt statement.
+            statement: The prebuilt statement.
             **params: A value for each of its bound parameters.
 
         Returns:
@@ -380,36 +350,122 @@ class Database:
             DuplicateKeyError: A unique constraint refused the row.
             IntegrityError: Another constraint refused it.
         """
-        if not self._direct:
-            async with self.engine.begin() as connection:
-                with wrap_sqlalchemy_exception(dialect_name=self.engine.dialect.name):
-                    return (await connection.execute(query.statement, params)).all()
-        sql, args = self._prepare(query, params)
-        try:
+        if not self.direct:
+            async with self.transaction() as transaction:
+                return await transaction.fetch(statement, **params)
+        sql, args = self._sql(statement, params)
+        with _refusals():
             return await self._run(sql, args)
-        except asyncpg.UniqueViolationError as exc:
-            raise DuplicateKeyError(detail="A row with this key already exists") from exc
-        except asyncpg.IntegrityConstraintViolationError as exc:
-            raise IntegrityError(detail="The row breaks a constraint") from exc
 
-    def _prepare(self, query: Query, params: dict[str, Any]) -> tuple[str, list[Any]]:
-        """The driver SQL and positional values of ``query``, announced to SQLAlchemy's listeners."""
-        sql, names = query.compiled(self.engine.dialect)
-        args = [params.get(name, default) for name, default in names]
-        listeners = self.engine.sync_engine.dispatch.before_cursor_execute
-        if listeners:
-            # SQLAlchemy does not see this statement: tell its listeners (statement
-            # logging, query counting), as it would have.
-            for listener in listeners:
-                listener(None, None, sql, tuple(args), None, False)
-        return sql, args
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[DirectTransaction]:
+        """A connection in a transaction: committed when the block ends, rolled back on an error.
+
+        Yields:
+            What runs statements in the transaction.
+        """
+        if not self.direct:
+            async with self.engine.begin() as connection:
+                yield DirectTransaction(self, connection)
+            return
+        async with self._acquire() as connection, connection.transaction():
+            yield DirectTransaction(self, connection)
+
+    def _sql(self, statement: CompiledStatement, params: dict[str, Any]) -> tuple[str, list[Any]]:
+        """The driver SQL and positional values of ``statement``."""
+        sql, names = statement.compiled(self.engine.dialect)
+        return sql, [params.get(name, default) for name, default in names]
 
     async def _run(self, sql: str, args: list[Any]) -> Sequence[Sequence[Any]]:
         if self._pool is None:
-            msg = "Database.open() was not called (it is an on_startup hook)"
-            raise RuntimeError(msg)
+            raise RuntimeError(_NOT_OPEN)
         async with self._pool.acquire(timeout=POOL_TIMEOUT) as connection:
+            if self._query_loggers:
+                with _logging(connection, self._query_loggers):
+                    return await connection.fetch(sql, *args)
             return await connection.fetch(sql, *args)
+
+    @asynccontextmanager
+    async def _acquire(self) -> AsyncIterator[asyncpg.Connection]:
+        if self._pool is None:
+            raise RuntimeError(_NOT_OPEN)
+        async with self._pool.acquire(timeout=POOL_TIMEOUT) as connection:
+            with _logging(connection, self._query_loggers):
+                yield connection
+
+
+class DirectTransaction:
+    """Statements of one :meth:`DirectPool.transaction`, on its connection.
+
+    Args:
+        pool: The pool the transaction belongs to.
+        connection: Its connection (asyncpg's, or a SQLAlchemy Core one).
+    """
+
+    def __init__(self, pool: DirectPool, connection: asyncpg.Connection | AsyncConnection) -> None:
+        """Run statements of ``pool`` on ``connection``."""
+        self._pool = pool
+        self._connection = connection
+
+    async def fetch(self, statement: CompiledStatement, **params: Any) -> Sequence[Sequence[Any]]:
+        """Run ``statement`` with ``params`` bound and return its rows.
+
+        Raises:
+            DuplicateKeyError: A unique constraint refused a row.
+            IntegrityError: Another constraint refused it.
+        """
+        connection = self._connection
+        if self._pool.direct:
+            sql, args = self._pool._sql(statement, params)
+            with _refusals():
+                return await connection.fetch(sql, *args)  # type: ignore[union-attr]
+        with wrap_sqlalchemy_exception(dialect_name=self._pool.dialect_name):
+            return (await connection.execute(statement.statement, params)).all()  # type: ignore[union-attr]
+
+    async def insert_rows(
+        self, statement: CompiledStatement, rows: Sequence[dict[str, Any]]
+    ) -> Sequence[Sequence[Any]]:
+        """Insert ``rows`` (each with the same keys) in one run of ``statement``.
+
+        On PostgreSQL each bound parameter gets the list of that key's values, one per row:
+        the statement reads them with ``unnest``, so it is prepared once whatever the number
+        of rows. Through Core ``statement`` is a plain ``INSERT``, sent as one multi-row
+        ``VALUES``.
+
+        Args:
+            statement: The ``INSERT`` (with ``RETURNING``: without it Core sends one per row).
+            rows: The rows' values; at least one.
+
+        Returns:
+            The rows it returned.
+        """
+        if self._pool.direct:
+            return await self.fetch(statement, **{name: [row[name] for row in rows] for name in rows[0]})
+        with wrap_sqlalchemy_exception(dialect_name=self._pool.dialect_name):
+            return (await self._connection.execute(statement.statement, list(rows))).all()  # type: ignore[union-attr]
+
+
+_NOT_OPEN = "DirectPool.open() was not called (it is an on_startup hook)"
+
+
+@contextmanager
+def _logging(connection: asyncpg.Connection, loggers: list[QueryLogger]) -> Iterator[None]:
+    """``connection`` calls ``loggers`` after each statement while the block runs."""
+    with ExitStack() as stack:
+        for callback in loggers:
+            stack.enter_context(connection.query_logger(callback))
+        yield
+
+
+@contextmanager
+def _refusals() -> Iterator[None]:
+    """Raise asyncpg's constraint violations as advanced-alchemy's errors (answered ``409``)."""
+    try:
+        yield
+    except asyncpg.UniqueViolationError as exc:
+        raise DuplicateKeyError(detail="A row with this key already exists") from exc
+    except asyncpg.IntegrityConstraintViolationError as exc:
+        raise IntegrityError(detail="The row breaks a constraint") from exc
 
 
 async def _keep_session(_connection: asyncpg.Connection) -> None:

@@ -22,7 +22,7 @@ from app.auth.controller import AuthController, PasswordController
 from app.compression import GzipMiddleware
 from app.config import Settings, get_settings
 from app.contacts.controller import ContactController, contacts_import_router
-from app.db import Database, make_db_config, migrate_on_startup
+from app.db import DirectPool, make_db_config, migrate_on_startup
 from app.errors import EXCEPTION_HANDLERS
 from app.health.controller import HealthController
 from app.health.probes import drain_on_sigterm, livez, mark_draining, readyz
@@ -112,7 +112,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or get_settings()
     configure_logging(settings.log_level, settings.log_format)
     db_config = make_db_config(settings)
-    database = Database(db_config.get_engine(), settings.db_pool_size)
+    direct_pool = DirectPool(db_config.get_engine(), settings.db_pool_size)
     auth = make_auth(settings, load_request_user)
     avatar_storage = make_avatar_storage(settings)
     mailer = make_mailer(settings)
@@ -127,12 +127,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
     on_startup: list[Any] = []
     if settings.auto_migrate:
         on_startup.append(migrate_on_startup(db_config))
-    on_startup += [database.open, cache.open_stores, mark_public_operations]
+    on_startup += [direct_pool.open, cache.open_stores, mark_public_operations]
     on_shutdown: list[Any] = [
         mark_draining,
         job_runner.stop,
         cache.close_stores,
-        database.close,
+        direct_pool.close,
         job_runner.close,
     ]
     handlers: list[ControllerRouterHandler] = []
@@ -185,7 +185,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             {
                 "settings": settings,
                 "db_config": db_config,
-                "database": database,
+                "direct_pool": direct_pool,
                 "avatar_storage": avatar_storage,
                 "mailer": mailer,
                 "job_runner": job_runner,

@@ -160,7 +160,7 @@ def sample(app: Litestar) -> None:
     with contextlib.suppress(AttributeError):  # pools without a bound (SQLite's) have no size
         DB_POOL_IN_USE.labels("sessions").set(engine_pool.checkedout())
         DB_POOL_SIZE.labels("sessions").set(engine_pool.size() + max(0, engine_pool.overflow()))
-    direct = getattr(app.state.database, "_pool", None)
+    direct = app.state.direct_pool.asyncpg_pool
     if direct is not None:
         DB_POOL_IN_USE.labels("direct").set(direct.get_size() - direct.get_idle_size())
         DB_POOL_SIZE.labels("direct").set(direct.get_max_size())

@@ -2,11 +2,11 @@
 
 from advanced_alchemy.base import orm_registry
 
-from app.contacts.models import Contact, ContactCount
+from app.contacts.models import ContactCount, ContactRow
 from app.jobs.models import OutboxMail
 from app.users.models import User, UserSession
 
 #: The metadata of every table (Alembic's target).
 metadata = orm_registry.metadata
 
-__all__ = ("Contact", "ContactCount", "OutboxMail", "User", "UserSession", "metadata")
+__all__ = ("ContactCount", "ContactRow", "OutboxMail", "User", "UserSession", "metadata")

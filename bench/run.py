@@ -305,7 +305,7 @@ async def seed_user(conn: Any, secret: str, password_hash: str, n: int, name: st
         c.name for c in table.columns if any(fk.column.table.name == "users" for fk in c.foreign_keys)
     )
     today = datetime.now(UTC).date()
-    try:  # the columns the contacts service derives on every write (search keys, birthday key)
+    try:  # the columns the contacts store derives on every write (search keys, birthday key)
         from app.contacts.models import derived_columns
     except ImportError:
         derived_columns = dict

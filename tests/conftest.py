@@ -298,10 +298,14 @@ async def admin(user_factory: Callable[..., Awaitable[TestUser]]) -> TestUser:
 
 
 class QueryCounter:
-    """Counts the SQL statements the app's engine runs while active."""
+    """Counts the SQL statements the app runs while active."""
 
     def __init__(self) -> None:
         self.statements: list[str] = []
+
+    def log(self, record: Any) -> None:
+        """asyncpg's query logger: one statement of the direct pool ran."""
+        self.statements.append(record.query)
 
     @property
     def count(self) -> int:
@@ -313,7 +317,11 @@ class QueryCounter:
 
 @pytest.fixture
 def queries(app: Litestar) -> Iterator[QueryCounter]:
-    """Record every statement run by the app's engine (``queries.count``, ``queries.statements``)."""
+    """Record every statement the app runs (``queries.count``, ``queries.statements``).
+
+    Statements of the direct pool are counted by asyncpg itself on PostgreSQL; the engine's
+    (ORM sessions, and the direct pool's Core path on SQLite) by SQLAlchemy's event.
+    """
     counter = QueryCounter()
     engine = app.state.db_config.get_engine().sync_engine
 
@@ -321,7 +329,9 @@ def queries(app: Litestar) -> Iterator[QueryCounter]:
         counter.statements.append(statement)
 
     event.listen(engine, "before_cursor_execute", before)
+    app.state.direct_pool.add_query_logger(counter.log)
     yield counter
+    app.state.direct_pool.remove_query_logger(counter.log)
     event.remove(engine, "before_cursor_execute", before)
 
 

@@ -1,6 +1,6 @@
 """Contacts routes: the current user's address book.
 
-Handlers parse the request, take the owner from the authenticated user and call one service
+Handlers parse the request, take the owner from the authenticated user and call one store
 method. A malformed contact id is a ``404`` like any id that names none of the user's contacts.
 """
 
@@ -14,9 +14,7 @@ from uuid import UUID
 import anyio
 from litestar import Controller, Request, Response, Router, delete, get, patch, post, put
 from litestar.datastructures import ResponseHeader, State, UploadFile
-from litestar.di import NamedDependency, Provide
 from litestar.enums import RequestEncodingType
-from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, Operation, Schema
 from litestar.openapi.spec.enums import OpenAPIType
 from litestar.params import Body, FromQuery, HeaderParameter, JSONBody, PathParameter, QueryParameter
@@ -32,11 +30,9 @@ from litestar.status_codes import (
     HTTP_413_REQUEST_ENTITY_TOO_LARGE,
     HTTP_415_UNSUPPORTED_MEDIA_TYPE,
 )
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.contacts import exchange
-from app.contacts.repository import ContactReader
 from app.contacts.schemas import (
     Contact,
     ContactBirthday,
@@ -48,13 +44,13 @@ from app.contacts.schemas import (
     ExportFormat,
     ImportResult,
 )
-from app.contacts.service import ContactBook, ContactService, InvalidContactError, StaleContactError
-from app.errors import error_response, http_exception_handler
+from app.contacts.store import ContactNotFoundError, ContactStore
+from app.errors import error_response
 from app.input import SINGLE_LINE
 from app.ratelimit import IMPORT, limited
 from app.users.schemas import CurrentUser
 
-_BOOK_KEY = "contact_book"
+_STORE_KEY = "contact_store"
 _IMPORT_LIMITER_KEY = "contact_import_limiter"
 #: Imports reading their files at once in one process; more wait their turn.
 IMPORT_THREADS = 2
@@ -98,41 +94,22 @@ class ContactsUpload:
     file: UploadFile
 
 
-# Providers take ``state`` (a reserved name, resolved in place) rather than a second
-# dependency: Litestar resolves two dependencies of one level in a task group, two tasks per
-# request, which costs more than the rest of a cached read.
+def contact_store(state: State) -> ContactStore:
+    """The application's contacts store (made on first use, kept in its state).
 
-
-def provide_contact_service(db_session: NamedDependency[AsyncSession], state: State) -> ContactService:
-    """The contacts service on the request's session.
+    Handlers take ``state`` (resolved in place) rather than a dependency: Litestar would call
+    a provider on every request, and resolves two dependencies of one level in a task group.
 
     Args:
-        db_session: The request's database session.
-        state: The application state (its settings).
+        state: The application state (its :class:`~app.db.DirectPool` and settings).
 
     Returns:
-        The service.
+        The store.
     """
-    return ContactService(db_session, state.settings)
-
-
-def contact_book(state: State) -> ContactBook:
-    """The contacts' rules straight on the pool (no ORM session: each operation is one statement).
-
-    One per application, kept in its state: it holds nothing of a request. The handlers take
-    ``state`` (resolved in place) rather than a dependency, which Litestar would resolve
-    through a provider call on every request.
-
-    Args:
-        state: The application state (its :class:`~app.db.Database` and settings).
-
-    Returns:
-        The address book.
-    """
-    book = state.get(_BOOK_KEY)
-    if book is None:
-        book = state[_BOOK_KEY] = ContactBook(ContactReader(state.database), state.settings)
-    return book
+    store = state.get(_STORE_KEY)
+    if store is None:
+        store = state[_STORE_KEY] = ContactStore(state.direct_pool, state.settings)
+    return store
 
 
 def _contact_id(raw: str) -> UUID:
@@ -140,32 +117,7 @@ def _contact_id(raw: str) -> UUID:
         return UUID(raw)
     except ValueError:
         # Ids are opaque to clients: a malformed one names no contact.
-        raise HTTPException(status_code=HTTP_404_NOT_FOUND, detail="Not found") from None
-
-
-def _invalid(request: Request[Any, Any, Any], exc: InvalidContactError) -> Response[Any]:
-    error = ValidationException(
-        detail=f"Validation failed for {request.method} {request.url.path}",
-        extra=[{"message": exc.message, "key": exc.field, "source": "body"}],
-    )
-    return http_exception_handler(request, error)
-
-
-def _stale(request: Request[Any, Any, Any], _exc: StaleContactError) -> Response[Any]:
-    error = HTTPException(
-        status_code=HTTP_412_PRECONDITION_FAILED,
-        detail="The contact has changed since this ETag: fetch it again",
-    )
-    return http_exception_handler(request, error)
-
-
-def _unreadable(request: Request[Any, Any, Any], exc: exchange.UnreadableFileError) -> Response[Any]:
-    return http_exception_handler(request, HTTPException(status_code=HTTP_400_BAD_REQUEST, detail=str(exc)))
-
-
-def _too_many(request: Request[Any, Any, Any], exc: exchange.TooManyEntriesError) -> Response[Any]:
-    error = HTTPException(status_code=HTTP_413_REQUEST_ENTITY_TOO_LARGE, detail=str(exc))
-    return http_exception_handler(request, error)
+        raise ContactNotFoundError from None
 
 
 def import_limiter(state: State) -> anyio.CapacityLimiter:
@@ -211,8 +163,6 @@ class ContactController(Controller):
 
     path = "/api/contacts"
     tags = ["contacts"]
-    dependencies = {"contacts": Provide(provide_contact_service, sync_to_thread=False)}
-    exception_handlers = {InvalidContactError: _invalid, StaleContactError: _stale}
 
     @get(
         "/",
@@ -238,7 +188,7 @@ class ContactController(Controller):
         ``%`` and ``_`` match themselves), combined with AND; ``q`` matches any of the three.
         Contacts without a birthday come last when ordering by birthday.
         """
-        return await contact_book(state).list_contacts(
+        return await contact_store(state).list_contacts(
             request.user.id,
             first_name=first_name,
             last_name=last_name,
@@ -264,7 +214,7 @@ class ContactController(Controller):
         state: State,
     ) -> Response[Contact]:
         """Add a contact. Names are trimmed, the email lower-cased, the phone number stored as E.164."""
-        contact, tag = await contact_book(state).add_contact(request.user.id, data)
+        contact, tag = await contact_store(state).add_contact(request.user.id, data)
         return _with_etag(contact, tag, HTTP_201_CREATED)
 
     @get(
@@ -284,7 +234,7 @@ class ContactController(Controller):
         "Today" is in the configured time zone; the window wraps the new year; a 29 February
         birthday is celebrated on 28 February in common years.
         """
-        return await contact_book(state).upcoming_birthdays(request.user.id, days)
+        return await contact_store(state).upcoming_birthdays(request.user.id, days)
 
     @get(
         "/export",
@@ -305,12 +255,13 @@ class ContactController(Controller):
     async def export_contacts(
         self,
         request: Request[CurrentUser, Any, Any],
+        state: State,
         export_format: Annotated[
             ExportFormat, QueryParameter(name="format", description="`vcard` (4.0, default) or `csv`.")
         ] = "vcard",
     ) -> Stream:
         """Every one of your contacts, streamed as ``text/vcard`` or ``text/csv``."""
-        batches = ContactService.export_batches(request.app.state.db_config, request.user.id)
+        batches = contact_store(state).export_batches(request.user.id)
 
         async def body() -> AsyncIterator[str]:
             if export_format == "csv":
@@ -321,7 +272,7 @@ class ContactController(Controller):
                 else:
                     yield "".join(exchange.vcard(contact) for contact in batch)
 
-        # Litestar appends "; charset=utf-8" to text/* types itself (naming it here doubled it).
+        # Litestar appends "; charset=utf-8" to text/* types itself.
         media_type, name = (
             ("text/csv", "contacts.csv") if export_format == "csv" else ("text/vcard", "contacts.vcf")
         )
@@ -342,7 +293,7 @@ class ContactController(Controller):
         state: State,
     ) -> Response[Contact]:
         """One of your contacts, with its ``ETag``."""
-        contact, tag = await contact_book(state).get_contact(request.user.id, _contact_id(contact_id))
+        contact, tag = await contact_store(state).get_contact(request.user.id, _contact_id(contact_id))
         return _with_etag(contact, tag)
 
     @put(
@@ -360,7 +311,7 @@ class ContactController(Controller):
         if_match: IfMatch = None,
     ) -> Response[Contact]:
         """Replace every field: optional fields left out are cleared."""
-        contact, tag = await contact_book(state).replace_contact(
+        contact, tag = await contact_store(state).replace_contact(
             request.user.id, _contact_id(contact_id), data, if_match
         )
         return _with_etag(contact, tag)
@@ -380,7 +331,7 @@ class ContactController(Controller):
         if_match: IfMatch = None,
     ) -> Response[Contact]:
         """Change only the fields present; ``null`` clears ``birthday`` or ``additional_data``."""
-        contact, tag = await contact_book(state).patch_contact(
+        contact, tag = await contact_store(state).patch_contact(
             request.user.id, _contact_id(contact_id), data, if_match
         )
         return _with_etag(contact, tag)
@@ -398,7 +349,7 @@ class ContactController(Controller):
         state: State,
     ) -> None:
         """Delete one of your contacts."""
-        await contact_book(state).remove_contact(request.user.id, _contact_id(contact_id))
+        await contact_store(state).remove_contact(request.user.id, _contact_id(contact_id))
 
 
 class ContactImportController(Controller):
@@ -406,12 +357,6 @@ class ContactImportController(Controller):
 
     path = "/api/contacts"
     tags = ["contacts"]
-    dependencies = {"contacts": Provide(provide_contact_service, sync_to_thread=False)}
-    exception_handlers = {
-        InvalidContactError: _invalid,
-        exchange.UnreadableFileError: _unreadable,
-        exchange.TooManyEntriesError: _too_many,
-    }
 
     @post(
         "/import",
@@ -433,8 +378,6 @@ class ContactImportController(Controller):
         self,
         request: Request[CurrentUser, Any, Any],
         data: Annotated[ContactsUpload, Body(media_type=RequestEncodingType.MULTI_PART)],
-        contacts: NamedDependency[ContactService],
-        settings: NamedDependency[Settings],
         state: State,
     ) -> ImportResult:
         """Add the contacts of a vCard (3.0/4.0, as phones and Google export them) or CSV file.
@@ -444,17 +387,12 @@ class ContactImportController(Controller):
         A file may hold at most ``IMPORT_MAX_CARDS`` contacts (10,000 by default).
         """
         if not isinstance(data.file, UploadFile):
-            raise ValidationException(
-                "The field `file` must be a file",
-                extra=[{"message": "The field `file` must be a file", "key": "file", "source": "body"}],
-            )
-        content = await data.file.read(settings.import_max_bytes + 1)
-        if len(content) > settings.import_max_bytes:
-            raise HTTPException(
-                status_code=HTTP_413_REQUEST_ENTITY_TOO_LARGE,
-                detail=f"The file is larger than {settings.import_max_bytes} bytes",
-            )
-        return await contacts.import_file(request.user.id, content, limiter=import_limiter(state))
+            raise exchange.UnreadableFileError("The field `file` must be a file", field="file")
+        limit = state.settings.import_max_bytes
+        content = await data.file.read(limit + 1)
+        if len(content) > limit:
+            raise exchange.FileTooLargeError(limit)
+        return await contact_store(state).import_file(request.user.id, content, limiter=import_limiter(state))
 
 
 def contacts_import_router(settings: Settings) -> Router:

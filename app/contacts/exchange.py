@@ -20,8 +20,10 @@ from datetime import UTC, date
 from typing import Any
 
 import vobject
+from litestar.status_codes import HTTP_413_REQUEST_ENTITY_TOO_LARGE
 
 from app.contacts.schemas import Contact, ContactCreate
+from app.errors import AppError
 
 #: The CSV export's columns; an import needs at least :data:`CSV_REQUIRED`.
 CSV_COLUMNS = (
@@ -50,12 +52,24 @@ _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 Entry = dict[str, Any] | str
 
 
-class UnreadableFileError(ValueError):
-    """The upload is neither a vCard file nor the export's CSV (or not UTF-8 text)."""
+class UnreadableFileError(AppError):
+    """The upload is neither a vCard file nor the export's CSV (or not UTF-8 text): a ``400``."""
 
 
-class TooManyEntriesError(ValueError):
-    """The file holds more contacts than one import may bring (a ``413``)."""
+class FileTooLargeError(AppError):
+    """The file is larger than one import may bring."""
+
+    status_code = HTTP_413_REQUEST_ENTITY_TOO_LARGE
+
+    def __init__(self, limit: int) -> None:
+        """Say that the file holds more than ``limit`` bytes."""
+        super().__init__(f"The file is larger than {limit} bytes")
+
+
+class TooManyEntriesError(AppError):
+    """The file holds more contacts than one import may bring."""
+
+    status_code = HTTP_413_REQUEST_ENTITY_TOO_LARGE
 
     def __init__(self, limit: int) -> None:
         """Say that more than ``limit`` entries were found."""

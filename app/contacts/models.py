@@ -35,8 +35,8 @@ from sqlalchemy.sql import operators
 from sqlalchemy.sql.elements import BinaryExpression, Grouping
 
 
-class Contact(UUIDv7AuditBase):
-    """One entry of a user's address book.
+class ContactRow(UUIDv7AuditBase):
+    """One row of ``contacts``: an entry of a user's address book (the API shows it as ``schemas.Contact``).
 
     ``(owner_id, email)`` is unique; emails are stored trimmed and lower-cased, so this is
     the contract's "unique per owner, case-insensitively".
@@ -115,14 +115,14 @@ def _joined(*parts: Any) -> Any:
 
 #: The search keys joined, for a substring pre-filter (see the module docstring). The
 #: separator is a literal, not a bound value, so PostgreSQL matches the expression to the index.
-SEARCH_TEXT = _joined(Contact.first_name_search, Contact.last_name_search, Contact.email)
+SEARCH_TEXT = _joined(ContactRow.first_name_search, ContactRow.last_name_search, ContactRow.email)
 
 # Owner + trigrams of SEARCH_TEXT in one GIN index (btree_gin gives uuid a GIN operator class),
 # so the owner's matches come out of one scan instead of every owner's matches ANDed with the
 # owner's 100k rows. PostgreSQL only, like the other trigram indexes.
 Index(
     "ix_contacts_owner_search_trgm",
-    Contact.owner_id,
+    ContactRow.owner_id,
     SEARCH_TEXT.label("search_text"),
     postgresql_using="gin",
     postgresql_ops={"search_text": "gin_trgm_ops"},

@@ -15,14 +15,14 @@ from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 from sqlalchemy import literal_column, select
 
 from app import cache
-from app.db import Query
+from app.db import CompiledStatement
 
 logger = logging.getLogger(__name__)
 
 PartState = Literal["ok", "unavailable"]
 
 #: The database probe: the cheapest statement that needs a working connection.
-PROBE = Query(select(literal_column("1")))
+PROBE = CompiledStatement(select(literal_column("1")))
 
 
 class Health(msgspec.Struct):
@@ -53,7 +53,7 @@ class HealthController(Controller):
 
         Args:
             request: The current request (gives access to the stores).
-            state: The application state (its :class:`~app.db.Database` and settings).
+            state: The application state (its :class:`~app.db.DirectPool` and settings).
 
         Returns:
             The health report; status ``503`` when the database is down.
@@ -61,7 +61,7 @@ class HealthController(Controller):
         database: PartState = "ok"
         try:
             async with asyncio.timeout(state.settings.health_timeout):
-                await state.database.fetch(PROBE)
+                await state.direct_pool.fetch(PROBE)
         except Exception as exc:
             logger.warning("health: database unavailable (%s)", type(exc).__name__)
             database = "unavailable"

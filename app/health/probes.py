@@ -24,7 +24,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 from sqlalchemy import column, select, table
 
 from app import cache as stores
-from app.db import Query
+from app.db import CompiledStatement
 from app.health.controller import PROBE
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 #: The application-state key of the "shutting down" flag.
 DRAINING = "draining"
 #: The revisions the database is at.
-VERSIONS = Query(select(column("version_num")).select_from(table("alembic_version")))
+VERSIONS = CompiledStatement(select(column("version_num")).select_from(table("alembic_version")))
 
 PartState = Literal["ok", "unavailable"]
 #: ``ok``: at the code's head; ``pending``: behind it; ``ahead``: at a revision this code does
@@ -95,7 +95,7 @@ async def readyz(request: Request, state: State) -> Response[Readiness]:
     migrations: MigrationState = "unknown"
     try:
         async with asyncio.timeout(timeout):
-            await state.database.fetch(PROBE)
+            await state.direct_pool.fetch(PROBE)
     except Exception as exc:
         logger.warning("readyz: database unavailable (%s)", type(exc).__name__)
         database = "unavailable"
@@ -119,7 +119,7 @@ async def _migration_state(state: State, timeout: float) -> MigrationState:
     """Compare the database's revisions with the heads of the migration scripts."""
     try:
         async with asyncio.timeout(timeout):
-            rows = await state.database.fetch(VERSIONS)
+            rows = await state.direct_pool.fetch(VERSIONS)
     except Exception as exc:  # no version table yet: nothing was migrated
         logger.warning("readyz: schema revision unreadable (%s)", type(exc).__name__)
         return "pending"

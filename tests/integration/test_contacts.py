@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from app.contacts.models import Contact as ContactRow
+from app.contacts.models import ContactRow
 
 BASE = "/api/contacts"
 

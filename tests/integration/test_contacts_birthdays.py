@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
-from app.contacts.models import Contact as ContactRow
-from app.contacts.models import derived_columns
-from app.contacts.service import ContactService
+from app.contacts.models import ContactRow, derived_columns
+from app.contacts.store import ContactStore
+from app.db import DirectPool
 from app.users.models import User
 
 BASE = "/api/contacts"
@@ -157,8 +157,9 @@ class Book:
         self.owner = uuid.uuid4()
         self.people: dict[uuid.UUID, date | None] = {}
         self.run(self._fill())
-        self.session = self.sessions()
-        self.service = ContactService(self.session, settings)
+        self.pool = DirectPool(self.engine)
+        self.run(self.pool.open())
+        self.store = ContactStore(self.pool, settings)
 
     def run(self, coro):
         return self.loop.run_until_complete(coro)
@@ -201,8 +202,7 @@ class Book:
 
     def query(self, today: date, days: int) -> list[tuple[uuid.UUID, date]]:
         async def go():
-            items = await self.service.upcoming_birthdays(self.owner, days, today=today)
-            await self.session.rollback()
+            items = await self.store.upcoming_birthdays(self.owner, days, today=today)
             return [(item.id, item.next_birthday) for item in items]
 
         return self.run(go())
@@ -215,7 +215,7 @@ class Book:
         assert [d for _, d in got] == sorted(d for _, d in got), (today, days)
 
     def close(self) -> None:
-        self.run(self.session.close())
+        self.run(self.pool.close())
         self.run(self.engine.dispose())
         self.loop.close()
 

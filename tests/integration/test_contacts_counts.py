@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from app.contacts.models import Contact, ContactCount, derived_columns
+from app.contacts.models import ContactCount, ContactRow, derived_columns
 from app.users.models import User
 from tests.conftest import ON_POSTGRES
 
@@ -55,7 +55,9 @@ async def counters(db) -> dict[uuid.UUID, tuple[int | None, int]]:
     """Each owner's counter and real number of contacts (``None``: no counter row)."""
     async with db.connect() as conn:
         real = dict(
-            (await conn.execute(select(Contact.owner_id, func.count()).group_by(Contact.owner_id))).all()
+            (
+                await conn.execute(select(ContactRow.owner_id, func.count()).group_by(ContactRow.owner_id))
+            ).all()
         )
         kept = dict((await conn.execute(select(ContactCount.owner_id, ContactCount.total))).all())
     return {owner: (kept.get(owner), real.get(owner, 0)) for owner in real.keys() | kept.keys()}
@@ -125,8 +127,8 @@ async def test_bulk_statements_across_owners_count_each_owner(client, user, user
     async with db.begin() as conn:
         # One multi-row INSERT and one DELETE, each touching two owners.
         rows = [row(user.id, n) for n in range(1, 8)] + [row(other.id, n) for n in range(5)]
-        await conn.execute(Contact.__table__.insert().values(rows))
-        await conn.execute(delete(Contact).where(Contact.first_name.in_(["Bulk1", "Bulk2", "Bulk3"])))
+        await conn.execute(ContactRow.__table__.insert().values(rows))
+        await conn.execute(delete(ContactRow).where(ContactRow.first_name.in_(["Bulk1", "Bulk2", "Bulk3"])))
     assert await listed_total(client, user) == 8 - 3
     assert await listed_total(client, other) == 5 - 3
     await assert_exact(db)
@@ -137,9 +139,11 @@ async def test_moving_a_contact_to_another_owner_moves_it_in_the_counts(client, 
     moved = await create(client, user, 0)
     await create(client, user, 1)
     async with db.begin() as conn:
-        await conn.execute(update(Contact).where(Contact.id == uuid.UUID(moved)).values(owner_id=other.id))
+        await conn.execute(
+            update(ContactRow).where(ContactRow.id == uuid.UUID(moved)).values(owner_id=other.id)
+        )
         # Setting owner_id to the same owner moves nothing.
-        await conn.execute(update(Contact).where(Contact.owner_id == user.id).values(owner_id=user.id))
+        await conn.execute(update(ContactRow).where(ContactRow.owner_id == user.id).values(owner_id=user.id))
     assert await listed_total(client, user) == 1
     assert await listed_total(client, other) == 1
     await assert_exact(db)
@@ -160,7 +164,7 @@ async def test_deleting_the_user_deletes_the_counter_and_leaves_others_alone(cli
 @pytest.mark.skipif(not ON_POSTGRES, reason="COPY and TRUNCATE are PostgreSQL's")
 async def test_copy_and_truncate_keep_the_counter_exact(client, user, db):
     await create(client, user, 0)
-    columns = [c.name for c in Contact.__table__.columns if c.name != "sa_orm_sentinel"]
+    columns = [c.name for c in ContactRow.__table__.columns if c.name != "sa_orm_sentinel"]
     records = [tuple({"version": 1, **row(user.id, n)}.get(c) for c in columns) for n in range(1, 1001)]
     async with db.begin() as conn:
         raw = (await conn.get_raw_connection()).driver_connection
@@ -202,13 +206,13 @@ async def test_overlapping_transactions_of_one_owner_keep_the_count_exact(user, 
 
     async def insert(n: int) -> None:
         async with db.begin() as conn:
-            await conn.execute(Contact.__table__.insert(), [row(user.id, n)])
+            await conn.execute(ContactRow.__table__.insert(), [row(user.id, n)])
             await asyncio.sleep(0.005)  # still uncommitted: the next writer of this owner waits
 
     async def remove(n: int) -> None:
         async with db.begin() as conn:
             await conn.execute(
-                delete(Contact).where(Contact.owner_id == user.id, Contact.first_name == f"Bulk{n}")
+                delete(ContactRow).where(ContactRow.owner_id == user.id, ContactRow.first_name == f"Bulk{n}")
             )
             await asyncio.sleep(0.005)
 

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-from sqlalchemy import event, text
-from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 
-from app.contacts.repository import ContactRepository
-from app.contacts.service import birthday_ranges
+from app.contacts.store import ContactStore
+from app.db import DirectPool
 from tests.conftest import ON_POSTGRES
 
 pytestmark = pytest.mark.skipif(not ON_POSTGRES, reason="EXPLAIN plans are PostgreSQL's")
@@ -78,24 +79,27 @@ async def big_book(settings):
     async with engine.connect() as conn:
         await conn.execute(text("ANALYZE contacts"))
         await conn.commit()
-    yield engine, owner
+    pool = DirectPool(engine)
+    await pool.open()
+    yield engine, owner, ContactStore(pool, settings)
+    await pool.close()
     await engine.dispose()
 
 
-async def _plans(engine, run) -> list[str]:
-    """Run ``run(repository)`` and return the EXPLAIN of every SELECT it sent."""
+async def _plans(engine, store, run) -> list[str]:
+    """Run ``run(store)`` and return the EXPLAIN of every SELECT it sent."""
     seen: list[tuple[str, tuple]] = []
 
-    def capture(_conn, _cursor, statement, parameters, _context, _many):
-        if statement.lstrip().upper().startswith("SELECT"):
-            seen.append((statement, parameters))
+    def capture(record):
+        if record.query.lstrip().upper().startswith("SELECT"):
+            seen.append((record.query, tuple(record.args)))
 
-    event.listen(engine.sync_engine, "before_cursor_execute", capture)
+    store.pool.add_query_logger(capture)
     try:
-        async with async_sessionmaker(engine)() as session:
-            await run(ContactRepository(session=session))
+        await run(store)
+        await asyncio.sleep(0)  # asyncpg calls its loggers on the next loop iteration
     finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", capture)
+        store.pool.remove_query_logger(capture)
     plans = []
     async with engine.connect() as conn:
         for statement, parameters in seen:
@@ -106,14 +110,14 @@ async def _plans(engine, run) -> list[str]:
 
 async def test_list_birthday_and_search_queries_use_indexes(big_book):
     """One 100k book (built once: it is the slow part), several queries."""
-    engine, owner = big_book
+    engine, owner, store = big_book
     found = []
 
-    async def birthdays(repository):
+    async def birthdays(store):
         for today, days in ((date(2025, 6, 1), 7), (date(2025, 12, 28), 7)):  # plain, and wrapping
-            found.append(len(await repository.birthdays(owner, birthday_ranges(today, days))))
+            found.append(len(await store.upcoming_birthdays(owner, days, today=today)))
 
-    plans = await _plans(engine, birthdays)
+    plans = await _plans(engine, store, birthdays)
     assert all(count > 0 for count in found)
     assert len(plans) == 2
     for plan in plans:
@@ -125,13 +129,13 @@ async def test_list_birthday_and_search_queries_use_indexes(big_book):
     for query in ({"q": "zyxw"}, {"first_name": "zyxw"}, {"email": "a99999@"}):
         pages = []
 
-        async def search(repository, query=query, pages=pages):
-            pages.append(await repository.page(owner, **query))
+        async def search(store, query=query, pages=pages):
+            pages.append(await store.list_contacts(owner, **query))
 
-        plans = await _plans(engine, search)
-        rows, total = pages[0]
-        assert total >= 1, query
-        assert len(rows) == total, query
+        plans = await _plans(engine, store, search)
+        page = pages[0]
+        assert page.total >= 1, query
+        assert len(page.items) == page.total, query
         assert 1 <= len(plans) <= 2, query
         for plan in plans:
             assert "_trgm" in plan, (query, plan)
@@ -151,14 +155,14 @@ async def test_list_birthday_and_search_queries_use_indexes(big_book):
             indexed = not (order_by == "birthday" and descending)
             pages = []
 
-            async def listing(repository, order_by=order_by, descending=descending, pages=pages):
+            async def listing(store, order_by=order_by, descending=descending, pages=pages):
                 pages.append(
-                    await repository.page(owner, order_by=order_by, descending=descending, offset=40)
+                    await store.list_contacts(owner, order_by=order_by, descending=descending, offset=40)
                 )
 
-            plans = await _plans(engine, listing)
-            rows, total = pages[0]
-            assert (len(rows), total) == (20, BOOK)
+            plans = await _plans(engine, store, listing)
+            page = pages[0]
+            assert (len(page.items), page.total) == (20, BOOK)
             assert len(plans) == 1, plans
             assert "Aggregate" not in plans[0], plans[0]
             if indexed:

@@ -1,14 +1,17 @@
-"""Reads on the pool (:class:`app.db.Database`): the driver path and what it does on errors."""
+"""The direct pool (:class:`app.db.DirectPool`): the driver path, its errors, its transactions."""
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import asyncpg
 import pytest
+from advanced_alchemy.exceptions import DuplicateKeyError, IntegrityError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from app.contacts.store import INSERT, ContactStore
 from app.db import _is_disconnect
 from tests.conftest import ON_POSTGRES
 
@@ -63,32 +66,57 @@ async def test_a_read_on_a_killed_connection_is_retried_on_a_fresh_one(client, s
     assert statuses == [200, 200, 200], statuses
 
 
-async def test_the_session_book_and_the_pool_book_agree(client, app, user, in_app_loop):
-    """The same rules over an ORM session (ContactService) and over the pool (the endpoints)."""
-    from app.contacts.schemas import ContactCreate
-    from app.contacts.service import ContactService
-
-    async def through_a_session():
-        async with app.state.db_config.get_session() as session:
-            service = ContactService(session, app.state.settings)
-            data = ContactCreate(
-                first_name="Ses", last_name="Sion", email="ses@example.com", phone_number="+380501234567"
-            )
-            contact, tag = await service.add_contact(user.id, data)
-            changed, new_tag = await service.patch_contact(
-                user.id, contact.id, _patch("Changed"), if_match=tag
-            )
-            return contact.id, changed.first_name, new_tag
-
-    contact_id, first_name, tag = await in_app_loop(through_a_session)
-    response = await client.get(f"{BASE}/{contact_id}", headers=user.headers)
-    assert response.status_code == 200  # committed by the session path, read by the pool path
-    assert (
-        (response.json()["first_name"], response.headers["etag"]) == (first_name, tag) == ("Changed", '"v2"')
-    )
+def _new_row(owner_id, email="tx@example.com"):
+    values = {"first_name": "Trans", "last_name": "Action", "email": email, "phone_number": "+380501234567"}
+    return ContactStore._new_row(owner_id, values | {"birthday": None, "additional_data": None})
 
 
-def _patch(first_name):
-    from app.contacts.schemas import ContactUpdate
+async def _total(client, user) -> int:
+    response = await client.get(f"{BASE}/", headers=user.headers)
+    assert response.status_code == 200, response.text
+    return response.json()["total"]
 
-    return ContactUpdate(first_name=first_name)
+
+async def test_a_transaction_keeps_all_of_its_statements_or_none(client, app, user, in_app_loop):
+    pool = app.state.direct_pool
+
+    async def two_with_one_email():
+        async with pool.transaction() as transaction:
+            await transaction.fetch(INSERT, **_new_row(user.id))
+            await transaction.fetch(INSERT, **_new_row(user.id))  # the owner has this email now
+
+    with pytest.raises(IntegrityError):  # a DuplicateKeyError where the driver's message tells
+        await in_app_loop(two_with_one_email)
+    assert await _total(client, user) == 0  # the first insert was rolled back with the second
+
+    async def two():
+        async with pool.transaction() as transaction:
+            await transaction.fetch(INSERT, **_new_row(user.id))
+            await transaction.fetch(INSERT, **_new_row(user.id, "other@example.com"))
+
+    await in_app_loop(two)
+    assert await _total(client, user) == 2
+
+
+async def test_a_write_that_breaks_a_constraint_is_an_integrity_error(client, app, user, in_app_loop):
+    with pytest.raises(IntegrityError) as caught:
+        await in_app_loop(
+            lambda: app.state.direct_pool.write(INSERT, **_new_row(uuid.uuid4()))
+        )  # no such owner
+    assert not isinstance(caught.value, DuplicateKeyError)
+    assert await _total(client, user) == 0
+
+
+@pytest.mark.skipif(not ON_POSTGRES, reason="the direct pool has asyncpg connections on PostgreSQL only")
+async def test_query_loggers_see_the_pools_statements_while_registered(client, app, user, queries):
+    pool = app.state.direct_pool
+    assert await _total(client, user) == 0  # the user is cached from now on
+    queries.reset()
+    seen = []
+    pool.add_query_logger(seen.append)
+    assert await _total(client, user) == 0
+    pool.remove_query_logger(seen.append)
+    assert await _total(client, user) == 0
+    assert len(seen) == 1, seen
+    assert "FROM contacts" in seen[0].query
+    assert queries.count == 2  # the fixture's logger stayed

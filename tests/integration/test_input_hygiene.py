@@ -19,7 +19,7 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from sqlalchemy import func, select
 
-from app.contacts.models import Contact as ContactRow
+from app.contacts.models import ContactRow
 from app.http import accepted_media_types, require_declared_body
 from app.users.models import User
 from tests.conftest import SmtpServer, TestUser

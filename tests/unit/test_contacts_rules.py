@@ -11,7 +11,7 @@ import vobject
 
 from app.contacts import exchange
 from app.contacts.schemas import Contact, ContactCreate, ContactUpdate, normalize_phone
-from app.contacts.service import birthday_on, birthday_ranges, etag, next_birthday, parse_if_match
+from app.contacts.store import birthday_on, birthday_ranges, etag, next_birthday, parse_if_match
 
 
 @pytest.mark.parametrize(

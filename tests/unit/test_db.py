@@ -1,14 +1,12 @@
-"""The database wiring's hot-path rules: transaction-free reads, pinging only idle connections."""
+"""The engine's pool rules on PostgreSQL: only idle connections are pinged, dead ones replaced."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
-from litestar import Litestar, get, post
-from litestar.testing import AsyncTestClient
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from app import db
 from app.config import Settings
@@ -16,45 +14,6 @@ from app.db import make_db_config
 from tests.conftest import ON_POSTGRES
 
 pytestmark = pytest.mark.skipif(not ON_POSTGRES, reason="these rules apply to PostgreSQL only")
-
-
-def _app(settings: Settings) -> Litestar:
-    """A tiny app on the real config whose routes tell whether their session is in a transaction."""
-    from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
-
-    config = make_db_config(settings)
-
-    async def in_transaction(db_session: AsyncSession) -> dict[str, Any]:
-        await db_session.execute(text("SELECT 1"))
-        assert db_session.get_bind() is not None  # the async <-> sync bind translation holds
-        connection = await db_session.connection()
-        raw = await connection.get_raw_connection()
-        return {"transaction": raw.driver_connection.is_in_transaction()}
-
-    @get("/read", sync_to_thread=False)
-    async def read(db_session: AsyncSession) -> dict[str, Any]:
-        return await in_transaction(db_session)
-
-    @get("/read-tx", opt={db.TRANSACTION_OPT: True})
-    async def read_tx(db_session: AsyncSession) -> dict[str, Any]:
-        return await in_transaction(db_session)
-
-    @post("/write")
-    async def write(db_session: AsyncSession) -> dict[str, Any]:
-        return await in_transaction(db_session)
-
-    return Litestar([read, read_tx, write], plugins=[SQLAlchemyPlugin(config=config)])
-
-
-async def test_reads_run_without_a_transaction_writes_and_opted_routes_keep_one(settings: Settings) -> None:
-    app = _app(settings)
-    async with AsyncTestClient(app) as client:
-        assert (await client.get("/read")).json() == {"transaction": False}
-        assert (await client.get("/read-tx")).json() == {"transaction": True}
-        assert (await client.post("/write")).json() == {"transaction": True}
-        # The autocommit setting does not leak into the pool: a write after a read is transactional.
-        assert (await client.get("/read")).json() == {"transaction": False}
-        assert (await client.post("/write")).json() == {"transaction": True}
 
 
 async def test_only_connections_idle_in_the_pool_are_pinged(settings: Settings, monkeypatch) -> None:

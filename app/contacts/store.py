@@ -1,0 +1,798 @@
+"""The address book: every contacts statement, and the rules around them, in one store.
+
+Every statement carries the owner's id in its ``WHERE`` clause: another user's contact is
+not found, exactly like a missing one. Statements are built once (:class:`CompiledStatement`)
+and select plain columns, so a row maps straight onto the response Struct. They run on the
+:class:`~app.db.DirectPool`: a read or a write is one statement, committed on its own; the
+import's rows are inserted in one transaction.
+"""
+
+from __future__ import annotations
+
+import calendar
+import functools
+import re
+import time
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar, overload
+from uuid import UUID
+
+import anyio
+import anyio.to_thread
+import msgspec
+from advanced_alchemy.mixins.uuid import uuid7
+from litestar.status_codes import HTTP_404_NOT_FOUND, HTTP_412_PRECONDITION_FAILED
+from sqlalchemy import (
+    TypeDecorator,
+    and_,
+    bindparam,
+    case,
+    cast,
+    delete,
+    func,
+    insert,
+    literal_column,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from app.contacts import exchange
+from app.contacts.models import SEARCH_TEXT, ContactCount, ContactRow, derived_columns, fold
+from app.contacts.schemas import (
+    Contact,
+    ContactBirthday,
+    ContactCreate,
+    ContactPage,
+    ContactUpdate,
+    ImportResult,
+    ImportRowError,
+    normalize_phone,
+)
+from app.db import CompiledStatement
+from app.errors import AppError
+from app.input import explain
+
+if TYPE_CHECKING:
+    from sqlalchemy import ColumnElement
+
+    from app.config import Settings
+    from app.db import DirectPool
+
+# --------------------------------------------------------------------------- errors
+
+
+class ContactNotFoundError(AppError):
+    """No such contact among the owner's (or a malformed id)."""
+
+    status_code = HTTP_404_NOT_FOUND
+    detail = "Not found"
+
+
+class InvalidContactError(AppError):
+    """Input that passed the schema but breaks a rule: a ``400`` naming ``field``."""
+
+    def __init__(self, field: str, message: str) -> None:
+        """Name the ``field`` that breaks a rule and say why in ``message``."""
+        super().__init__(message, field=field)
+
+
+class TooManyVersionsError(InvalidContactError):
+    """``If-Match`` names more versions than a write accepts."""
+
+    def __init__(self) -> None:
+        """Name the header."""
+        super().__init__("If-Match", "names too many versions")
+
+
+class StaleContactError(AppError):
+    """``If-Match`` named a version the contact no longer has."""
+
+    status_code = HTTP_412_PRECONDITION_FAILED
+    detail = "The contact has changed since this ETag: fetch it again"
+
+
+# --------------------------------------------------------------------------- statements
+
+#: The columns a response is built from, in the order of the ``Contact`` Struct, then the version.
+COLUMNS = (
+    ContactRow.id,
+    ContactRow.first_name,
+    ContactRow.last_name,
+    ContactRow.email,
+    ContactRow.phone_number,
+    ContactRow.birthday,
+    ContactRow.additional_data,
+    ContactRow.created_at,
+    ContactRow.updated_at,
+    ContactRow.version,
+)
+
+#: ``order_by`` values → the column sorted on (names sort case-insensitively, by their folded form).
+ORDER_COLUMNS: dict[str, Any] = {
+    "first_name": ContactRow.first_name_search,
+    "last_name": ContactRow.last_name_search,
+    "birthday": ContactRow.birthday,
+    "created_at": ContactRow.created_at,
+}
+
+#: Offsets beyond this match nothing (and would overflow a 64-bit SQL integer).
+MAX_OFFSET = 2**62
+#: If-Match may name at most this many of a contact's versions.
+MAX_IF_MATCH_VERSIONS = 32
+#: Contacts read per statement while exporting.
+EXPORT_BATCH = 500
+#: Contacts per INSERT while importing: each statement's values stay small (on SQLite, 14 bound
+#: values a row stay far below the 32,766 a statement takes).
+IMPORT_BATCH = 500
+
+_OWNER = ContactRow.owner_id == bindparam("owner_id")
+_ID = ContactRow.id == bindparam("contact_id")
+
+
+def _contains(column: Any, name: str) -> ColumnElement[bool]:
+    # One bound pattern (not '%' || :v || '%'), so PostgreSQL can plan the trigram index for it.
+    return column.like(bindparam(name), escape="\\")
+
+
+def _search(column: Any, name: str) -> ColumnElement[bool]:
+    """``column`` contains the pattern ``name``, pre-filtered through :data:`SEARCH_TEXT`.
+
+    A field that contains the pattern makes the joined text contain it, so the pre-filter
+    drops nothing; on PostgreSQL it is what the owner + trigram index answers.
+    """
+    return and_(_contains(SEARCH_TEXT, name), _contains(column, name))
+
+
+_Q_FIELDS = or_(
+    _contains(ContactRow.first_name_search, "q_name"),
+    _contains(ContactRow.last_name_search, "q_name"),
+    _contains(ContactRow.email, "q_email"),
+)
+
+#: Each filter's condition, on a bound pattern named like the filter. ``q`` has two forms:
+#: names are case-folded and emails lower-cased, which differ for a few letters ("ß"), and
+#: then the joined text is searched for both patterns.
+_FILTERS: dict[str, ColumnElement[bool]] = {
+    "first_name": _search(ContactRow.first_name_search, "first_name"),
+    "last_name": _search(ContactRow.last_name_search, "last_name"),
+    "email": _search(ContactRow.email, "email"),
+    "q": and_(_contains(SEARCH_TEXT, "q_name"), _Q_FIELDS),
+    "q_unlike": and_(or_(_contains(SEARCH_TEXT, "q_name"), _contains(SEARCH_TEXT, "q_email")), _Q_FIELDS),
+}
+
+#: The owner's number of contacts, kept by the database (0 when the owner has no counter row).
+_TOTAL = func.coalesce(
+    select(ContactCount.total).where(ContactCount.owner_id == bindparam("owner_id")).scalar_subquery(),
+    literal_column("0"),
+)
+
+#: One contact of an owner (``owner_id``, ``contact_id``).
+ONE = CompiledStatement(select(*COLUMNS).where(_ID, _OWNER))
+#: Whether an owner has a contact.
+EXISTS = CompiledStatement(select(ContactRow.id).where(_ID, _OWNER))
+#: Delete one contact of an owner, returning its id.
+DELETE = CompiledStatement(delete(ContactRow).where(_ID, _OWNER).returning(ContactRow.id))
+#: Every email of an owner's contacts (the import's de-duplication).
+EMAILS = CompiledStatement(select(ContactRow.email).where(_OWNER))
+#: The owner's next ``limit`` contacts by id after ``after`` (the export's keyset paging).
+BATCH_AFTER = CompiledStatement(
+    select(*COLUMNS)
+    .where(_OWNER, ContactRow.id > bindparam("after", type_=ContactRow.id.type))
+    .order_by(ContactRow.id)
+    .limit(bindparam("limit"))
+)
+#: Below every id: the ``after`` of the export's first batch.
+_FIRST_ID = UUID(int=0)
+
+
+@functools.cache
+def page_statements(
+    filters: frozenset[str], order_by: str, descending: bool
+) -> tuple[CompiledStatement, CompiledStatement]:
+    """The count and the page statement for one combination of filters and ordering.
+
+    There are few combinations (4 filters x 4 orderings x 2 directions), so each is built once.
+    Contacts without a birthday sort last in both directions. Without filters every page row
+    ends with the owner's counter (:class:`ContactCount`), so the page and its total come from
+    one statement; the count statement then reads the counter alone.
+
+    Args:
+        filters: The names of the filters present (keys of ``_FILTERS``).
+        order_by: A key of :data:`ORDER_COLUMNS`.
+        descending: Sort descending.
+
+    Returns:
+        The count statement and the page statement (bound ``owner_id``, ``limit``, ``offset``
+        and the filters' patterns).
+    """
+    where = [_OWNER, *(condition for name, condition in _FILTERS.items() if name in filters)]
+    column = ORDER_COLUMNS[order_by]
+    first = column.desc() if descending else column.asc()
+    if order_by == "birthday":
+        first = first.nulls_last()
+    ordering = [first, ContactRow.id.desc() if descending else ContactRow.id.asc()]
+    if filters:
+        count = select(func.count()).select_from(ContactRow).where(*where)
+        page = select(*COLUMNS)
+    else:
+        count = select(_TOTAL)
+        page = select(*COLUMNS, _TOTAL.label("total"))
+    page = page.where(*where).order_by(*ordering).limit(bindparam("limit")).offset(bindparam("offset"))
+    return CompiledStatement(count), CompiledStatement(page)
+
+
+def _birthdays_statement(ranges: int) -> CompiledStatement:
+    md = ContactRow.birthday_md
+    matches = [md.between(bindparam(f"low{i}"), bindparam(f"high{i}")) for i in range(ranges)]
+    return CompiledStatement(
+        select(*COLUMNS)
+        .where(_OWNER, or_(*matches) if ranges > 1 else matches[0])
+        .order_by(
+            case((md >= bindparam("start"), 0), else_=1), md, ContactRow.last_name_search, ContactRow.id
+        )
+    )
+
+
+#: Contacts with a birthday in one or in two month-day ranges (a window over the new year).
+BIRTHDAYS = {1: _birthdays_statement(1), 2: _birthdays_statement(2)}
+
+#: The columns a write may set: the fields of a new contact, then the ones derived from them.
+VALUE_COLUMNS = (*ContactCreate.__struct_fields__, "first_name_search", "last_name_search", "birthday_md")
+#: Every column of a new row: ids, timestamps and version are made by the store.
+NEW_COLUMNS = ("id", "owner_id", "created_at", "updated_at", "version", *VALUE_COLUMNS)
+
+
+def _bound(name: str, key: str | None = None) -> Any:
+    """A bound value typed like the column ``name`` (SQLite stores dates and times by type)."""
+    return bindparam(key or name, type_=ContactRow.__table__.c[name].type)
+
+
+#: A new contact, returning it.
+INSERT = CompiledStatement(
+    insert(ContactRow).values({name: _bound(name) for name in NEW_COLUMNS}).returning(*COLUMNS)
+)
+
+
+def _array_of(name: str) -> Any:
+    """A bound PostgreSQL array of values of the column ``name``."""
+    kind = ContactRow.__table__.c[name].type
+    if isinstance(kind, TypeDecorator):
+        kind = kind.load_dialect_impl(postgresql.dialect())
+    return cast(bindparam(name), postgresql.ARRAY(kind))
+
+
+@functools.cache
+def insert_new_statement(dialect_name: str) -> CompiledStatement:
+    """New contacts, passing over an email the owner has (``ON CONFLICT DO NOTHING``), returning ids.
+
+    PostgreSQL reads the rows as one array per column (``unnest``: one prepared statement for
+    any number of rows); SQLite gets them as one multi-row ``VALUES``. Built on first use: the
+    type of ``owner_id`` is the one of ``users.id``, known once that model is loaded.
+
+    Args:
+        dialect_name: ``postgresql`` or ``sqlite``.
+
+    Returns:
+        The statement, for :meth:`~app.db.DirectTransaction.insert_rows`.
+    """
+    if dialect_name != "postgresql":
+        return CompiledStatement(sqlite_insert(ContactRow).on_conflict_do_nothing().returning(ContactRow.id))
+    rows = func.unnest(*(_array_of(name) for name in NEW_COLUMNS)).table_valued(*NEW_COLUMNS).render_derived()
+    return CompiledStatement(
+        postgresql.insert(ContactRow)
+        .from_select(NEW_COLUMNS, select(*rows.c))
+        .on_conflict_do_nothing()
+        .returning(ContactRow.id)
+    )
+
+
+@functools.cache
+def update_statement(columns: frozenset[str], versions: int | None) -> CompiledStatement:
+    """The conditional ``UPDATE`` of ``columns``, for ``versions`` accepted versions (``None``: any).
+
+    Args:
+        columns: The columns set (names of :data:`VALUE_COLUMNS`; bound as ``set_<name>``).
+        versions: How many versions ``If-Match`` accepts (bound as ``v0``, ``v1``...), or ``None``.
+
+    Returns:
+        The statement, returning ``COLUMNS``.
+    """
+    # An UPDATE reserves its columns' names for the SET clause: every value is bound as "set_<name>".
+    where = [ContactRow.id == bindparam("set_contact_id"), ContactRow.owner_id == bindparam("set_owner_id")]
+    if versions is not None:
+        where.append(ContactRow.version.in_([bindparam(f"v{i}") for i in range(versions)]))
+    values = {name: _bound(name, f"set_{name}") for name in VALUE_COLUMNS if name in columns}
+    return CompiledStatement(
+        update(ContactRow)
+        .where(*where)
+        .values(version=ContactRow.version + 1, updated_at=_bound("updated_at", "set_updated_at"), **values)
+        .returning(*COLUMNS)
+    )
+
+
+# --------------------------------------------------------------------------- pure rules
+
+_C = TypeVar("_C", bound=Contact)
+_ETAG = re.compile(r'^"v(\d{1,9})"$')
+_CR = re.compile(r"\r\n?")
+#: Free-text fields whose line breaks are stored as LF.
+_TEXT_FIELDS = frozenset({"first_name", "last_name", "additional_data"})
+
+
+def etag(version: int) -> str:
+    """The ``ETag`` of a contact at ``version`` (a strong validator).
+
+    Args:
+        version: The contact's version.
+
+    Returns:
+        The quoted entity tag.
+    """
+    return f'"v{version}"'
+
+
+def parse_if_match(header: str | None) -> set[int] | None:
+    """The versions an ``If-Match`` header accepts: ``None`` for no condition (absent or ``*``).
+
+    Weak tags never match (``If-Match`` uses the strong comparison), nor do tags that are not
+    ours, so a header with none of ours yields an empty set: nothing will be written.
+
+    Args:
+        header: The raw header value.
+
+    Returns:
+        The accepted versions, or ``None``.
+    """
+    if header is None or header.strip() == "*":
+        return None
+    versions = set()
+    for tag in header.split(","):
+        if match := _ETAG.match(tag.strip()):
+            versions.add(int(match.group(1)))
+    return versions
+
+
+@overload
+def plain_line_breaks(text: str) -> str: ...
+@overload
+def plain_line_breaks(text: None) -> None: ...
+def plain_line_breaks(text: str | None) -> str | None:
+    r"""``text`` with every line break as LF (a CRLF or a bare CR becomes ``\n``).
+
+    vCard has one line break (``\n``, RFC 6350 3.4): a CR could not come back from an export.
+
+    Args:
+        text: A text field's value, or ``None``.
+
+    Returns:
+        The text with LF line breaks.
+    """
+    return None if text is None else _CR.sub("\n", text)
+
+
+def like_pattern(value: str) -> str:
+    r"""A ``LIKE`` pattern matching ``value`` anywhere, with ``\\ % _`` matching themselves."""
+    escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def birthday_on(born: date, year: int) -> date:
+    """The day a birthday is celebrated in ``year`` (29 February → 28 February in common years).
+
+    Args:
+        born: The birthday.
+        year: The year.
+
+    Returns:
+        The date.
+    """
+    if born.month == 2 and born.day == 29 and not calendar.isleap(year):
+        return date(year, 2, 28)
+    return date(year, born.month, born.day)
+
+
+def next_birthday(born: date, today: date) -> date:
+    """The first birthday on or after ``today``.
+
+    Args:
+        born: The birthday.
+        today: The reference day.
+
+    Returns:
+        The date of the next birthday.
+    """
+    this_year = birthday_on(born, today.year)
+    return this_year if this_year >= today else birthday_on(born, today.year + 1)
+
+
+def birthday_ranges(today: date, days: int) -> list[tuple[int, int]]:
+    """Month-day key ranges (``month * 100 + day``, inclusive) covering ``today`` .. ``today + days``.
+
+    One range per calendar year the window touches, in date order. In a common year the
+    window's 28 February also covers key 229 (29 February birthdays are kept that day).
+
+    Args:
+        today: First day of the window.
+        days: Days after ``today`` in the window (0-365).
+
+    Returns:
+        One or two ranges.
+    """
+    end = today + timedelta(days=days)
+    segments = (
+        [(today, end)]
+        if end.year == today.year
+        else [(today, date(today.year, 12, 31)), (date(end.year, 1, 1), end)]
+    )
+    ranges = []
+    for first, last in segments:
+        low, high = first.month * 100 + first.day, last.month * 100 + last.day
+        if high == 228 and not calendar.isleap(last.year):
+            high = 229
+        ranges.append((low, high))
+    return ranges
+
+
+def _row_error(exc: msgspec.ValidationError) -> str:
+    """An import row's validation error as ``field: what is wrong``, in the API's words (``app.input``)."""
+    message, _, where = str(exc).partition(" - at `$.")
+    field = where.rstrip("`")
+    return f"{field}: {explain(message)}" if field else explain(message)
+
+
+def _to_contact(row: Sequence[Any], struct: type[_C] = Contact, **extra: Any) -> _C:  # type: ignore[assignment]
+    """The response Struct of a row of ``COLUMNS`` (``extra`` fills a subclass's own fields)."""
+    return struct(
+        id=row[0],
+        first_name=row[1],
+        last_name=row[2],
+        email=row[3],
+        phone_number=row[4],
+        birthday=row[5],
+        additional_data=row[6],
+        created_at=row[7],
+        updated_at=row[8],
+        **extra,
+    )
+
+
+# --------------------------------------------------------------------------- the store
+
+
+class ContactStore:
+    """The owners' address books: each method checks the rules and runs its statements.
+
+    One per application (it holds nothing of a request).
+
+    Args:
+        pool: What runs the statements.
+        settings: The application settings (time zone of "today", phone region, import limit).
+    """
+
+    def __init__(self, pool: DirectPool, settings: Settings) -> None:
+        """Run statements on ``pool`` under the application ``settings``."""
+        self.pool = pool
+        self.settings = settings
+
+    def today(self) -> date:
+        """Today in the configured time zone."""
+        return datetime.now(self.settings.tz).date()
+
+    # ------------------------------------------------------------------ reads
+
+    async def get_contact(self, owner_id: UUID, contact_id: UUID) -> tuple[Contact, str]:
+        """One of the owner's contacts and its ETag.
+
+        Raises:
+            ContactNotFoundError: Missing or not the owner's.
+        """
+        rows = await self.pool.fetch(ONE, owner_id=owner_id, contact_id=contact_id)
+        if not rows:
+            raise ContactNotFoundError
+        return _to_contact(rows[0]), etag(rows[0][-1])
+
+    async def list_contacts(
+        self,
+        owner_id: UUID,
+        *,
+        first_name: str | None = None,
+        last_name: str | None = None,
+        email: str | None = None,
+        q: str | None = None,
+        order_by: str = "created_at",
+        descending: bool = False,
+        limit: int = 20,
+        offset: int = 0,
+    ) -> ContactPage:
+        """One page of the owner's contacts and the total matching the filters.
+
+        Filters are case-insensitive substrings combined with ``AND``; ``q`` matches any of
+        the three fields. One statement, unless the page cannot tell the total: with filters
+        one row more than ``limit`` is asked for, and only when it comes is a ``COUNT`` run;
+        without filters the total is on every row, and only an empty page past the end reads
+        the counter alone.
+
+        Args:
+            owner_id: The owner.
+            first_name: Substring of the first name.
+            last_name: Substring of the last name.
+            email: Substring of the email.
+            q: Substring of any of them.
+            order_by: A key of :data:`ORDER_COLUMNS`.
+            descending: Sort descending.
+            limit: Page size.
+            offset: Rows skipped.
+
+        Returns:
+            The page.
+        """
+        params: dict[str, Any] = {"owner_id": owner_id, "limit": limit, "offset": offset}
+        if first_name:
+            params["first_name"] = like_pattern(fold(first_name))
+        if last_name:
+            params["last_name"] = like_pattern(fold(last_name))
+        if email:
+            params["email"] = like_pattern(email.lower())
+        if q:
+            params["q_name"], params["q_email"] = like_pattern(fold(q)), like_pattern(q.lower())
+        q_form = "q" if q and params["q_name"] == params["q_email"] else "q_unlike"
+        present = {"first_name": first_name, "last_name": last_name, "email": email, q_form: q}
+        filters = frozenset(name for name, value in present.items() if value)
+        count, page = page_statements(filters, order_by, descending)
+        if filters:
+            params["limit"] = limit + 1
+        # An offset past any possible table skips the page: SQL integers would overflow.
+        rows = await self.pool.fetch(page, **params) if offset <= MAX_OFFSET else []
+        if rows and not filters:
+            total = rows[0][-1]
+        elif len(rows) <= limit and (rows or offset == 0):
+            total = offset + len(rows)
+        else:
+            total = (await self.pool.fetch(count, **params))[0][0]
+        return ContactPage(
+            items=[_to_contact(row) for row in rows[:limit]], total=total, limit=limit, offset=offset
+        )
+
+    async def upcoming_birthdays(
+        self, owner_id: UUID, days: int, today: date | None = None
+    ) -> list[ContactBirthday]:
+        """The owner's contacts with a birthday from ``today`` through ``today + days``, soonest first.
+
+        Args:
+            owner_id: The owner.
+            days: Days ahead (0-365).
+            today: The reference day; defaults to today in the configured time zone.
+
+        Returns:
+            The contacts, each with its ``next_birthday``.
+        """
+        today = today or self.today()
+        ranges = birthday_ranges(today, days)
+        params: dict[str, Any] = {"owner_id": owner_id, "start": ranges[0][0]}
+        for i, (low, high) in enumerate(ranges):
+            params[f"low{i}"], params[f"high{i}"] = low, high
+        rows = await self.pool.fetch(BIRTHDAYS[len(ranges)], **params)
+        return [_to_contact(row, ContactBirthday, next_birthday=next_birthday(row[5], today)) for row in rows]
+
+    # ------------------------------------------------------------------ writes
+
+    async def add_contact(self, owner_id: UUID, data: ContactCreate) -> tuple[Contact, str]:
+        """Create a contact for the owner.
+
+        Raises:
+            InvalidContactError: Birthday not in the past, or an unusable phone number.
+            DuplicateKeyError: The owner has a contact with this email already.
+        """
+        row = (await self.pool.write(INSERT, **self._new_row(owner_id, self._values(data))))[0]
+        return _to_contact(row), etag(row[-1])
+
+    async def replace_contact(
+        self, owner_id: UUID, contact_id: UUID, data: ContactCreate, if_match: str | None = None
+    ) -> tuple[Contact, str]:
+        """Replace every field of a contact (optional fields left out are cleared).
+
+        Raises:
+            ContactNotFoundError: Missing or not the owner's.
+            StaleContactError: ``If-Match`` does not name the current version.
+        """
+        return await self._update(owner_id, contact_id, self._values(data), if_match)
+
+    async def patch_contact(
+        self, owner_id: UUID, contact_id: UUID, data: ContactUpdate, if_match: str | None = None
+    ) -> tuple[Contact, str]:
+        """Change the fields present in ``data``.
+
+        Raises:
+            ContactNotFoundError: Missing or not the owner's.
+            StaleContactError: ``If-Match`` does not name the current version.
+        """
+        values = {
+            field: value
+            for field in data.__struct_fields__
+            if (value := getattr(data, field)) is not msgspec.UNSET
+        }
+        if "phone_number" in values:
+            values["phone_number"] = self._phone(values["phone_number"])
+        if "birthday" in values:
+            self._check_birthday(values["birthday"], None)
+        for field in _TEXT_FIELDS & values.keys():
+            values[field] = plain_line_breaks(values[field])
+        if not values:
+            # Nothing to change: answer as a GET would, still honouring If-Match.
+            contact, tag = await self.get_contact(owner_id, contact_id)
+            versions = parse_if_match(if_match)
+            if versions is not None and tag not in {etag(v) for v in versions}:
+                raise StaleContactError
+            return contact, tag
+        return await self._update(owner_id, contact_id, values, if_match)
+
+    async def remove_contact(self, owner_id: UUID, contact_id: UUID) -> None:
+        """Delete one of the owner's contacts.
+
+        Raises:
+            ContactNotFoundError: Missing or not the owner's.
+        """
+        if not await self.pool.write(DELETE, owner_id=owner_id, contact_id=contact_id):
+            raise ContactNotFoundError
+
+    async def _update(
+        self, owner_id: UUID, contact_id: UUID, values: dict[str, Any], if_match: str | None
+    ) -> tuple[Contact, str]:
+        """Change a contact in one conditional ``UPDATE``: with ``If-Match`` only at a version it names.
+
+        Two writers holding the same ETag cannot both win. When nothing changed, a stale ETag
+        is told apart from a missing contact by a second statement.
+        """
+        versions = parse_if_match(if_match)
+        if versions is not None and len(versions) > MAX_IF_MATCH_VERSIONS:
+            raise TooManyVersionsError
+        rows: Sequence[Sequence[Any]] = ()
+        if versions is None or versions:  # an empty set: If-Match named none of ours
+            changes = derived_columns(dict(values))
+            statement = update_statement(frozenset(changes), None if versions is None else len(versions))
+            changes.update(owner_id=owner_id, contact_id=contact_id, updated_at=datetime.now(UTC))
+            params = {f"set_{name}": value for name, value in changes.items()}
+            for i, version in enumerate(sorted(versions or ())):
+                params[f"v{i}"] = version
+            rows = await self.pool.write(statement, **params)
+        if not rows:
+            if versions is not None and await self.pool.fetch(
+                EXISTS, owner_id=owner_id, contact_id=contact_id
+            ):
+                raise StaleContactError
+            raise ContactNotFoundError
+        return _to_contact(rows[0]), etag(rows[0][-1])
+
+    # ------------------------------------------------------------------ rules of a contact's values
+
+    def _check_birthday(self, born: date | None, today: date | None) -> None:
+        if born is not None and born >= (today or self.today()):
+            raise InvalidContactError("birthday", "must be a date in the past")
+
+    def _phone(self, raw: str) -> str:
+        try:
+            return normalize_phone(raw, self.settings.default_phone_region)
+        except ValueError as exc:
+            raise InvalidContactError("phone_number", str(exc).split(": ", 1)[-1]) from None
+
+    def _values(self, data: ContactCreate, today: date | None = None) -> dict[str, Any]:
+        self._check_birthday(data.birthday, today)
+        return {
+            "first_name": plain_line_breaks(data.first_name),
+            "last_name": plain_line_breaks(data.last_name),
+            "email": data.email,
+            "phone_number": self._phone(data.phone_number),
+            "birthday": data.birthday,
+            "additional_data": plain_line_breaks(data.additional_data),
+        }
+
+    @staticmethod
+    def _new_row(owner_id: UUID, values: dict[str, Any], now: datetime | None = None) -> dict[str, Any]:
+        """Every column of a new row (:data:`NEW_COLUMNS`) from a contact's ``values``."""
+        now = now or datetime.now(UTC)
+        row = dict.fromkeys(VALUE_COLUMNS)
+        row.update(derived_columns(dict(values)))
+        row.update(id=uuid7(), owner_id=owner_id, created_at=now, updated_at=now, version=1)
+        return row
+
+    # ------------------------------------------------------------------ exchange
+
+    async def import_file(
+        self,
+        owner_id: UUID,
+        content: bytes,
+        today: date | None = None,
+        limiter: anyio.CapacityLimiter | None = None,
+    ) -> ImportResult:
+        """Import contacts from a vCard (3.0/4.0) or CSV file, in one transaction.
+
+        Bad entries are reported by line and the good ones kept. An entry whose email the
+        owner already has (or that an earlier entry of the file used, or a concurrent import
+        has just added) is skipped, so importing the same file again creates nothing. The
+        file is read and checked in a worker thread (CPU work), so the event loop keeps
+        serving other requests meanwhile.
+
+        Args:
+            owner_id: The owner.
+            content: The file.
+            today: The reference day for "birthday in the past".
+            limiter: Bounds the worker threads all imports use at once.
+
+        Returns:
+            How many were created and skipped, and the errors.
+
+        Raises:
+            exchange.UnreadableFileError: Not UTF-8, or neither vCard nor the export's CSV.
+            exchange.TooManyEntriesError: More than ``IMPORT_MAX_CARDS`` entries.
+        """
+        today = today or self.today()
+        known = {row[0] for row in await self.pool.fetch(EMAILS, owner_id=owner_id)}
+        fresh, skipped, errors = await anyio.to_thread.run_sync(
+            self._read_import, owner_id, content, known, today, limiter=limiter
+        )
+        created = 0
+        if fresh:
+            statement = insert_new_statement(self.pool.dialect_name)
+            async with self.pool.transaction() as transaction:
+                for first in range(0, len(fresh), IMPORT_BATCH):
+                    created += len(
+                        await transaction.insert_rows(statement, fresh[first : first + IMPORT_BATCH])
+                    )
+        # A row the database passed over (ON CONFLICT) took an email added since ``known``.
+        return ImportResult(created=created, skipped=skipped + len(fresh) - created, errors=errors)
+
+    def _read_import(
+        self, owner_id: UUID, content: bytes, known: set[str], today: date
+    ) -> tuple[list[dict[str, Any]], int, list[ImportRowError]]:
+        """The rows to insert, how many were skipped as known, and the errors (runs in a thread)."""
+        entries = exchange.read_entries(content, self.settings.import_max_cards)
+        now = datetime.now(UTC)
+        fresh: list[dict[str, Any]] = []
+        errors: list[ImportRowError] = []
+        skipped = 0
+        for line, entry in entries:
+            # Let go of the interpreter after each entry: the event loop's thread, when it
+            # wants it, runs at once instead of waiting out the 5 ms switch interval.
+            time.sleep(0)
+            if isinstance(entry, str):
+                errors.append(ImportRowError(line=line, detail=entry))
+                continue
+            try:
+                values = self._values(msgspec.convert(entry, ContactCreate), today)
+            except msgspec.ValidationError as exc:
+                errors.append(ImportRowError(line=line, detail=_row_error(exc)))
+                continue
+            except InvalidContactError as exc:
+                errors.append(ImportRowError(line=line, detail=f"{exc.field}: {exc.detail}"))
+                continue
+            if values["email"] in known:
+                skipped += 1
+                continue
+            known.add(values["email"])
+            fresh.append(self._new_row(owner_id, values, now))
+        return fresh, skipped, errors
+
+    async def export_batches(
+        self, owner_id: UUID, batch: int = EXPORT_BATCH
+    ) -> AsyncIterator[Sequence[Contact]]:
+        """The owner's contacts in batches, by id (one statement each: the stream may outlive the request).
+
+        Args:
+            owner_id: The owner.
+            batch: Contacts per statement.
+
+        Yields:
+            Batches of contacts.
+        """
+        after = _FIRST_ID
+        while True:
+            rows = await self.pool.fetch(BATCH_AFTER, owner_id=owner_id, after=after, limit=batch)
+            if rows:
+                yield [_to_contact(row) for row in rows]
+            if len(rows) < batch:
+                return
+            after = rows[-1][0]

@@ -1,4 +1,4 @@
-"""Database wiring: the SQLAlchemy config, the model base, and migrations at start-up."""
+"""Database wiring: the SQLAlchemy config (ORM sessions), the direct pool for prebuilt statements, migrations."""
 
 from __future__ import annotations
 

@@ -58,6 +58,9 @@ UNMATCHED = "<unmatched>"
 SAMPLE_SECONDS = 5.0
 #: Longest wait for the outbox query of a scrape: a slow database must not hang the scrape.
 OUTBOX_QUERY_SECONDS = 3.0
+#: The gauges read at scrape time (:func:`outbox_families`), not in the registry.
+OUTBOX_MAILS = "contacts_outbox_mails"
+OUTBOX_OLDEST_PENDING = "contacts_outbox_oldest_pending_seconds"
 
 HTTP_REQUESTS = Counter(
     "contacts_http_requests_total", "HTTP requests answered", ["method", "route", "status"]
@@ -202,16 +205,14 @@ async def outbox_families(app: Litestar) -> list[Metric]:
     except Exception as exc:  # the scrape answers anyway; the other metrics still matter
         logger.warning("metrics: cannot read the outbox (%s)", type(exc).__name__)
         return []
-    mails = GaugeMetricFamily(
-        "contacts_outbox_mails", "Mails in the outbox not delivered, by status", labels=["status"]
-    )
+    mails = GaugeMetricFamily(OUTBOX_MAILS, "Mails in the outbox not delivered, by status", labels=["status"])
     mails.add_metric(["pending"], backlog.pending)
     mails.add_metric(["dead"], backlog.dead)
     age = 0.0
     if backlog.oldest_pending is not None:
         age = max(0.0, (datetime.now(UTC) - backlog.oldest_pending).total_seconds())
     oldest = GaugeMetricFamily(
-        "contacts_outbox_oldest_pending_seconds",
+        OUTBOX_OLDEST_PENDING,
         "Age of the oldest pending mail in the outbox, in seconds (0 when none is pending)",
         value=age,
     )

@@ -800,6 +800,7 @@ def measure_settled(
 
 
 def run_outbox(args: argparse.Namespace) -> None:
+    """``--outbox``: every variant, restarted for each of ``--rounds`` interleaved rounds."""
     secret = secrets.token_urlsafe(48)
     nonce = secrets.token_hex(4)
     server, (user,) = start_service(secret, [100])  # migrates and seeds; each variant restarts
@@ -863,6 +864,7 @@ def outbox_table(cells: dict[tuple[str, str], Cell]) -> str:
 
 
 def _non_2xx_all(results: list[Result]) -> str:
+    """The non-2xx answers of all rounds, by status."""
     merged: dict[str, int] = {}
     for r in results:
         for code, n in r.statuses.items():

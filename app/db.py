@@ -104,7 +104,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     # WAL is a property of the file: switch once. Switching takes a lock that ignores the busy
     # timeout, so a connection opened while another one writes failed with "database is locked".
-    if cursor.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+    cursor.execute("PRAGMA journal_mode")
+    if cursor.fetchone()[0] != "wal":
         cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()

@@ -44,6 +44,9 @@ _REQUIRED = (
     "opentelemetry.instrumentation.asyncpg",
     "opentelemetry.instrumentation.redis",
 )
+#: The apps of this process whose tracing is on (tests build several): the log lines carry
+#: trace ids while there is one.
+_running: list[Tracing] = []
 #: The path the OTLP/HTTP receiver takes spans at, under ``OTEL_EXPORTER_OTLP_ENDPOINT``.
 TRACES_PATH = "/v1/traces"
 
@@ -128,6 +131,7 @@ class Tracing:
             )
         if settings.redis_url:
             self._instrument(RedisInstrumentor())
+        _running.append(self)
         logs.trace_ids = current_trace_ids
 
     def _instrument(self, instrumentor: Any, **options: Any) -> None:
@@ -166,7 +170,9 @@ class Tracing:
 
     async def shutdown(self, _app: Any = None) -> None:
         """Send the spans still buffered and undo the instrumentation. A shutdown hook."""
-        if logs.trace_ids is current_trace_ids:
+        if self in _running:
+            _running.remove(self)
+        if not _running:
             logs.trace_ids = None
         for instrumentor in self._instrumentors:
             instrumentor.uninstrument()

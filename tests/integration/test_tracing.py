@@ -258,3 +258,51 @@ async def test_spans_reach_an_otlp_http_collector(make_client: Callable[..., Any
                 names |= {span.name for span in scope_spans.spans}
     assert services == {"contacts-test"}
     assert "GET /api/healthchecker" in names
+
+
+async def test_a_callers_trace_is_followed_and_the_share_applies_to_the_rest(
+    make_client: Callable[..., Any], exporter: InMemorySpanExporter
+) -> None:
+    caller_trace = "0af7651916cd43dd8448eb211c80319c"
+    caller_span = "b7ad6b7169203331"
+    async with make_client(otel_exporter_otlp_endpoint=ENDPOINT, otel_traces_sampler_arg=0.0) as client:
+        assert (await client.get("/api/healthchecker")).status_code == 200
+        assert not exporter.get_finished_spans()  # share 0: a request on its own is not traced
+        response = await client.get(
+            "/api/healthchecker", headers={"traceparent": f"00-{caller_trace}-{caller_span}-01"}
+        )
+        assert response.status_code == 200
+    spans = list(exporter.get_finished_spans())
+    server = _server_span(spans, "GET /api/healthchecker")
+    assert format(server.context.trace_id, "032x") == caller_trace
+    assert format(server.parent.span_id, "016x") == caller_span
+    assert all(s.context.trace_id == server.context.trace_id for s in spans)
+
+
+async def test_a_second_app_in_the_process_leaves_the_instrumentation_to_the_first(
+    make_client: Callable[..., Any],
+    exporter: InMemorySpanExporter,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    log_lines: list[dict[str, Any]],
+) -> None:
+    async with make_client(otel_exporter_otlp_endpoint=ENDPOINT) as first:
+        other = InMemorySpanExporter()
+        monkeypatch.setattr(
+            app.main, "setup_tracing", functools.partial(tracing.setup_tracing, exporter=other)
+        )
+        with caplog.at_level(logging.WARNING, logger="app.tracing"):
+            async with make_client(otel_exporter_otlp_endpoint=ENDPOINT) as second:
+                assert (await second.get("/api/healthchecker")).status_code == 200
+        assert "already instrumented by another app" in caplog.text
+        assert _server_span(list(other.get_finished_spans()), "GET /api/healthchecker")
+        # The first app's instrumentation and log ids outlive the second app.
+        log_lines.clear()
+        response = await first.get("/api/healthchecker")
+        assert response.status_code == 200
+        spans = list(exporter.get_finished_spans())
+        server = _server_span(spans, "GET /api/healthchecker")
+        assert [s for s in _trace_of(spans, server) if s is not server], [s.name for s in spans]
+        access = [line for line in log_lines if line["logger"] == "app.access"]
+        assert access[-1]["trace_id"] == format(server.context.trace_id, "032x")
+    assert logs.trace_ids is None

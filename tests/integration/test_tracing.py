@@ -7,6 +7,7 @@ exporter against a small receiver. Skipped when the ``otel`` extra is not instal
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
@@ -15,6 +16,7 @@ from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
+import msgspec
 import pytest
 
 pytest.importorskip("opentelemetry.sdk", reason="the `otel` extra is not installed")
@@ -25,6 +27,7 @@ from opentelemetry.trace import SpanKind
 
 import app.main
 from app import logs, tracing
+from app.config import load_settings
 from tests.conftest import ON_POSTGRES, TEST_REDIS_URL, TestUser
 
 ENDPOINT = "http://collector.invalid:4318"
@@ -306,3 +309,38 @@ async def test_a_second_app_in_the_process_leaves_the_instrumentation_to_the_fir
         access = [line for line in log_lines if line["logger"] == "app.access"]
         assert access[-1]["trace_id"] == format(server.context.trace_id, "032x")
     assert logs.trace_ids is None
+
+
+async def test_work_outside_requests_makes_no_trace(
+    make_client: Callable[..., Any], exporter: InMemorySpanExporter
+) -> None:
+    # The job runner polls the outbox (SQL) every 50 ms here: none of it is a trace.
+    async with make_client(
+        otel_exporter_otlp_endpoint=ENDPOINT, jobs_in_process=True, jobs_poll_seconds=0.05
+    ) as client:
+        await asyncio.sleep(0.5)
+        assert not exporter.get_finished_spans()
+        assert (await client.get("/api/healthchecker")).status_code == 200
+    assert {s.kind for s in exporter.get_finished_spans() if s.parent is None} == {SpanKind.SERVER}
+
+
+def test_the_sampler_says_what_it_is() -> None:
+    assert tracing._requests_only(0.25).get_description().startswith("RequestsOnly{ParentBased{")
+
+
+async def test_other_connections_than_http_pass_untraced(exporter: InMemorySpanExporter) -> None:
+    seen: list[dict[str, Any]] = []
+
+    async def inner(scope: Any, _receive: Any, _send: Any) -> None:
+        seen.append(scope)
+
+    settings = msgspec.structs.replace(
+        load_settings({"SECRET_KEY": "k" * 40}, env_file=None), otel_exporter_otlp_endpoint=ENDPOINT
+    )
+    traced = tracing.setup_tracing(settings, [], exporter=exporter)
+    assert traced is not None
+    scope = {"type": "websocket", "path": "/ws"}
+    await traced.wrap(inner)(scope, None, None)
+    await traced.shutdown()
+    assert seen == [scope]
+    assert not exporter.get_finished_spans()

@@ -157,9 +157,12 @@ class Tracing:
             The traced application.
         """
         from litestar.plugins.opentelemetry import OpenTelemetryConfig
+        from opentelemetry.metrics import NoOpMeterProvider
 
         config = OpenTelemetryConfig(
             tracer_provider=self.provider,
+            # Request metrics are Prometheus's (app/metrics.py): none recorded twice.
+            meter_provider=NoOpMeterProvider(),
             scope_span_details_extractor=_span_details,
             # One span per request: no span per ASGI message sent or received.
             exclude_spans=["receive", "send"],
@@ -181,11 +184,14 @@ class Tracing:
 
 
 def current_trace_ids() -> tuple[str, str] | None:
-    """The trace and span ids of the current span, as hex, or ``None`` outside a span."""
+    """The trace and span ids of the current span, as hex, or ``None`` outside a sampled span.
+
+    A request left out by the sampler has ids too, but no trace to find them in.
+    """
     from opentelemetry import trace
 
     context = trace.get_current_span().get_span_context()
-    if not context.is_valid:
+    if not context.trace_flags.sampled:
         return None
     return format(context.trace_id, "032x"), format(context.span_id, "016x")
 

@@ -691,8 +691,10 @@ def run_mixed(
 
 #: What --overhead compares, in the same run: the service as the other scenarios run it
 #: (metrics off, warnings only), then with metrics on and a JSON access line per request, then
-#: also with every request traced (sampler share 1) to an OTLP/HTTP receiver in this process.
-OVERHEAD_VARIANTS = ("off", "metrics+logs", "metrics+logs+traces")
+#: also with traces to an OTLP/HTTP receiver in this process: every request, and one in ten.
+OVERHEAD_VARIANTS = ("off", "metrics+logs", "+traces 100%", "+traces 10%")
+#: The sampler share of each tracing variant.
+TRACE_SHARES = {"+traces 100%": "1.0", "+traces 10%": "0.1"}
 OVERHEAD_SCENARIOS = ("users/me", "contact")
 #: Issue 17: the hot reads keep at least 90 % of their req/s with metrics and JSON logs on.
 OVERHEAD_BUDGET = 0.10
@@ -741,23 +743,21 @@ def run_overhead(args: argparse.Namespace) -> None:
     """The hot reads with each variant, pairs back to back, the order rotating each round."""
     secret = secrets.token_urlsafe(48)
     nonce = secrets.token_hex(4)
-    variants = list(OVERHEAD_VARIANTS if _tracing_installed() else OVERHEAD_VARIANTS[:2])
+    variants = [v for v in OVERHEAD_VARIANTS if v not in TRACE_SHARES or _tracing_installed()]
     if len(variants) < len(OVERHEAD_VARIANTS):
         print("  ! tracing not measured: the `otel` extra is not installed", file=sys.stderr)
     sink = OtlpSink()
     servers: dict[str, Server] = {}
     # Same pools for every variant, and small: three services share the PostgreSQL server.
     base = {**service_env(secret), "DB_POOL_SIZE": str(args.overhead_pool)}
-    envs = {
-        "off": base,
-        "metrics+logs": {**base, **OBSERVABILITY_ENV},
-        "metrics+logs+traces": {
+    envs = {"off": base, "metrics+logs": {**base, **OBSERVABILITY_ENV}}
+    for name, share in TRACE_SHARES.items():
+        envs[name] = {
             **base,
             **OBSERVABILITY_ENV,
             "OTEL_EXPORTER_OTLP_ENDPOINT": sink.url,
-            "OTEL_TRACES_SAMPLER_ARG": "1.0",
-        },
-    }
+            "OTEL_TRACES_SAMPLER_ARG": share,
+        }
     try:
         asyncio.run(reset_database())
         asyncio.run(flush_redis())
@@ -766,7 +766,10 @@ def run_overhead(args: argparse.Namespace) -> None:
         (user,) = asyncio.run(seed(secret, [args.contacts]))
         for name in variants[1:]:
             servers[name] = Server(
-                "app.main:app", envs[name], "/api/healthchecker", "overhead-" + name.replace("+", "-")
+                "app.main:app",
+                envs[name],
+                "/api/healthchecker",
+                "overhead-" + name.strip("+%").replace(" ", "-"),
             )
         hot = [s for s in scenarios(user, nonce) if s.name in OVERHEAD_SCENARIOS]
         for server in servers.values():

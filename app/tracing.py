@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import random
 from typing import TYPE_CHECKING, Any
 
 from app import logs
@@ -102,9 +103,8 @@ class Tracing:
 
         # Resource.create also reads OTEL_RESOURCE_ATTRIBUTES (deployment.environment...).
         resource = Resource.create({SERVICE_NAME: settings.otel_service_name, SERVICE_VERSION: __version__})
-        self.provider: TracerProvider = TracerProvider(
-            resource=resource, sampler=_requests_only(settings.otel_traces_sampler_arg)
-        )
+        self.provider: TracerProvider = TracerProvider(resource=resource, sampler=_requests_only())
+        self.share = settings.otel_traces_sampler_arg
         if exporter is None:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
@@ -169,7 +169,7 @@ class Tracing:
             scopes={"http"},  # type: ignore[arg-type]
         )
         traced = config.middleware(app=_Unmask(app))
-        return _Mask(traced)
+        return _Mask(traced, app, self.share)
 
     async def shutdown(self, _app: Any = None) -> None:
         """Send the spans still buffered and undo the instrumentation. A shutdown hook."""
@@ -196,19 +196,14 @@ def current_trace_ids() -> tuple[str, str] | None:
     return format(context.trace_id, "032x"), format(context.span_id, "016x")
 
 
-def _requests_only(ratio: float) -> Sampler:
-    """A sampler that follows the caller (else keeps ``ratio`` of traces), requests only.
+def _requests_only() -> Sampler:
+    """A sampler that follows the caller, else traces, but starts traces at requests only.
 
+    :class:`_Mask` draws the share of requests traced, before the tracing middleware's cost.
     No trace starts anywhere but at a request: the job runner's polling of the outbox, the
     migrations and the housekeeping would otherwise each send a one-span trace every second.
     """
-    from opentelemetry.sdk.trace.sampling import (
-        Decision,
-        ParentBased,
-        Sampler,
-        SamplingResult,
-        TraceIdRatioBased,
-    )
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Decision, ParentBased, Sampler, SamplingResult
     from opentelemetry.trace import SpanKind, get_current_span
 
     class RequestsOnly(Sampler):
@@ -241,7 +236,7 @@ def _requests_only(ratio: float) -> Sampler:
             """Name the sampler (the SDK logs it)."""
             return f"RequestsOnly{{{self.delegate.get_description()}}}"
 
-    return RequestsOnly(ParentBased(TraceIdRatioBased(ratio)))
+    return RequestsOnly(ParentBased(ALWAYS_ON))
 
 
 def _span_details(scope: Scope) -> tuple[str, dict[str, Any]]:
@@ -253,23 +248,38 @@ _ORIGINAL_SCOPE = "app.tracing.scope"
 
 
 class _Mask:
-    """Shows the tracing middleware a copy of the scope with path tokens and query masked.
+    """Draws whether a request is traced, and shows the tracing middleware a masked scope.
+
+    A request that comes with a ``traceparent`` goes to the tracing middleware (the sampler
+    follows the caller's decision); any other one with probability ``share``, the rest straight
+    to the application: the middleware costs about as much per request as the application's
+    cheapest routes, even for a request the sampler would then leave out.
 
     The OpenTelemetry middleware copies the path and query string into the span (``url.path``,
-    ``http.target``, ``http.url``); the confirmation and reset routes carry a JWT in their path.
+    ``http.target``, ``http.url``); the confirmation and reset routes carry a JWT in their path,
+    so it sees them masked, and no query string.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+    def __init__(self, traced: ASGIApp, untraced: ASGIApp, share: float) -> None:
+        self.app = traced
+        self.untraced = untraced
+        self.share = share
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
+        if scope["type"] != "http" or (
+            # A sampling draw, not a secret: S311 does not apply.
+            self.share < 1 and random.random() >= self.share and not _has_traceparent(scope)  # noqa: S311
+        ):
+            await self.untraced(scope, receive, send)
             return
         path = logs.mask_tokens(scope["path"])
         masked = {**scope, "path": path, "raw_path": path.encode(), "query_string": b""}
         masked[_ORIGINAL_SCOPE] = scope
         await self.app(masked, receive, send)  # type: ignore[arg-type]
+
+
+def _has_traceparent(scope: Scope) -> bool:
+    return any(name == b"traceparent" for name, _ in scope["headers"])
 
 
 class _Unmask:

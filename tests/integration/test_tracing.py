@@ -325,7 +325,7 @@ async def test_work_outside_requests_makes_no_trace(
 
 
 def test_the_sampler_says_what_it_is() -> None:
-    assert tracing._requests_only(0.25).get_description().startswith("RequestsOnly{ParentBased{")
+    assert tracing._requests_only().get_description().startswith("RequestsOnly{ParentBased{")
 
 
 async def test_other_connections_than_http_pass_untraced(exporter: InMemorySpanExporter) -> None:
@@ -344,3 +344,23 @@ async def test_other_connections_than_http_pass_untraced(exporter: InMemorySpanE
     await traced.shutdown()
     assert seen == [scope]
     assert not exporter.get_finished_spans()
+
+
+async def test_a_share_of_requests_is_traced_and_only_those_lines_carry_a_trace_id(
+    make_client: Callable[..., Any], exporter: InMemorySpanExporter, log_lines: list[dict[str, Any]]
+) -> None:
+    async with make_client(otel_exporter_otlp_endpoint=ENDPOINT, otel_traces_sampler_arg=0.5) as client:
+        ids = []
+        for _ in range(40):
+            response = await client.get("/livez")
+            assert response.status_code == 200
+            ids.append(response.headers["x-request-id"])
+    traced = {
+        s.attributes["app.request_id"]: format(s.context.trace_id, "032x")
+        for s in exporter.get_finished_spans()
+        if s.kind == SpanKind.SERVER
+    }
+    assert 0 < len(traced) < 40  # all or none: 2 in 10^12
+    access = {line["request_id"]: line for line in log_lines if line["logger"] == "app.access"}
+    for request_id in ids:
+        assert access[request_id].get("trace_id") == traced.get(request_id)

@@ -261,16 +261,22 @@ class _Mask:
     """
 
     def __init__(self, traced: ASGIApp, untraced: ASGIApp, share: float) -> None:
+        from opentelemetry.instrumentation.utils import suppress_instrumentation
+
+        self.suppress_instrumentation = suppress_instrumentation
         self.app = traced
         self.untraced = untraced
         self.share = share
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or (
-            # A sampling draw, not a secret: S311 does not apply.
-            self.share < 1 and random.random() >= self.share and not _has_traceparent(scope)  # noqa: S311
-        ):
+        if scope["type"] != "http":
             await self.untraced(scope, receive, send)
+            return
+        # A sampling draw, not a secret: S311 does not apply.
+        if self.share < 1 and random.random() >= self.share and not _has_traceparent(scope):  # noqa: S311
+            # Nor do its SQL and Redis calls start (non-recording) spans.
+            with self.suppress_instrumentation():
+                await self.untraced(scope, receive, send)
             return
         path = logs.mask_tokens(scope["path"])
         masked = {**scope, "path": path, "raw_path": path.encode(), "query_string": b""}

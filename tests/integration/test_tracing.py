@@ -364,3 +364,36 @@ async def test_a_share_of_requests_is_traced_and_only_those_lines_carry_a_trace_
     access = {line["request_id"]: line for line in log_lines if line["logger"] == "app.access"}
     for request_id in ids:
         assert access[request_id].get("trace_id") == traced.get(request_id)
+
+
+async def test_a_request_left_out_starts_no_span_at_all(
+    make_client: Callable[..., Any],
+    exporter: InMemorySpanExporter,
+    user: TestUser,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    started: list[str] = []
+    real_start_span = TracerProvider.get_tracer
+
+    def counting_get_tracer(self: TracerProvider, *args: Any, **kwargs: Any) -> Any:
+        tracer = real_start_span(self, *args, **kwargs)
+        real = tracer.start_span
+
+        def start_span(name: str, *a: Any, **k: Any) -> Any:
+            started.append(name)
+            return real(name, *a, **k)
+
+        tracer.start_span = start_span  # type: ignore[method-assign]
+        return tracer
+
+    monkeypatch.setattr(TracerProvider, "get_tracer", counting_get_tracer)
+    async with make_client(otel_exporter_otlp_endpoint=ENDPOINT, otel_traces_sampler_arg=0.0) as client:
+        started.clear()
+        response = await client.get("/api/contacts/?limit=5", headers=user.headers)
+        assert response.status_code == 200
+        me = await client.get("/api/users/me", headers=user.headers)
+        assert me.status_code == 200
+    assert started == []  # no server span, no SQL or Redis span, not even a non-recording one
+    assert not exporter.get_finished_spans()

@@ -45,6 +45,7 @@ from app.security.auth import make_auth
 from app.security.headers import make_security_headers
 from app.server import ServerCLIPlugin
 from app.storage.adapters import make_avatar_storage, media_route_handlers
+from app.tracing import setup_tracing
 from app.users.cli import UsersCLIPlugin
 from app.users.controller import UsersController, avatar_router
 from app.users.current import load_request_user
@@ -123,6 +124,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         settings,
         housekeeping=[("sessions", delete_finished_sessions)],
     )
+    tracing = setup_tracing(settings, [db_config.get_engine(), job_runner.engine])
 
     on_startup: list[Any] = []
     if settings.auto_migrate:
@@ -140,6 +142,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         handlers.append(metrics.MetricsController)
         on_startup.append(metrics.start_metrics(multiprocess=bool(settings.prometheus_multiproc_dir)))
         on_shutdown.insert(0, metrics.stop_metrics)
+    if tracing is not None:  # last: the spans of the other shutdown hooks are sent too
+        on_shutdown.append(tracing.shutdown)
     if settings.jobs_in_process:  # else a `litestar jobs worker` process delivers
         on_startup.append(job_runner.start)
     # After the public operations are marked: which ones need a token decides their 401.
@@ -201,6 +205,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         GzipMiddleware(app.asgi_handler),
         observe=metrics.observe_request if settings.metrics_enabled else None,
     )
+    if tracing is not None:  # outside the request log, so that its line carries the trace id
+        app.asgi_handler = tracing.wrap(app.asgi_handler)
     return app
 
 

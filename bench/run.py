@@ -2,6 +2,7 @@
 
     uv run python bench/run.py [--contacts 10000] [--duration 10] [--connections 32]
     uv run python bench/run.py --scale [--scale-sizes 1000,10000,100000]
+    uv run python bench/run.py --overhead [--rounds 3] [--duration 10]
 
 The full run creates a fresh PostgreSQL database, flushes Redis db 7, starts the service
 with uvicorn (one worker, uvloop + the service's bounded httptools protocol, no access log, rate limits off), seeds one
@@ -863,6 +864,174 @@ def outbox_table(cells: dict[tuple[str, str], Cell]) -> str:
     return "\n".join(lines)
 
 
+# --------------------------------------------------------------------------- overhead
+
+
+#: What --overhead compares, in the same run: the service as the other scenarios run it
+#: (metrics off, warnings only), then with metrics on and a JSON access line per request, then
+#: also with traces to an OTLP/HTTP receiver in this process: every request, and one in ten.
+OVERHEAD_VARIANTS = ("off", "metrics+logs", "+traces 100%", "+traces 10%")
+#: The sampler share of each tracing variant.
+TRACE_SHARES = {"+traces 100%": "1.0", "+traces 10%": "0.1"}
+OVERHEAD_SCENARIOS = ("users/me", "contact")
+#: Issue 17: the hot reads keep at least 90 % of their req/s with metrics and JSON logs on.
+OVERHEAD_BUDGET = 0.10
+
+
+class OtlpSink:
+    """A stand-in collector: accepts OTLP/HTTP exports on a free port and counts them."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        sink = self
+        self.exports = 0
+        self.bytes = 0
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                sink.exports += 1
+                sink.bytes += len(body)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *_args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+
+
+def _tracing_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("opentelemetry.sdk") is not None
+
+
+def run_overhead(args: argparse.Namespace) -> None:
+    """The hot reads with each variant, pairs back to back, the order rotating each round."""
+    secret = secrets.token_urlsafe(48)
+    nonce = secrets.token_hex(4)
+    variants = [v for v in OVERHEAD_VARIANTS if v not in TRACE_SHARES or _tracing_installed()]
+    if len(variants) < len(OVERHEAD_VARIANTS):
+        print("  ! tracing not measured: the `otel` extra is not installed", file=sys.stderr)
+    sink = OtlpSink()
+    servers: dict[str, Server] = {}
+    # Same pools for every variant, and small: three services share the PostgreSQL server.
+    base = {**service_env(secret), "DB_POOL_SIZE": str(args.overhead_pool)}
+    envs = {"off": base, "metrics+logs": {**base, **OBSERVABILITY_ENV}}
+    for name, share in TRACE_SHARES.items():
+        envs[name] = {
+            **base,
+            **OBSERVABILITY_ENV,
+            "OTEL_EXPORTER_OTLP_ENDPOINT": sink.url,
+            "OTEL_TRACES_SAMPLER_ARG": share,
+        }
+    try:
+        asyncio.run(reset_database())
+        asyncio.run(flush_redis())
+        print(f"starting {len(variants)} services on a fresh database {DB_NAME!r} ...", file=sys.stderr)
+        servers["off"] = Server("app.main:app", envs["off"], "/api/healthchecker", "overhead-off")
+        (user,) = asyncio.run(seed(secret, [args.contacts]))
+        for name in variants[1:]:
+            servers[name] = Server(
+                "app.main:app",
+                envs[name],
+                "/api/healthchecker",
+                "overhead-" + name.strip("+%").replace(" ", "-"),
+            )
+        hot = [s for s in scenarios(user, nonce) if s.name in OVERHEAD_SCENARIOS]
+        for server in servers.values():
+            for scenario in hot:
+                if probe(server.url, scenario, user.token) != 200:
+                    sys.exit(f"{scenario.name} does not answer 200 on {server.log_path.name}")
+        runs: dict[tuple[str, str], list[Result]] = {}
+        for round_ in range(args.rounds):
+            order = variants[round_ % len(variants) :] + variants[: round_ % len(variants)]
+            for scenario in hot:
+                for name in order:
+                    print(f"  round {round_ + 1}: {scenario.name} / {name} ...", file=sys.stderr)
+                    server = servers[name]
+                    common = {"connections": args.connections, "timeout": scenario.timeout}
+                    wrk(scenario.name, server.url, scenario.args, duration=1, **common)  # warm-up
+                    result = wrk(
+                        scenario.name,
+                        server.url,
+                        scenario.args,
+                        duration=args.duration,
+                        server=server,
+                        **common,
+                    )
+                    runs.setdefault((scenario.name, name), []).append(result)
+    finally:
+        for server in servers.values():
+            server.stop()
+        sink.stop()
+
+    print()
+    print(
+        f"{args.contacts:,} contacts, wrk -t1 -c{args.connections} -d{args.duration}s, {args.rounds} rounds "
+        f"(variants interleaved, order rotating), {os.cpu_count()} CPUs, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; "
+        f"traces: {sink.exports} OTLP exports, {sink.bytes / 1e6:.1f} MB"
+    )
+    print()
+    print(overhead_table(runs, [s.name for s in hot], variants))
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def overhead_table(runs: dict[tuple[str, str], list[Result]], names: list[str], variants: list[str]) -> str:
+    """Median req/s and CPU per request of each variant, and the loss against ``off``.
+
+    The loss is the median over rounds of each round's own ratio (the runs of one round are
+    back to back, so they share the machine's load of the moment).
+    """
+    lines = [
+        "| scenario | variant | req/s (median) | req/s each round | p99 ms | non-2xx | CPU µs/req | "
+        "req/s loss | CPU cost | target |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for name in names:
+        off = runs[(name, "off")]
+        for variant in variants:
+            results = runs[(name, variant)]
+            rps = _median([r.rps for r in results])
+            cpu = _median([r.cpu_us for r in results])
+            each = ", ".join(f"{r.rps:,.0f}" for r in results)
+            non_2xx = sum(r.non_2xx for r in results)
+            if variant == "off":
+                loss = cost = target = "-"
+            else:
+                loss_value = _median([1 - r.rps / o.rps for r, o in zip(results, off, strict=True) if o.rps])
+                cost_value = _median(
+                    [r.cpu_us / o.cpu_us - 1 for r, o in zip(results, off, strict=True) if o.cpu_us]
+                )
+                loss, cost = f"{loss_value:.1%}", f"{cost_value:+.1%}"
+                target = (
+                    f"≤ {OVERHEAD_BUDGET:.0%} {'ok' if loss_value <= OVERHEAD_BUDGET else 'MISSED'}"
+                    if variant == "metrics+logs"
+                    else "(no target)"
+                )
+            lines.append(
+                f"| {name} | {variant} | {rps:,.0f} | {each} | {_median([r.p99_ms for r in results]):.2f} | "
+                f"{non_2xx} | {cpu:,.0f} | {loss} | {cost} | {target} |"
+            )
+    return "\n".join(lines)
+
+
 def _non_2xx_all(results: list[Result]) -> str:
     """The non-2xx answers of all rounds, by status."""
     merged: dict[str, int] = {}
@@ -945,9 +1114,17 @@ def main() -> None:
         action="store_true",
         help="register / reset request / login with mails off, with the outbox row, and with the runner",
     )
-    parser.add_argument("--rounds", type=int, default=2, help="--outbox: interleaved rounds")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of --outbox and --overhead")
     parser.add_argument("--database", default=DB_NAME, help="the database to drop and re-create")
     parser.add_argument("--redis-url", default=REDIS_URL, help="the Redis database to flush and use")
+    parser.add_argument(
+        "--overhead",
+        action="store_true",
+        help="the hot reads with metrics+logs (and traces) on vs off, interleaved, instead of the table",
+    )
+    parser.add_argument(
+        "--overhead-pool", type=int, default=10, help="DB_POOL_SIZE of each --overhead service"
+    )
     args = parser.parse_args()
     OBSERVABILITY = args.observability
     DB_NAME, REDIS_URL = args.database, args.redis_url
@@ -958,6 +1135,8 @@ def main() -> None:
         run_scale(args)
     elif args.outbox:
         run_outbox(args)
+    elif args.overhead:
+        run_overhead(args)
     else:
         run_full(args)
 

@@ -74,6 +74,11 @@ def configure_logging(level: str, fmt: LogFormat = "json") -> None:
         # run`): drop them so that its lines take this format too.
         logger.handlers.clear()
         logger.propagate = True
+    # A Litestar app built with its default logging config gives the ``litestar`` logger a
+    # handler of its own, in its own format: lines of every logger take this one.
+    litestar_logger = logging.getLogger("litestar")
+    litestar_logger.handlers.clear()
+    litestar_logger.propagate = True
     logging.captureWarnings(True)
     # Under a bare `uvicorn app.main:app` or `litestar run`, uvicorn logs its own access line
     # with the full path: drop its query string and mask its tokens as in ours.

@@ -97,7 +97,38 @@ class _MemoryRoot(MemoryStore):
         return MemoryStore()
 
 
-class NearCache(Store):
+class _LocalCopies:
+    """Values kept in this process, bounded, and a generation bumped by every change heard of.
+
+    A read that started before a change (an older generation) must not be kept: it may
+    predate the change.
+
+    Args:
+        max_entries: Values kept at most (oldest dropped first).
+    """
+
+    def __init__(self, max_entries: int) -> None:
+        """Start empty."""
+        self.max_entries = max_entries
+        self._local: dict[str, tuple[bytes, float | None]] = {}
+        self._generation = 0
+
+    def _forget(self, key: str) -> None:
+        """Drop ``key`` (``*``: everything) and start a new generation."""
+        self._generation += 1
+        if key == "*":
+            self._local.clear()
+        else:
+            self._local.pop(key, None)
+
+    def _put(self, key: str, value: bytes, expires: float | None) -> None:
+        """Keep ``value`` until ``expires`` (monotonic seconds; ``None``: no expiry)."""
+        if key not in self._local and len(self._local) >= self.max_entries:
+            del self._local[next(iter(self._local))]  # dicts keep insertion order: the oldest
+        self._local[key] = (value, expires)
+
+
+class NearCache(_LocalCopies, Store):
     """A shared store (Redis) with a short-lived copy of what this process read from it.
 
     An authenticated request reads the user's snapshot; from Redis that is a round trip,
@@ -119,34 +150,22 @@ class NearCache(Store):
 
     def __init__(self, shared: Store, redis: Redis, local_ttl: float, max_entries: int = 10_000) -> None:
         """Front ``shared``; publish and subscribe through ``redis``."""
+        super().__init__(max_entries)
         self.shared = shared
         self.redis = redis
         self.local_ttl = local_ttl
-        self.max_entries = max_entries
         self.subscribed = False
         self._stopping = False
-        self._local: dict[str, tuple[bytes, float]] = {}
-        self._generation = 0  # bumped by every invalidation this process hears of
-
-    def _forget(self, key: str) -> None:
-        self._generation += 1
-        if key == "*":
-            self._local.clear()
-        else:
-            self._local.pop(key, None)
 
     def _keep(self, key: str, value: bytes, generation: int) -> None:
-        if not self.subscribed or self.local_ttl <= 0 or generation != self._generation:
-            return
-        if len(self._local) >= self.max_entries:
-            del self._local[next(iter(self._local))]  # dicts keep insertion order: the oldest
-        self._local[key] = (value, time.monotonic() + self.local_ttl)
+        if self.subscribed and self.local_ttl > 0 and generation == self._generation:
+            self._put(key, value, time.monotonic() + self.local_ttl)
 
     async def get(self, key: str, renew_for: int | timedelta | None = None) -> bytes | None:
         """The value of ``key``: the local copy while it is fresh, else the shared store's."""
         if self.subscribed:
             entry = self._local.get(key)
-            if entry is not None and entry[1] > time.monotonic():
+            if entry is not None and entry[1] is not None and entry[1] > time.monotonic():
                 return entry[0]
         generation = self._generation
         value = await self.shared.get(key, renew_for)
@@ -399,7 +418,7 @@ class PostgresNotifications:
         self._stopping = True
 
 
-class WatchedStore(Store):
+class WatchedStore(_LocalCopies, Store):
     """The in-memory user cache of one process, kept true by a :class:`ChangeFeed`.
 
     Deleting a key here drops it in this process and announces it to every other process on
@@ -415,18 +434,9 @@ class WatchedStore(Store):
 
     def __init__(self, feed: ChangeFeed, max_entries: int = 10_000) -> None:
         """Keep snapshots in memory, watched by ``feed``."""
+        super().__init__(max_entries)
         self.feed = feed
-        self.max_entries = max_entries
-        self._local: dict[str, tuple[bytes, float | None]] = {}
         self._misses: dict[str, int] = {}  # key -> generation when it was looked up and missed
-        self._generation = 0  # bumped by every change heard of
-
-    def _forget(self, key: str) -> None:
-        self._generation += 1
-        if key == "*":
-            self._local.clear()
-        else:
-            self._local.pop(key, None)
 
     async def get(self, key: str, renew_for: int | timedelta | None = None) -> bytes | None:
         """The snapshot of ``key``, unless it changed or expired (or changes cannot be heard)."""
@@ -449,10 +459,8 @@ class WatchedStore(Store):
         looked_up = self._misses.pop(key, self._generation)
         if not self.feed.live or looked_up != self._generation:
             return
-        if key not in self._local and len(self._local) >= self.max_entries:
-            del self._local[next(iter(self._local))]  # dicts keep insertion order: the oldest
         expires = time.monotonic() + _seconds(expires_in) if expires_in else None
-        self._local[key] = (value.encode() if isinstance(value, str) else value, expires)
+        self._put(key, value.encode() if isinstance(value, str) else value, expires)
 
     async def delete(self, key: str) -> None:
         """Drop ``key`` here, then in every process on the database."""

@@ -156,6 +156,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: Directory where worker processes share their metrics (``WORKERS>1``); ``python -m app``
     #: makes a temporary one when unset.
     prometheus_multiproc_dir: str | None = None
+    #: OTLP/HTTP collector base URL (``http://otel-collector:4318``): set, requests are traced
+    #: (needs the ``otel`` extra); spans go to its ``/v1/traces``. Unset: no tracing.
+    otel_exporter_otlp_endpoint: str | None = None
+    #: The ``service.name`` of the spans.
+    otel_service_name: str = "contacts-api"
+    #: Share of requests traced (0 to 1) when the caller sent no ``traceparent``; a caller's
+    #: decision is always followed (the ``parentbased_traceidratio`` sampler's argument).
+    otel_traces_sampler_arg: float = 1.0
     #: Log level of the application loggers.
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     #: ``json`` (one object per line, for log collectors) or ``console`` (readable, for development).
@@ -274,6 +282,9 @@ def _check(settings: Settings) -> None:
         if getattr(settings, name) < 0:
             msg = f"{_env_name(name)}: must not be negative (got {getattr(settings, name)})"
             raise SettingsError(msg)
+    if not 0 <= settings.otel_traces_sampler_arg <= 1:
+        msg = f"OTEL_TRACES_SAMPLER_ARG: must be between 0 and 1 (got {settings.otel_traces_sampler_arg})"
+        raise SettingsError(msg)
     if settings.reset_token_minutes > 60:
         msg = f"RESET_TOKEN_MINUTES: must be at most 60 (got {settings.reset_token_minutes})"
         raise SettingsError(msg)
@@ -313,7 +324,7 @@ def _check(settings: Settings) -> None:
     if settings.avatar_storage == "cloudinary" and not settings.cloudinary_url:
         msg = "CLOUDINARY_URL: required when AVATAR_STORAGE=cloudinary"
         raise SettingsError(msg)
-    for name in ("s3_endpoint_url", "s3_public_url"):
+    for name in ("s3_endpoint_url", "s3_public_url", "otel_exporter_otlp_endpoint"):
         value = getattr(settings, name)
         if value is not None and not value.startswith(("http://", "https://")):
             msg = f"{_env_name(name)}: must start with http:// or https:// (got {value!r})"

@@ -68,17 +68,19 @@ class AppError(Exception):
 
     Each domain error subclasses it and declares its ``status_code`` and ``detail``; one
     handler (:func:`app_error_handler`) answers every one of them in :class:`ErrorBody`'s
-    shape. A ``field`` names the rejected input (listed in ``extra`` as a ``400`` does).
+    shape. A ``field`` names the rejected input (a ``400`` lists it in ``extra``). A route that
+    serves a browser may answer some of them with an HTML page instead (:data:`ERROR_PAGE`).
 
     Args:
         detail: What went wrong, for the client (the class's ``detail`` when omitted).
-        field: The input at fault, if one is.
+        field: The input at fault, if one is (the class's ``field`` when omitted).
         source: Where that input was sent (``body``, ``query``, ``path``...).
         headers: Headers the answer carries (e.g. ``Retry-After``).
     """
 
     status_code: int = HTTP_400_BAD_REQUEST
     detail: str = "Bad request"
+    field: str | None = None
 
     def __init__(
         self,
@@ -91,15 +93,32 @@ class AppError(Exception):
         """Keep what the answer will say."""
         if detail is not None:
             self.detail = detail
-        self.field = field
+        if field is not None:
+            self.field = field
         self.source = source
         self.headers = headers or {}
         super().__init__(self.detail)
 
 
-def app_error_handler(_request: Request, exc: AppError) -> Response:
-    """Answer an :class:`AppError` with its status, detail and field."""
-    extra = [{"message": exc.detail, "key": exc.field, "source": exc.source}] if exc.field else None
+#: ``opt`` key of a route that answers some errors with an HTML page (a browser's form or link):
+#: a callable ``(request, error) -> Response | None``; ``None`` leaves the error to the JSON answer.
+ERROR_PAGE = "error_page"
+
+
+def app_error_handler(request: Request, exc: AppError) -> Response:
+    """Answer an :class:`AppError`: the route's HTML page for it if it has one, else its status, detail and field.
+
+    ``extra`` lists the field of a ``400`` only, as :class:`ErrorBody` documents.
+    """
+    handler = request.scope.get("route_handler")
+    page = handler.opt.get(ERROR_PAGE) if handler is not None else None
+    if page is not None and (answer := page(request, exc)) is not None:
+        return answer
+    extra = (
+        [{"message": exc.detail, "key": exc.field, "source": exc.source}]
+        if exc.field and exc.status_code == HTTP_400_BAD_REQUEST
+        else None
+    )
     headers = dict(exc.headers)
     if exc.status_code == HTTP_401_UNAUTHORIZED:
         headers.setdefault("WWW-Authenticate", "Bearer")

@@ -4,8 +4,9 @@ Every logger of the process — the app's, uvicorn's (server and access), SQLAlc
 asyncpg's, the mail sender's — propagates to one handler on the root logger, set up here and
 nowhere else. With ``LOG_FORMAT=json`` (the default) each record is one JSON object on one
 line: ``time`` (UTC, ISO 8601), ``level``, ``logger``, ``message``, ``request_id`` inside a
-request, the access line's own fields, and ``exception`` for a traceback. ``LOG_FORMAT=console``
-writes the same as readable text. Tokens are masked in every line (:func:`mask_secrets`).
+request (and ``trace_id``, ``span_id`` while a trace span is current), the access line's own
+fields, and ``exception`` for a traceback. ``LOG_FORMAT=console`` writes the same as readable
+text. Tokens are masked in every line (:func:`mask_secrets`).
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ _next_id = itertools.count(1).__next__
 
 #: The id of the request being served (``None`` outside a request), for every log line.
 current_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+#: The current span's trace and span ids (hex), set by :mod:`app.tracing` while tracing is on;
+#: ``None`` costs nothing when it is off (and needs no OpenTelemetry package).
+trace_ids: Callable[[], tuple[str, str] | None] | None = None
 #: ``extra=`` of a record that must keep its tokens: the development mail log, whose purpose is
 #: to show the confirmation and reset links.
 UNMASKED = {"unmasked": True}
@@ -70,6 +74,11 @@ def configure_logging(level: str, fmt: LogFormat = "json") -> None:
         # run`): drop them so that its lines take this format too.
         logger.handlers.clear()
         logger.propagate = True
+    # A Litestar app built with its default logging config gives the ``litestar`` logger a
+    # handler of its own, in its own format: lines of every logger take this one.
+    litestar_logger = logging.getLogger("litestar")
+    litestar_logger.handlers.clear()
+    litestar_logger.propagate = True
     logging.captureWarnings(True)
     # Under a bare `uvicorn app.main:app` or `litestar run`, uvicorn logs its own access line
     # with the full path: drop its query string and mask its tokens as in ours.
@@ -144,6 +153,8 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
     request_id = getattr(record, "request_id", None) or current_request_id.get()
     if request_id is not None:
         fields["request_id"] = request_id
+    if trace_ids is not None and (ids := trace_ids()) is not None:
+        fields["trace_id"], fields["span_id"] = ids
     extra = getattr(record, "fields", None)
     if isinstance(extra, dict):
         fields.update(extra)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
-from litestar import Litestar
+from litestar import Litestar, Router
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import Provide
@@ -33,6 +33,7 @@ from app.logs import RequestLogMiddleware, configure_logging
 from app.mail.senders import make_mailer
 from app.openapi_document import operation_id, tidy_document_hook
 from app.openapi_ui import (
+    PUBLIC_OPT,
     LocalScalarRenderPlugin,
     mark_public_operations,
     oauth2_components,
@@ -44,8 +45,10 @@ from app.security.auth import make_auth
 from app.security.headers import make_security_headers
 from app.server import ServerCLIPlugin
 from app.storage.adapters import make_avatar_storage, media_route_handlers
+from app.tracing import setup_tracing
 from app.users.cli import UsersCLIPlugin
 from app.users.controller import UsersController, avatar_router
+from app.users.current import load_request_user
 from app.users.repository import delete_finished_sessions
 
 if TYPE_CHECKING:
@@ -111,7 +114,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     configure_logging(settings.log_level, settings.log_format)
     db_config = make_db_config(settings)
     direct_pool = DirectPool(db_config.get_engine(), settings.db_pool_size)
-    auth = make_auth(settings)
+    auth = make_auth(settings, load_request_user)
     avatar_storage = make_avatar_storage(settings)
     mailer = make_mailer(settings)
     # The runner has an engine of its own: its polling never competes with requests for the pool.
@@ -121,11 +124,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
         settings,
         housekeeping=[("sessions", delete_finished_sessions)],
     )
+    tracing = setup_tracing(settings, [db_config.get_engine(), job_runner.engine])
 
     on_startup: list[Any] = []
     if settings.auto_migrate:
         on_startup.append(migrate_on_startup(db_config))
-    on_startup += [direct_pool.open, cache.open_stores, mark_public_operations(auth.exclude or [])]
+    on_startup += [direct_pool.open, cache.open_stores, mark_public_operations]
     on_shutdown: list[Any] = [
         mark_draining,
         job_runner.stop,
@@ -138,6 +142,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         handlers.append(metrics.MetricsController)
         on_startup.append(metrics.start_metrics(multiprocess=bool(settings.prometheus_multiproc_dir)))
         on_shutdown.insert(0, metrics.stop_metrics)
+    if tracing is not None:  # last: the spans of the other shutdown hooks are sent too
+        on_shutdown.append(tracing.shutdown)
     if settings.jobs_in_process:  # else a `litestar jobs worker` process delivers
         on_startup.append(job_runner.start)
     # After the public operations are marked: which ones need a token decides their 401.
@@ -170,7 +176,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
             version=__version__,
             description=API_DESCRIPTION,
             tags=OPENAPI_TAGS,
-            path="/schema",
+            # The document and the API reference are public.
+            openapi_router=Router(
+                "/schema", route_handlers=[], include_in_schema=False, opt={PUBLIC_OPT: True}
+            ),
             render_plugins=[LocalScalarRenderPlugin(), YamlRenderPlugin()],
             components=oauth2_components(auth),
             operation_id_creator=operation_id,
@@ -196,6 +205,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         GzipMiddleware(app.asgi_handler),
         observe=metrics.observe_request if settings.metrics_enabled else None,
     )
+    if tracing is not None:  # outside the request log, so that its line carries the trace id
+        app.asgi_handler = tracing.wrap(app.asgi_handler)
     return app
 
 

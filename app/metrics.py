@@ -13,6 +13,11 @@ counts an exception raised there as a ``200``. Labels are the route *template*
 Several worker processes (``WORKERS>1``) share counters through the files of
 ``PROMETHEUS_MULTIPROC_DIR`` (:func:`app.server.main` sets one up); gauges are then the sum
 over live workers.
+
+The outbox's gauges (mails pending and dead, age of the oldest pending one) describe the shared
+database, not a process: the process answering the scrape reads them with one query and adds
+them to its answer (:func:`outbox_families`), so they are never summed over workers. Every
+replica reports the same figures: aggregate them with ``max``, not ``sum``.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from litestar import get
@@ -28,16 +34,19 @@ from litestar.exceptions import NotAuthorizedException
 from litestar.plugins.prometheus import PrometheusController
 from litestar.response import Response
 from litestar.stores.base import Store
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
 
 from app import cache
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
     from datetime import timedelta
 
     from litestar import Litestar
     from litestar.connection import ASGIConnection
     from litestar.handlers import BaseRouteHandler
+    from prometheus_client.metrics_core import Metric
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +56,11 @@ BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.
 UNMATCHED = "<unmatched>"
 #: Seconds between two samples of the gauges in each worker (multi-process mode).
 SAMPLE_SECONDS = 5.0
+#: Longest wait for the outbox query of a scrape: a slow database must not hang the scrape.
+OUTBOX_QUERY_SECONDS = 3.0
+#: The gauges read at scrape time (:func:`outbox_families`), not in the registry.
+OUTBOX_MAILS = "contacts_outbox_mails"
+OUTBOX_OLDEST_PENDING = "contacts_outbox_oldest_pending_seconds"
 
 HTTP_REQUESTS = Counter(
     "contacts_http_requests_total", "HTTP requests answered", ["method", "route", "status"]
@@ -174,6 +188,56 @@ def sample(app: Litestar) -> None:
         PASSWORD_HASHES_RUNNING.set(stats.borrowed_tokens)
 
 
+async def outbox_families(app: Litestar) -> list[Metric]:
+    """The outbox's gauges, read now from the database (one query per scrape).
+
+    A scrape while the database is unreachable still answers, without these families (their
+    absence is what an alert on ``absent(...)`` sees); the failure is logged.
+
+    Args:
+        app: The application (its job runner reads the outbox).
+
+    Returns:
+        ``contacts_outbox_mails`` by status and ``contacts_outbox_oldest_pending_seconds``.
+    """
+    try:
+        backlog = await asyncio.wait_for(app.state.job_runner.backlog(), OUTBOX_QUERY_SECONDS)
+    except Exception as exc:  # the scrape answers anyway; the other metrics still matter
+        logger.warning("metrics: cannot read the outbox (%s)", type(exc).__name__)
+        return []
+    mails = GaugeMetricFamily(OUTBOX_MAILS, "Mails in the outbox not delivered, by status", labels=["status"])
+    mails.add_metric(["pending"], backlog.pending)
+    mails.add_metric(["dead"], backlog.dead)
+    age = 0.0
+    if backlog.oldest_pending is not None:
+        age = max(0.0, (datetime.now(UTC) - backlog.oldest_pending).total_seconds())
+    oldest = GaugeMetricFamily(
+        OUTBOX_OLDEST_PENDING,
+        "Age of the oldest pending mail in the outbox, in seconds (0 when none is pending)",
+        value=age,
+    )
+    return [mails, oldest]
+
+
+class _Families:
+    """A collector of families read beforehand (a scrape's outbox gauges)."""
+
+    def __init__(self, families: Iterable[Metric]) -> None:
+        """Keep ``families``."""
+        self.families = list(families)
+
+    def collect(self) -> Iterable[Metric]:
+        """The families, as read."""
+        return self.families
+
+
+def render(families: Iterable[Metric]) -> bytes:
+    """The Prometheus text exposition of ``families``."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Families(families))
+    return generate_latest(registry)
+
+
 def requires_metrics_token(
     connection: ASGIConnection[Any, Any, Any, Any], _handler: BaseRouteHandler
 ) -> None:
@@ -205,6 +269,8 @@ class MetricsController(PrometheusController):
     async def get(self, request: Any) -> Response:  # type: ignore[override]
         """Sample the gauges, then render every metric (all workers' in multi-process mode).
 
+        The outbox's gauges are read from the database by this scrape and appended.
+
         Args:
             request: The scrape request.
 
@@ -212,7 +278,9 @@ class MetricsController(PrometheusController):
             The Prometheus text exposition.
         """
         sample(request.app)
-        return await PrometheusController.get.fn(self)  # type: ignore[attr-defined]
+        response: Response = await PrometheusController.get.fn(self)  # type: ignore[attr-defined]
+        response.content = response.content + render(await outbox_families(request.app))
+        return response
 
 
 def start_metrics(multiprocess: bool) -> Any:

@@ -16,7 +16,6 @@ import asyncio
 import gzip
 import hashlib
 import re
-from collections.abc import Callable, Sequence
 from dataclasses import replace
 from functools import cache
 from html import escape
@@ -255,26 +254,42 @@ def _with_scopes(flows: OAuthFlows | None) -> OAuthFlows | None:
 _METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 
 
-def mark_public_operations(exclude: str | Sequence[str]) -> Callable[[Litestar], None]:
-    """A start-up hook giving ``security: []`` to the operations the auth backend lets through.
+#: The handler ``opt`` key that lets a route through without a token (Litestar's default).
+PUBLIC_OPT = "exclude_from_auth"
+
+
+def public_operations(app: Litestar) -> set[tuple[str, str]]:
+    """The ``(method, path)`` of the operations reachable without a token, as the document names them.
+
+    A route is public when its handler (or a layer above it) says ``exclude_from_auth``.
+
+    Args:
+        app: The application.
+
+    Returns:
+        Lower-case methods and document paths (``{token}``, not ``{token:str}``).
+    """
+    public: set[tuple[str, str]] = set()
+    for route in app.routes:
+        path = re.sub(r"\{(\w+):[^}]+\}", r"{\1}", route.path)
+        for handler in getattr(route, "route_handlers", ()):
+            if handler.opt.get(PUBLIC_OPT):
+                public |= {(method.lower(), path) for method in handler.http_methods}
+    return public
+
+
+def mark_public_operations(app: Litestar) -> None:
+    """Start-up hook giving ``security: []`` to the operations the auth backend lets through.
 
     Litestar puts the backend's requirement on the whole document, so without this the API
     reference marks login, registration and the health check "Auth Required" and sends a token
-    to them as to everything else.
+    to them as to everything else. It runs before the first request renders the schema.
 
     Args:
-        exclude: The auth backend's ``exclude`` patterns (regular expressions on the path).
-
-    Returns:
-        The hook, for ``on_startup`` (it runs before the first request renders the schema).
+        app: The application.
     """
-    public = re.compile("|".join([exclude] if isinstance(exclude, str) else exclude))
-
-    def hook(app: Litestar) -> None:
-        for path, item in (app.openapi_schema.paths or {}).items():
-            if public.search(path):
-                for method in _METHODS:
-                    if (operation := getattr(item, method, None)) is not None:
-                        operation.security = []
-
-    return hook
+    paths = app.openapi_schema.paths or {}
+    for method, path in public_operations(app):
+        item = paths.get(path)
+        if method in _METHODS and (operation := getattr(item, method, None)) is not None:
+            operation.security = []

@@ -2,6 +2,7 @@
 
     uv run python bench/run.py [--contacts 10000] [--duration 10] [--connections 32]
     uv run python bench/run.py --scale [--scale-sizes 1000,10000,100000]
+    uv run python bench/run.py --overhead [--rounds 3] [--duration 10]
 
 The full run creates a fresh PostgreSQL database, flushes Redis db 7, starts the service
 with uvicorn (one worker, uvloop + the service's bounded httptools protocol, no access log, rate limits off), seeds one
@@ -12,6 +13,11 @@ hidden in the throughput. Routes that are not there yet show as "n/a (404)".
 
 ``--scale`` seeds one user per size and prints the median latency (one connection) of
 list, search and birthdays per size: the cost must stay flat (or grow logarithmically).
+
+``--outbox`` measures the requests that mail (registration, reset request) and logins,
+against the service with its mails switched off (``bench/no_outbox.py``), as API replicas
+run it (outbox row written, ``JOBS_IN_PROCESS=false``) and by default (the in-process
+runner also delivers, to the log), in interleaved rounds so that the machine's noise shows.
 
 The data is shaped so that every read returns a bounded answer at any size: 20 contacts
 match the search term, 20 have a birthday in the next 7 days, the rest are spread over
@@ -28,6 +34,7 @@ import os
 import secrets
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -558,7 +565,7 @@ def service_env(secret: str) -> dict[str, str]:
 def start_service(secret: str, sizes: list[int]) -> tuple[Server, list[SeededUser]]:
     asyncio.run(reset_database())
     asyncio.run(flush_redis())
-    print(f"starting the service on a fresh database {DB_NAME!r} and Redis db 7 ...", file=sys.stderr)
+    print(f"starting the service on a fresh database {DB_NAME!r} and Redis {REDIS_URL} ...", file=sys.stderr)
     server = Server("app.main:app", service_env(secret), "/api/healthchecker", "service")
     started = time.monotonic()
     try:
@@ -685,6 +692,361 @@ def run_mixed(
     return [me_result, login_result]
 
 
+#: ``--outbox``: (name, ASGI app, extra environment) of each variant, measured in this order.
+OUTBOX_VARIANTS = (
+    ("no mail", "bench.no_outbox:app", {"JOBS_IN_PROCESS": "false"}),
+    ("outbox row", "app.main:app", {"JOBS_IN_PROCESS": "false"}),
+    ("outbox + runner", "app.main:app", {"JOBS_IN_PROCESS": "true"}),
+)
+
+
+async def outbox_counts(clear: bool = False) -> dict[str, int]:
+    """Outbox rows by status (then deleted when ``clear``): what a variant wrote and sent."""
+    conn = await connect(PG_ADMIN_DSN.rsplit("/", 1)[0] + f"/{DB_NAME}")
+    try:
+        rows = await conn.fetch("SELECT status, count(*) AS n FROM outbox GROUP BY status")
+        if clear:
+            await conn.execute("DELETE FROM outbox")
+        return {row["status"]: row["n"] for row in rows}
+    finally:
+        await conn.close()
+
+
+def outbox_scenarios(user: SeededUser, nonce: str) -> list[tuple[Scenario, int]]:
+    """Registration and reset request (they mail), and login (bcrypt, no mail) as the control.
+
+    With their connections: the reset request answers before its lookup and outbox write run
+    (so that its timing tells nothing about which accounts exist); a flood of them would
+    pile up that work faster than it drains, so it runs at two connections.
+    """
+    login = next(s for s in scenarios(user, nonce) if s.name == "login")
+    reset = json.dumps({"email": user.email})
+    no_probe = ("GET", "/api/healthchecker", None, "")
+    return [
+        (Scenario("register", ["register", "/api/auth/register", "-", nonce], no_probe, timeout="30s"), 8),
+        (Scenario("reset request", ["json", "/api/auth/update_password", "-", reset], no_probe), 2),
+        (login, 8),
+    ]
+
+
+def settle(server: Server, timeout: float = 180.0) -> float:
+    """Wait until the server is idle (work after the answers done); return when it last worked."""
+    deadline = time.monotonic() + timeout
+    last_busy, quiet = time.monotonic(), 0
+    cpu = server.cpu_seconds()
+    while quiet < 4 and time.monotonic() < deadline:
+        time.sleep(0.25)
+        now = server.cpu_seconds()
+        if now - cpu > 0.02:  # more than 8 % of a core: still working
+            last_busy, quiet = time.monotonic(), 0
+        else:
+            quiet += 1
+        cpu = now
+    return last_busy
+
+
+@dataclass
+class Cell:
+    """One scenario on one variant, every round: the measurements and what they left behind."""
+
+    results: list[Result] = field(default_factory=list)
+    #: Outbox rows the measured requests wrote (after every delivery and lookup was done).
+    rows: int = 0
+    #: "account mail: lookup failed" lines the measured requests caused.
+    failures: int = 0
+
+
+#: What the server finished, counted in the database (wrk misses the requests still in flight
+#: when it stops, and at a few per second those matter); others count wrk's answers.
+SERVED_SQL = {
+    "register": "SELECT count(*) FROM users",
+    "login": "SELECT count(*) FROM user_sessions",
+}
+
+
+async def count_served(scenario: str) -> int | None:
+    """Requests of ``scenario`` the server finished so far (``None``: use wrk's count)."""
+    sql = SERVED_SQL.get(scenario)
+    if sql is None:
+        return None
+    conn = await connect(PG_ADMIN_DSN.rsplit("/", 1)[0] + f"/{DB_NAME}")
+    try:
+        return await conn.fetchval(sql)
+    finally:
+        await conn.close()
+
+
+def measure_settled(
+    name: str, server: Server, scenario: Scenario, connections: int, duration: float
+) -> tuple[Result, int]:
+    """wrk, then wait for the work the requests left behind; rates count that time too.
+
+    Returns:
+        The result, with req/s and CPU per request over wrk's run plus the settling, and the
+        outbox rows written meanwhile.
+    """
+    rows_before = sum(asyncio.run(outbox_counts()).values())
+    served_before = asyncio.run(count_served(name))
+    started, cpu_before = time.monotonic(), server.cpu_seconds()
+    result = wrk(
+        name, server.url, scenario.args, duration=duration, connections=connections, timeout=scenario.timeout
+    )
+    finished = settle(server)
+    served_after = asyncio.run(count_served(name))
+    if served_before is not None and served_after is not None:
+        result.requests = served_after - served_before
+    result.rps = result.requests / (finished - started)
+    result.cpu_us = (server.cpu_seconds() - cpu_before) / max(result.requests, 1) * 1e6
+    return result, sum(asyncio.run(outbox_counts()).values()) - rows_before
+
+
+def run_outbox(args: argparse.Namespace) -> None:
+    """``--outbox``: every variant, restarted for each of ``--rounds`` interleaved rounds."""
+    secret = secrets.token_urlsafe(48)
+    nonce = secrets.token_hex(4)
+    server, (user,) = start_service(secret, [100])  # migrates and seeds; each variant restarts
+    server.stop()
+    cells: dict[tuple[str, str], Cell] = {}
+    for round_no in range(args.rounds):
+        for name, app_ref, env in OUTBOX_VARIANTS:
+            asyncio.run(outbox_counts(clear=True))
+            print(f"  round {round_no + 1}: {name} ...", file=sys.stderr)
+            server = Server(app_ref, {**service_env(secret), **env}, "/api/healthchecker", "service")
+            try:
+                for scenario, connections in outbox_scenarios(user, nonce):
+                    common = {"connections": connections, "timeout": scenario.timeout}
+                    wrk(scenario.name, server.url, scenario.args, duration=1, **common)  # warm-up
+                    settle(server)
+                    failed_before = server.log_path.read_text().count("lookup failed")
+                    result, rows = measure_settled(
+                        scenario.name, server, scenario, connections, args.duration
+                    )
+                    cell = cells.setdefault((scenario.name, name), Cell())
+                    cell.results.append(result)
+                    cell.rows += rows
+                    cell.failures += server.log_path.read_text().count("lookup failed") - failed_before
+            finally:
+                server.stop()
+    print()
+    print(
+        f"wrk -t1 -d{args.duration}s per cell (register and login -c8, reset request -c2), rates over "
+        f"wrk's run plus the time until the server was idle again (registrations and logins counted "
+        f"in the database); {args.rounds} interleaved round(s), "
+        f"{os.cpu_count()} CPUs, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; BCRYPT_ROUNDS=12"
+    )
+    print()
+    print(outbox_table(cells))
+
+
+def outbox_table(cells: dict[tuple[str, str], Cell]) -> str:
+    """req/s and server CPU per request of each scenario and variant, every round shown."""
+    lines = [
+        "| scenario | variant | req/s (each round) | median | vs no mail "
+        "| CPU ms/req (each round) | median | vs no mail | non-2xx | rows written / served | lookups failed |",
+        "|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for scenario in dict.fromkeys(s for s, _ in cells):
+        base = cells[(scenario, OUTBOX_VARIANTS[0][0])].results
+        base_rps = statistics.median(r.rps for r in base) or float("nan")
+        base_cpu = statistics.median(r.cpu_us for r in base) / 1000 or float("nan")
+        for variant, _app, _env in OUTBOX_VARIANTS:
+            cell = cells[(scenario, variant)]
+            results = cell.results
+            rps = statistics.median(r.rps for r in results)
+            cpu = statistics.median(r.cpu_us for r in results) / 1000
+            answered = sum(r.requests for r in results)
+            lines.append(
+                f"| {scenario} | {variant} | {' / '.join(f'{r.rps:.1f}' for r in results)} | {rps:.1f} | "
+                f"{rps / base_rps - 1:+.1%} | {' / '.join(f'{r.cpu_us / 1000:.2f}' for r in results)} | "
+                f"{cpu:.2f} | {cpu / base_cpu - 1:+.1%} | {_non_2xx_all(results)} | {cell.rows} / {answered} | "
+                f"{cell.failures} |"
+            )
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- overhead
+
+
+#: What --overhead compares, in the same run: the service as the other scenarios run it
+#: (metrics off, warnings only), then with metrics on and a JSON access line per request, then
+#: also with traces to an OTLP/HTTP receiver in this process: every request, and one in ten.
+OVERHEAD_VARIANTS = ("off", "metrics+logs", "+traces 100%", "+traces 10%")
+#: The sampler share of each tracing variant.
+TRACE_SHARES = {"+traces 100%": "1.0", "+traces 10%": "0.1"}
+OVERHEAD_SCENARIOS = ("users/me", "contact")
+#: Issue 17: the hot reads keep at least 90 % of their req/s with metrics and JSON logs on.
+OVERHEAD_BUDGET = 0.10
+
+
+class OtlpSink:
+    """A stand-in collector: accepts OTLP/HTTP exports on a free port and counts them."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        sink = self
+        self.exports = 0
+        self.bytes = 0
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                sink.exports += 1
+                sink.bytes += len(body)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *_args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+
+
+def _tracing_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("opentelemetry.sdk") is not None
+
+
+def run_overhead(args: argparse.Namespace) -> None:
+    """The hot reads with each variant, pairs back to back, the order rotating each round."""
+    secret = secrets.token_urlsafe(48)
+    nonce = secrets.token_hex(4)
+    variants = [v for v in OVERHEAD_VARIANTS if v not in TRACE_SHARES or _tracing_installed()]
+    if len(variants) < len(OVERHEAD_VARIANTS):
+        print("  ! tracing not measured: the `otel` extra is not installed", file=sys.stderr)
+    sink = OtlpSink()
+    servers: dict[str, Server] = {}
+    # Same pools for every variant, and small: three services share the PostgreSQL server.
+    base = {**service_env(secret), "DB_POOL_SIZE": str(args.overhead_pool)}
+    envs = {"off": base, "metrics+logs": {**base, **OBSERVABILITY_ENV}}
+    for name, share in TRACE_SHARES.items():
+        envs[name] = {
+            **base,
+            **OBSERVABILITY_ENV,
+            "OTEL_EXPORTER_OTLP_ENDPOINT": sink.url,
+            "OTEL_TRACES_SAMPLER_ARG": share,
+        }
+    try:
+        asyncio.run(reset_database())
+        asyncio.run(flush_redis())
+        print(f"starting {len(variants)} services on a fresh database {DB_NAME!r} ...", file=sys.stderr)
+        servers["off"] = Server("app.main:app", envs["off"], "/api/healthchecker", "overhead-off")
+        (user,) = asyncio.run(seed(secret, [args.contacts]))
+        for name in variants[1:]:
+            servers[name] = Server(
+                "app.main:app",
+                envs[name],
+                "/api/healthchecker",
+                "overhead-" + name.strip("+%").replace(" ", "-"),
+            )
+        hot = [s for s in scenarios(user, nonce) if s.name in OVERHEAD_SCENARIOS]
+        for server in servers.values():
+            for scenario in hot:
+                if probe(server.url, scenario, user.token) != 200:
+                    sys.exit(f"{scenario.name} does not answer 200 on {server.log_path.name}")
+        runs: dict[tuple[str, str], list[Result]] = {}
+        for round_ in range(args.rounds):
+            order = variants[round_ % len(variants) :] + variants[: round_ % len(variants)]
+            for scenario in hot:
+                for name in order:
+                    print(f"  round {round_ + 1}: {scenario.name} / {name} ...", file=sys.stderr)
+                    server = servers[name]
+                    common = {"connections": args.connections, "timeout": scenario.timeout}
+                    wrk(scenario.name, server.url, scenario.args, duration=1, **common)  # warm-up
+                    result = wrk(
+                        scenario.name,
+                        server.url,
+                        scenario.args,
+                        duration=args.duration,
+                        server=server,
+                        **common,
+                    )
+                    runs.setdefault((scenario.name, name), []).append(result)
+    finally:
+        for server in servers.values():
+            server.stop()
+        sink.stop()
+
+    print()
+    print(
+        f"{args.contacts:,} contacts, wrk -t1 -c{args.connections} -d{args.duration}s, {args.rounds} rounds "
+        f"(variants interleaved, order rotating), {os.cpu_count()} CPUs, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; "
+        f"traces: {sink.exports} OTLP exports, {sink.bytes / 1e6:.1f} MB"
+    )
+    print()
+    print(overhead_table(runs, [s.name for s in hot], variants))
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def overhead_table(runs: dict[tuple[str, str], list[Result]], names: list[str], variants: list[str]) -> str:
+    """Median req/s and CPU per request of each variant, and the loss against ``off``.
+
+    The loss is the median over rounds of each round's own ratio (the runs of one round are
+    back to back, so they share the machine's load of the moment).
+    """
+    lines = [
+        "| scenario | variant | req/s (median) | req/s each round | p99 ms | non-2xx | CPU µs/req | "
+        "req/s loss | CPU cost | target |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for name in names:
+        off = runs[(name, "off")]
+        for variant in variants:
+            results = runs[(name, variant)]
+            rps = _median([r.rps for r in results])
+            cpu = _median([r.cpu_us for r in results])
+            each = ", ".join(f"{r.rps:,.0f}" for r in results)
+            non_2xx = sum(r.non_2xx for r in results)
+            if variant == "off":
+                loss = cost = target = "-"
+            else:
+                loss_value = _median([1 - r.rps / o.rps for r, o in zip(results, off, strict=True) if o.rps])
+                cost_value = _median(
+                    [r.cpu_us / o.cpu_us - 1 for r, o in zip(results, off, strict=True) if o.cpu_us]
+                )
+                loss, cost = f"{loss_value:.1%}", f"{cost_value:+.1%}"
+                target = (
+                    f"≤ {OVERHEAD_BUDGET:.0%} {'ok' if loss_value <= OVERHEAD_BUDGET else 'MISSED'}"
+                    if variant == "metrics+logs"
+                    else "(no target)"
+                )
+            lines.append(
+                f"| {name} | {variant} | {rps:,.0f} | {each} | {_median([r.p99_ms for r in results]):.2f} | "
+                f"{non_2xx} | {cpu:,.0f} | {loss} | {cost} | {target} |"
+            )
+    return "\n".join(lines)
+
+
+def _non_2xx_all(results: list[Result]) -> str:
+    """The non-2xx answers of all rounds, by status."""
+    merged: dict[str, int] = {}
+    for r in results:
+        for code, n in r.statuses.items():
+            if not code.startswith("2"):
+                merged[code] = merged.get(code, 0) + n
+    total = sum(r.non_2xx for r in results)
+    return (
+        "0"
+        if not total
+        else f"**{total}** ({', '.join(f'{c} x{n}' for c, n in sorted(merged.items())) or 'socket errors'})"
+    )
+
+
 def run_scale(args: argparse.Namespace) -> None:
     sizes = [int(s) for s in args.scale_sizes.split(",")]
     secret = secrets.token_urlsafe(48)
@@ -730,6 +1092,7 @@ def run_scale(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
+    global OBSERVABILITY, DB_NAME, REDIS_URL
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--contacts", type=int, default=10_000, help="contacts of the benchmark user")
     parser.add_argument("--duration", type=int, default=10, help="seconds per scenario")
@@ -746,14 +1109,34 @@ def main() -> None:
         action="store_true",
         help="metrics on and JSON access logs at INFO (compare with a run without it)",
     )
+    parser.add_argument(
+        "--outbox",
+        action="store_true",
+        help="register / reset request / login with mails off, with the outbox row, and with the runner",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of --outbox and --overhead")
+    parser.add_argument("--database", default=DB_NAME, help="the database to drop and re-create")
+    parser.add_argument("--redis-url", default=REDIS_URL, help="the Redis database to flush and use")
+    parser.add_argument(
+        "--overhead",
+        action="store_true",
+        help="the hot reads with metrics+logs (and traces) on vs off, interleaved, instead of the table",
+    )
+    parser.add_argument(
+        "--overhead-pool", type=int, default=10, help="DB_POOL_SIZE of each --overhead service"
+    )
     args = parser.parse_args()
-    global OBSERVABILITY
     OBSERVABILITY = args.observability
+    DB_NAME, REDIS_URL = args.database, args.redis_url
     if not Path(WRK).exists():
         sys.exit(f"{WRK} is missing (Debian package wrk)")
     sys.path.insert(0, str(ROOT))
     if args.scale:
         run_scale(args)
+    elif args.outbox:
+        run_outbox(args)
+    elif args.overhead:
+        run_overhead(args)
     else:
         run_full(args)
 

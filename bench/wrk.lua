@@ -1,13 +1,14 @@
 -- One wrk script for every scenario of bench/run.py.
 --
 -- Arguments (after `--` on the wrk command line):
---   mode      get | create | update | login
+--   mode      get | create | update | login | register | json
 --   path      request path (for update: the prefix, the contact id is appended)
 --   token     bearer token, or "-" for none
 --   extra     get/update: a file of "id index" lines to rotate over ("-" for none; the
 --             token "{id}" in the path is replaced by the next id);
---             create: a nonce that keeps emails unique across runs;
---             login: the urlencoded form body
+--             create, register: a nonce that keeps emails (and usernames) unique across runs;
+--             login: the urlencoded form body;
+--             json: the JSON body sent with every request
 --
 -- Every response's status is counted (a fast 500 is not a result), and done() prints one
 -- line starting with "BENCH " holding JSON that bench/run.py parses.
@@ -21,7 +22,7 @@ function setup(thread)
   table.insert(threads, thread)
 end
 
-local mode, path, headers, ids, nonce, form
+local mode, path, headers, ids, nonce, form, body
 local counter = 0
 statuses = {}
 
@@ -46,15 +47,17 @@ function init(args)
   local extra = args[4] or "-"
   if (mode == "get" or mode == "update") and extra ~= "-" then
     ids = read_ids(extra)
-  elseif mode == "create" then
+  elseif mode == "create" or mode == "register" then
     -- The warm-up and the measurement share the arguments: a random part keeps emails unique.
     math.randomseed(os.time() * 1000 + (tid or 1))
     nonce = extra .. "-" .. math.random(1, 1000000000)
   elseif mode == "login" then
     form = extra
     headers["Content-Type"] = "application/x-www-form-urlencoded"
+  elseif mode == "json" then
+    body = extra
   end
-  if mode == "create" or mode == "update" then
+  if mode == "create" or mode == "update" or mode == "register" or mode == "json" then
     headers["Content-Type"] = "application/json"
   end
   -- Threads start at different points of the id list so they do not march in step.
@@ -88,6 +91,13 @@ function request()
     return wrk.format("PUT", path .. contact.id, headers, contact_body(email))
   elseif mode == "login" then
     return wrk.format("POST", path, headers, form)
+  elseif mode == "register" then
+    counter = counter + 1
+    local name = "r" .. nonce .. "-" .. tid .. "-" .. counter
+    return wrk.format("POST", path, headers, '{"username":"' .. name .. '","email":"' .. name
+      .. '@example.com","password":"bench password 123"}')
+  elseif mode == "json" then
+    return wrk.format("POST", path, headers, body)
   end
 end
 

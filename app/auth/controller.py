@@ -1,8 +1,10 @@
 """Auth routes: registration, confirmation, login sessions, password reset and change.
 
-Controllers only parse, call :class:`AuthService` and shape the answer. Mails are outbox rows
-the service writes with its change; the job runner (``app.jobs``) delivers them, so a slow or
-failing mail server never delays or fails a request.
+Controllers only call :class:`AuthService` and shape the answer. The service's errors carry
+their own answer (:class:`app.errors.AppError`); the routes a browser reaches from a mailed
+link declare the HTML page some of them get instead (``opt={ERROR_PAGE: ...}``). Mails are
+outbox rows the service writes with its change; the job runner (``app.jobs``) delivers them,
+so a slow or failing mail server never delays or fails a request.
 """
 
 from __future__ import annotations
@@ -17,13 +19,6 @@ from litestar import Controller, MediaType, Request, Response, get, patch, post
 from litestar.background_tasks import BackgroundTask
 from litestar.di import NamedDependency, Provide
 from litestar.enums import RequestEncodingType
-from litestar.exceptions import (
-    ClientException,
-    HTTPException,
-    NotAuthorizedException,
-    PermissionDeniedException,
-    ValidationException,
-)
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, Operation, RequestBody, Schema
 from litestar.openapi.spec.enums import OpenAPIType
@@ -42,6 +37,7 @@ from litestar.status_codes import (
     HTTP_429_TOO_MANY_REQUESTS,
 )
 
+from app.auth.deps import auth_service_for, provide_auth_service
 from app.auth.schemas import (
     EmailRequest,
     LoginForm,
@@ -52,24 +48,13 @@ from app.auth.schemas import (
     Register,
     Tokens,
 )
-from app.auth.service import (
-    AuthService,
-    InvalidCredentials,
-    InvalidLink,
-    InvalidRefreshToken,
-    NotConfirmed,
-    WeakPassword,
-    WrongPassword,
-    auth_service_for,
-    provide_auth_service,
-)
-from app.errors import ErrorBody, error_response
-from app.http import BODY_MEDIA_TYPES, JSON, URL_ENCODED
+from app.auth.service import AuthService, InvalidLink, WeakPassword
+from app.errors import ERROR_PAGE, AppError, ErrorBody, error_response
+from app.http import BODY_MEDIA_TYPES, JSON, URL_ENCODED, InvalidBody, is_form, read_body, wants_html
 from app.input import SINGLE_LINE
 from app.ratelimit import AUTH, AUTH_PER_USER, limited
 from app.security.password_policy import MAX_LENGTH, MIN_LENGTH
 from app.users.schemas import CurrentUser, UserRead
-from app.users.service import UserExistsError
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -79,18 +64,13 @@ logger = logging.getLogger(__name__)
 
 CONFIRMED = "Your email is confirmed."
 ALREADY_CONFIRMED = "Your email was already confirmed."
-INVALID_CONFIRM_LINK = "This confirmation link is invalid or has expired."
 CONFIRMATION_QUEUED = (
     "If an account with this email exists and is not confirmed yet, a confirmation link was sent."
 )
 RESET_QUEUED = "If an account with this email exists, a password reset link was sent."
 RESET_LINK_VALID = "The link is valid: POST the new password to this address."
-INVALID_RESET_LINK = "This password reset link is invalid, expired or already used."
 PASSWORD_RESET = "Your password was changed. Log in with the new one."  # noqa: S105 - a message
 FORM_PASSWORD_RULE = f"The new password must be {MIN_LENGTH} to {MAX_LENGTH} characters long."
-BAD_CREDENTIALS = "Incorrect username or password"
-NOT_CONFIRMED = "Email not confirmed: follow the link we mailed you (or ask for a new one)"
-BAD_REFRESH = "Invalid or expired refresh token"
 
 
 _INVALID_BODY = {
@@ -108,13 +88,6 @@ _BAD_LINK_RESPONSES = {
         generate_examples=False,
     )
 }
-
-
-def _wants_html(request: Request[Any, Any, Any]) -> bool:
-    """Whether the client prefers an HTML page (a browser following a mailed link)."""
-    return (
-        request.accept.best_match([MediaType.JSON, MediaType.HTML], default=MediaType.JSON) == MediaType.HTML
-    )
 
 
 def _look_up_and_mail(
@@ -138,14 +111,6 @@ def _look_up_and_mail(
             logger.warning("account mail: lookup failed (%s)", type(exc).__name__)
 
     return BackgroundTask(look_up_and_mail)
-
-
-def _invalid(request: Request[Any, Any, Any], field: str, message: str) -> ValidationException:
-    """A ``400`` in the shape of Litestar's own validation errors."""
-    return ValidationException(
-        detail=f"Validation failed for {request.method} {request.url.path}",
-        extra=[{"message": message, "key": field, "source": "body"}],
-    )
 
 
 def _user_read(user: Any) -> UserRead:
@@ -177,6 +142,39 @@ def _reset_form(
         min_length=MIN_LENGTH,
         max_length=MAX_LENGTH,
     )
+
+
+def _confirm_error_page(request: Request[Any, Any, Any], exc: AppError) -> Template | None:
+    """The page of a confirmation link that cannot be used, for a browser."""
+    if isinstance(exc, InvalidLink) and wants_html(request):
+        return _page(
+            "auth/confirm_result.html",
+            HTTP_400_BAD_REQUEST,
+            ok=False,
+            title="Link not valid",
+            message=exc.detail,
+        )
+    return None
+
+
+def _reset_link_error_page(request: Request[Any, Any, Any], exc: AppError) -> Template | None:
+    """The page of a reset link that cannot be used, for a browser."""
+    if isinstance(exc, InvalidLink) and wants_html(request):
+        return _page("auth/reset_invalid.html", HTTP_400_BAD_REQUEST, message=exc.detail)
+    return None
+
+
+def _reset_form_error_page(request: Request[Any, Any, Any], exc: AppError) -> Template | None:
+    """The reset form again, with what is wrong, for a form post; the bad-link page for a browser."""
+    if isinstance(exc, InvalidLink):
+        return _reset_link_error_page(request, exc)
+    if not (is_form(request) and isinstance(exc, WeakPassword | InvalidBody)):
+        return None
+    if isinstance(exc, InvalidBody):
+        # The form's minlength/maxlength stop this in a browser; one that skips them still
+        # gets the form back with the rule rather than a JSON error.
+        return _reset_form(request.url.path, HTTP_400_BAD_REQUEST, error=FORM_PASSWORD_RULE)
+    return _reset_form(request.url.path, HTTP_400_BAD_REQUEST, exc.detail, exc.field or "password")
 
 
 @dataclass
@@ -238,6 +236,7 @@ class AuthController(Controller):
 
     @post(
         "/register",
+        exclude_from_auth=True,
         opt=limited(AUTH),
         status_code=HTTP_201_CREATED,
         summary="Create an account",
@@ -252,23 +251,15 @@ class AuthController(Controller):
         },
     )
     async def register(
-        self, request: Request, data: JSONBody[Register], auth_service: NamedDependency[AuthService]
+        self, data: JSONBody[Register], auth_service: NamedDependency[AuthService]
     ) -> Response[UserRead]:
         """Create an account and mail its confirmation link."""
-        try:
-            user = await auth_service.register(
-                username=data.username, email=data.email, password=data.password
-            )
-        except WeakPassword as exc:
-            raise _invalid(request, exc.field, str(exc)) from None
-        except UserExistsError as exc:
-            raise HTTPException(
-                status_code=HTTP_409_CONFLICT, detail=f"This {exc.field} is already taken"
-            ) from None
+        user = await auth_service.register(username=data.username, email=data.email, password=data.password)
         return Response(_user_read(user), status_code=HTTP_201_CREATED)
 
     @post(
         "/login",
+        exclude_from_auth=True,
         opt=limited(AUTH),
         status_code=HTTP_200_OK,
         summary="Log in (OAuth2 password grant)",
@@ -287,15 +278,11 @@ class AuthController(Controller):
         auth_service: NamedDependency[AuthService],
     ) -> Tokens:
         """Exchange credentials for an access and a refresh token."""
-        try:
-            return await auth_service.login(data.username, data.password)
-        except InvalidCredentials:
-            raise NotAuthorizedException(BAD_CREDENTIALS) from None
-        except NotConfirmed:
-            raise PermissionDeniedException(NOT_CONFIRMED) from None
+        return await auth_service.login(data.username, data.password)
 
     @post(
         "/refresh_token",
+        exclude_from_auth=True,
         status_code=HTTP_200_OK,
         summary="Rotate the refresh token",
         description="Returns new tokens for the same session; the refresh token sent is dead afterwards. "
@@ -309,10 +296,7 @@ class AuthController(Controller):
         self, data: JSONBody[RefreshRequest], auth_service: NamedDependency[AuthService]
     ) -> Tokens:
         """Rotate a refresh token."""
-        try:
-            return await auth_service.refresh(data.refresh_token)
-        except InvalidRefreshToken:
-            raise NotAuthorizedException(BAD_REFRESH) from None
+        return await auth_service.refresh(data.refresh_token)
 
     @post(
         "/logout",
@@ -333,15 +317,14 @@ class AuthController(Controller):
         auth_service: NamedDependency[AuthService],
     ) -> None:
         """End the session the refresh token belongs to."""
-        try:
-            await auth_service.logout(request.user.id, data.refresh_token)
-        except InvalidRefreshToken:
-            raise NotAuthorizedException(BAD_REFRESH) from None
+        await auth_service.logout(request.user.id, data.refresh_token)
 
     @get(
         "/confirmed_email/{token:str}",
+        exclude_from_auth=True,
         operation_class=_PageOperation,
         operation_id="confirm_email",
+        opt={ERROR_PAGE: _confirm_error_page},
         summary="Confirm an email address",
         description="The link of the confirmation mail. A browser (`Accept: text/html`) gets an HTML page.",
         responses={
@@ -356,25 +339,15 @@ class AuthController(Controller):
         self, request: Request, token: FromPath[str], auth_service: NamedDependency[AuthService]
     ) -> Response[Message]:
         """Confirm the email a confirmation token was made for."""
-        try:
-            _user, already = await auth_service.confirm_email(token)
-        except InvalidLink:
-            if _wants_html(request):
-                return _page(
-                    "auth/confirm_result.html",
-                    HTTP_400_BAD_REQUEST,
-                    ok=False,
-                    title="Link not valid",
-                    message=INVALID_CONFIRM_LINK,
-                )
-            raise ClientException(INVALID_CONFIRM_LINK) from None
+        _user, already = await auth_service.confirm_email(token)
         message = ALREADY_CONFIRMED if already else CONFIRMED
-        if _wants_html(request):
+        if wants_html(request):
             return _page("auth/confirm_result.html", ok=True, title="Email confirmed", message=message)
         return Response(Message(message=message))
 
     @post(
         "/request_email",
+        exclude_from_auth=True,
         opt=limited(AUTH),
         status_code=HTTP_202_ACCEPTED,
         summary="Re-send the confirmation mail",
@@ -391,6 +364,7 @@ class AuthController(Controller):
 
     @post(
         "/update_password",
+        exclude_from_auth=True,
         opt=limited(AUTH),
         status_code=HTTP_202_ACCEPTED,
         summary="Start a password reset",
@@ -409,9 +383,11 @@ class AuthController(Controller):
 
     @get(
         "/confirm_update_password/{token:str}",
+        exclude_from_auth=True,
         operation_class=_PageOperation,
         summary="Check a password reset link",
         operation_id="check_password_reset",
+        opt={ERROR_PAGE: _reset_link_error_page},
         description="A browser (`Accept: text/html`) gets a form that posts the new password to this address; "
         "a JSON client gets a message.",
         responses=_BAD_LINK_RESPONSES,
@@ -420,18 +396,16 @@ class AuthController(Controller):
         self, request: Request, token: FromPath[str], auth_service: NamedDependency[AuthService]
     ) -> Response[Message]:
         """Check a reset token; show the form to a browser."""
-        try:
-            await auth_service.check_reset_token(token)
-        except InvalidLink:
-            return self._bad_reset_link(request)
-        if _wants_html(request):
+        await auth_service.check_reset_token(token)
+        if wants_html(request):
             return _reset_form(request.url.path)
         return Response(Message(message=RESET_LINK_VALID))
 
     @post(
         "/confirm_update_password/{token:str}",
+        exclude_from_auth=True,
         status_code=HTTP_200_OK,
-        opt={**limited(AUTH), BODY_MEDIA_TYPES: (JSON, URL_ENCODED)},
+        opt={**limited(AUTH), BODY_MEDIA_TYPES: (JSON, URL_ENCODED), ERROR_PAGE: _reset_form_error_page},
         summary="Set the new password of a reset",
         description='Accepts JSON `{"password"}` or the HTML form. The link works once, expires, and dies when '
         "the password changes. Every session of the user ends and a notice is mailed.",
@@ -446,51 +420,12 @@ class AuthController(Controller):
         self, request: Request, token: FromPath[str], auth_service: NamedDependency[AuthService]
     ) -> Response[Message]:
         """Set the new password from a reset link."""
-        try:
-            is_form, data = await self._new_password(request)
-        except ValidationException:
-            if request.content_type[0] == MediaType.JSON:
-                raise
-            # The form's minlength/maxlength stop this in a browser; one that skips them still
-            # gets the form back with the rule rather than a JSON error.
-            return _reset_form(request.url.path, HTTP_400_BAD_REQUEST, error=FORM_PASSWORD_RULE)
-        try:
-            # The repeat field is the HTML form's typo guard: checked when sent, never required.
-            if data.password_confirm is not msgspec.UNSET and data.password != data.password_confirm:
-                raise WeakPassword("The two passwords differ", "password_confirm")
-            await auth_service.reset_password(token, data.password)
-        except InvalidLink:
-            return self._bad_reset_link(request)
-        except WeakPassword as exc:
-            if is_form:
-                return _reset_form(request.url.path, HTTP_400_BAD_REQUEST, str(exc), exc.field)
-            raise _invalid(request, exc.field, str(exc)) from None
-        if is_form or _wants_html(request):
+        data = await read_body(request, NewPassword)
+        confirm = None if data.password_confirm is msgspec.UNSET else data.password_confirm
+        await auth_service.reset_password(token, data.password, confirm)
+        if is_form(request) or wants_html(request):
             return _page("auth/reset_done.html", message=PASSWORD_RESET)
         return Response(Message(message=PASSWORD_RESET))
-
-    @staticmethod
-    def _bad_reset_link(request: Request) -> Response[Any]:
-        if _wants_html(request):
-            return _page("auth/reset_invalid.html", HTTP_400_BAD_REQUEST, message=INVALID_RESET_LINK)
-        raise ClientException(INVALID_RESET_LINK)
-
-    @staticmethod
-    async def _new_password(request: Request) -> tuple[bool, NewPassword]:
-        """Read the new password from a JSON body or a form."""
-        content_type = request.content_type[0]
-        try:
-            if content_type == MediaType.JSON:
-                return False, msgspec.json.decode(await request.body(), type=NewPassword)
-            # Otherwise a form: the app's media type hook let nothing else through (415).
-            form = await request.form()
-            values = {key: form.get(key) for key in form}
-            return True, msgspec.convert(values, NewPassword)
-        except msgspec.ValidationError as exc:
-            message, _, where = str(exc).partition(" - at `$.")
-            raise _invalid(request, where.rstrip("`") or "body", message) from None
-        except msgspec.DecodeError:
-            raise ClientException("The body is not valid JSON") from None
 
 
 class PasswordController(Controller):
@@ -524,12 +459,7 @@ class PasswordController(Controller):
     ) -> Response[None]:
         """Change the password of the current user."""
         sid = request.auth.extras.get("sid")
-        try:
-            await auth_service.change_password(
-                request.user.id, UUID(sid) if sid else None, data.current_password, data.new_password
-            )
-        except WrongPassword:
-            raise _invalid(request, "current_password", "The current password is wrong") from None
-        except WeakPassword as exc:
-            raise _invalid(request, exc.field, str(exc)) from None
+        await auth_service.change_password(
+            request.user.id, UUID(sid) if sid else None, data.current_password, data.new_password
+        )
         return Response(None, status_code=HTTP_204_NO_CONTENT)

@@ -1,8 +1,12 @@
 """The rules of accounts: registration, login sessions, confirmation and password reset.
 
-Sessions (``user_sessions``) are this service's table: one row per login, holding only the
-SHA-256 of the current refresh token. User writes go through :class:`UserService`, whose
-``save()`` commits and invalidates the cached user, so every change shows on the next request.
+This service owns no table: users and their login sessions (``user_sessions``, one row per
+login holding only the SHA-256 of the current refresh token) are written through
+:class:`UserService`, whose ``save()`` commits and invalidates the cached user, so every
+change shows on the next request.
+
+Its errors are :class:`app.errors.AppError` subclasses carrying their answer (status, detail,
+field); the routes that serve a browser turn some of them into an HTML page.
 
 Mails are not sent here: each is a row of the outbox (:func:`app.jobs.outbox.add_mail`) written
 in the transaction of the change that causes it, and delivered by the job runner.
@@ -11,20 +15,16 @@ in the transaction of the change that causes it, and delivered by the job runner
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
-from litestar import Request
-from litestar.di import NamedDependency
-from sqlalchemy.ext.asyncio import AsyncSession
+from litestar.status_codes import HTTP_401_UNAUTHORIZED, HTTP_403_FORBIDDEN
 from uuid_utils.compat import uuid7
 
-from app import cache
 from app.auth.schemas import Tokens
+from app.errors import AppError
 from app.jobs.outbox import add_mail
 from app.security.password_policy import password_problem
 from app.security.passwords import hash_password, verify_password
@@ -37,52 +37,80 @@ from app.security.tokens import (
     token_claims,
     token_hash,
 )
-from app.users.models import User, UserSession
-from app.users.repository import UserSessionRepository
-from app.users.service import UserService, provide_user_service
+from app.users.models import User
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, AsyncIterator
-
-    from litestar import Litestar
-
     from app.config import Settings
+    from app.users.service import UserService
 
 logger = logging.getLogger(__name__)
 
 
-class AuthError(Exception):
-    """A request the account rules refuse; the message is safe to show."""
+class AuthError(AppError):
+    """A request the account rules refuse; the detail is safe to show."""
 
 
 class InvalidCredentials(AuthError):
-    """Unknown user or wrong password (never says which)."""
+    """Unknown user or wrong password (never says which): ``401``."""
+
+    status_code = HTTP_401_UNAUTHORIZED
+    detail = "Incorrect username or password"
 
 
 class NotConfirmed(AuthError):
-    """The password is right but the email is not confirmed yet."""
+    """The password is right but the email is not confirmed yet: ``403``."""
+
+    status_code = HTTP_403_FORBIDDEN
+    detail = "Email not confirmed: follow the link we mailed you (or ask for a new one)"
 
 
 class InvalidRefreshToken(AuthError):
-    """The refresh token is forged, expired, of another purpose, or its session is over."""
+    """The refresh token is forged, expired, of another purpose, or its session is over: ``401``."""
+
+    status_code = HTTP_401_UNAUTHORIZED
+    detail = "Invalid or expired refresh token"
 
 
 class InvalidLink(AuthError):
-    """A confirmation or reset token that is invalid, expired, used or of another purpose."""
+    """A confirmation or reset token that is invalid, expired, used or of another purpose: ``400``."""
+
+    detail = "This link is invalid or has expired."
+
+
+class InvalidConfirmationLink(InvalidLink):
+    """A confirmation link that cannot be used."""
+
+    detail = "This confirmation link is invalid or has expired."
+
+
+class InvalidResetLink(InvalidLink):
+    """A password reset link that cannot be used."""
+
+    detail = "This password reset link is invalid, expired or already used."
 
 
 class WeakPassword(AuthError):
-    """The new password breaks the policy."""
+    """The new password breaks the policy: ``400`` naming the body field."""
+
+    field = "password"
 
     def __init__(self, message: str, field: str = "password") -> None:
         """Say what is wrong (``message``) with which body ``field``."""
-        super().__init__(message)
-        #: The body field the message is about.
-        self.field = field
+        super().__init__(message, field=field)
 
 
 class WrongPassword(AuthError):
-    """The current password given for a change is wrong."""
+    """The current password given for a change is wrong: ``400`` on ``current_password``."""
+
+    detail = "The current password is wrong"
+    field = "current_password"
+
+
+#: The error of an unusable link token, by the token's purpose.
+_INVALID_LINK: dict[Purpose, type[InvalidLink]] = {
+    Purpose.CONFIRM_EMAIL: InvalidConfirmationLink,
+    Purpose.RESET_PASSWORD: InvalidResetLink,
+}
 
 
 _dummy_hashes: dict[int, str] = {}
@@ -128,27 +156,21 @@ def check_password(password: str, field: str = "password") -> None:
         raise WeakPassword(problem, field)
 
 
-class AuthService(SQLAlchemyAsyncRepositoryService[UserSession, UserSessionRepository]):
-    """Login sessions and the account flows built on tokens."""
+class AuthService:
+    """The account flows built on tokens: registration, login sessions, confirmation, passwords."""
 
-    #: The repository of the ``user_sessions`` table.
-    Repo = UserSessionRepository
-    repository_type = Repo
-
-    def __init__(
-        self, session: AsyncSession, *, users: UserService, settings: Settings, **kwargs: Any
-    ) -> None:
+    def __init__(self, *, users: UserService, settings: Settings) -> None:
         """Configure the service.
 
         Args:
-            session: The database session of the unit of work (shared with ``users``).
-            users: The user service (all user writes and cache invalidation).
+            users: The user service (every write to users and their sessions, on the unit of
+                work's database session).
             settings: The application settings (keys, lifetimes).
-            **kwargs: Passed to :class:`SQLAlchemyAsyncRepositoryService`.
         """
-        super().__init__(session, **kwargs)
         self.users = users
         self.settings = settings
+        #: The unit of work's database session (the outbox rows join its transaction).
+        self.session = users.repository.session
 
     # ------------------------------------------------------------------ tokens
 
@@ -194,7 +216,7 @@ class AuthService(SQLAlchemyAsyncRepositoryService[UserSession, UserSessionRepos
             timedelta(hours=self.settings.confirm_token_hours),
             em=user.email,
         )
-        add_mail(self.repository.session, "confirm_email", user.email, username=user.username, claims=claims)
+        add_mail(self.session, "confirm_email", user.email, username=user.username, claims=claims)
 
     def reset_mail(self, user: User) -> None:
         """Queue the password reset mail of ``user`` (a single-use token bound to the password)."""
@@ -204,11 +226,11 @@ class AuthService(SQLAlchemyAsyncRepositoryService[UserSession, UserSessionRepos
             timedelta(minutes=self.settings.reset_token_minutes),
             st=reset_state(user),
         )
-        add_mail(self.repository.session, "reset_password", user.email, username=user.username, claims=claims)
+        add_mail(self.session, "reset_password", user.email, username=user.username, claims=claims)
 
     def password_changed_mail(self, user: User) -> None:
         """Queue the "your password was changed" notice."""
-        add_mail(self.repository.session, "password_changed", user.email, username=user.username)
+        add_mail(self.session, "password_changed", user.email, username=user.username)
 
     # ------------------------------------------------------------------ registration
 
@@ -247,7 +269,7 @@ class AuthService(SQLAlchemyAsyncRepositoryService[UserSession, UserSessionRepos
         """
         user, claims = await self._user_of(token, Purpose.CONFIRM_EMAIL)
         if claims.get("em") != user.email:
-            raise InvalidLink
+            raise InvalidConfirmationLink
         if user.confirmed:
             return user, True
         await self.users.confirm(user)
@@ -259,7 +281,7 @@ class AuthService(SQLAlchemyAsyncRepositoryService[UserSession, UserSessionRepos
         if user is None or user.confirmed:
             return False
         self.confirmation_mail(user)
-        await self.repository.session.commit()
+        await self.session.commit()
         return True
 
     # ------------------------------------------------------------------ sessions
@@ -284,7 +306,7 @@ class AuthService(SQLAlchemyAsyncRepositoryService[UserSession, UserSessionRepos
         user = await self.users.get_by_login(login)
         # Hand the connection back before hashing (~0.25 s): holding it through bcrypt drained
         # the pool under concurrent logins. expire_on_commit=False keeps `user` loaded.
-        await self.repository.session.commit()
+        await self.session.commit()
         hashed = user.password_hash if user is not None else await dummy_hash(self.settings.bcrypt_rounds)
         valid = await verify_password(password, hashed)
         if user is None or not valid:
@@ -293,20 +315,7 @@ class AuthService(SQLAlchemyAsyncRepositoryService[UserSession, UserSessionRepos
             raise NotConfirmed
         session_id, started_at = uuid7(), datetime.now(UTC)
         tokens, refresh_hash, expires = self._tokens(user.id, session_id, self.session_end(started_at))
-        await self.repository.add(
-            UserSession(
-                id=session_id,
-                user_id=user.id,
-                refresh_token_hash=refresh_hash,
-                expires_at=expires,
-                created_at=started_at,  # the session's age counts from here (SESSION_MAX_DAYS)
-            )
-        )
-        # No cache invalidation: a new session only adds to the user's live sessions, and a
-        # token whose session the cached snapshot lacks makes the snapshot be read again
-        # (app.security.auth). Dropping it sent every in-flight request of this user to the
-        # database at once, on every login.
-        await self.repository.session.commit()
+        await self.users.open_session(user.id, session_id, refresh_hash, expires, started_at)
         return tokens
 
     async def refresh(self, refresh_token: str) -> Tokens:
@@ -330,29 +339,25 @@ class AuthService(SQLAlchemyAsyncRepositoryService[UserSession, UserSessionRepos
             session_id, user_id = UUID(str(claims.get("sid"))), UUID(claims["sub"])
         except (InvalidToken, ValueError):
             raise InvalidRefreshToken from None
-        row = await self.repository.get_one_or_none(id=session_id, user_id=user_id)
+        row = await self.users.get_session(session_id, user_id)
         if row is None or row.revoked_at is not None:
             raise InvalidRefreshToken
         presented = token_hash(refresh_token)
         if row.refresh_token_hash != presented:
-            revoked = await self.users.sessions.revoke(user_id)
-            await self.users.save(user_id)
+            revoked = await self.users.end_sessions(user_id)
             logger.warning("refresh token re-used: ended %d session(s) of user %s", revoked, user_id)
             raise InvalidRefreshToken
         ends_at = self.session_end(row.created_at)
         if ends_at <= datetime.now(UTC):
             # Over by age: end it, so its access tokens stop too (rows made before the limit
             # existed may carry a later expiry).
-            await self.users.sessions.revoke(user_id, only=session_id)
-            await self.users.save(user_id)
+            await self.users.end_sessions(user_id, only=session_id)
             raise InvalidRefreshToken
         tokens, new_hash, expires = self._tokens(user_id, session_id, ends_at)
-        if not await self.repository.rotate(session_id, presented, new_hash, expires):
+        if not await self.users.rotate_session(session_id, presented, new_hash, expires):
             # A concurrent refresh with the same token won the race (or the session just
             # expired): this one fails; the winner's session lives on.
-            await self.repository.session.rollback()
             raise InvalidRefreshToken
-        await self.repository.session.commit()  # same session id: the cached snapshot still holds
         return tokens
 
     async def logout(self, user_id: UUID, refresh_token: str) -> None:
@@ -375,13 +380,10 @@ class AuthService(SQLAlchemyAsyncRepositoryService[UserSession, UserSessionRepos
             raise InvalidRefreshToken from None
         if claims["sub"] != str(user_id):
             raise InvalidRefreshToken
-        ended = await self.users.sessions.revoke(
+        if not await self.users.end_sessions(
             user_id, only=session_id, refresh_hash=token_hash(refresh_token)
-        )
-        if not ended:
-            await self.repository.session.rollback()
+        ):
             raise InvalidRefreshToken
-        await self.users.save(user_id)
 
     # ------------------------------------------------------------------ passwords
 
@@ -391,7 +393,7 @@ class AuthService(SQLAlchemyAsyncRepositoryService[UserSession, UserSessionRepos
         if user is None:
             return False
         self.reset_mail(user)
-        await self.repository.session.commit()
+        await self.session.commit()
         return True
 
     async def check_reset_token(self, token: str) -> User:
@@ -408,20 +410,24 @@ class AuthService(SQLAlchemyAsyncRepositoryService[UserSession, UserSessionRepos
         """
         user, claims = await self._user_of(token, Purpose.RESET_PASSWORD)
         if claims.get("st") != reset_state(user):
-            raise InvalidLink
+            raise InvalidResetLink
         return user
 
-    async def reset_password(self, token: str, password: str) -> None:
+    async def reset_password(self, token: str, password: str, password_confirm: str | None = None) -> None:
         """Set a new password from a reset link; every session ends and a notice is queued.
 
         Args:
             token: The token from the mail.
             password: The new plain password.
+            password_confirm: The HTML form's repeat field, when sent: it must equal ``password``
+                (the form's typo guard, never required).
 
         Raises:
             InvalidLink: The token cannot be used.
-            WeakPassword: The password is refused.
+            WeakPassword: The password is refused, or the repeat differs.
         """
+        if password_confirm is not None and password != password_confirm:
+            raise WeakPassword("The two passwords differ", "password_confirm")
         user = await self.check_reset_token(token)
         check_password(password)
         await self.users.set_password(user, password, commit=False)
@@ -459,44 +465,8 @@ class AuthService(SQLAlchemyAsyncRepositoryService[UserSession, UserSessionRepos
             claims = self._decode(token, purpose)
             user_id = UUID(claims["sub"])
         except (InvalidToken, ValueError):
-            raise InvalidLink from None
+            raise _INVALID_LINK[purpose] from None
         user = await self.users.get_one_or_none(id=user_id)
         if user is None:
-            raise InvalidLink
+            raise _INVALID_LINK[purpose]
         return user, claims
-
-
-async def provide_auth_service(
-    db_session: NamedDependency[AsyncSession], request: Request
-) -> AsyncGenerator[AuthService, None]:
-    """Dependency: an :class:`AuthService` on the request's database session.
-
-    Args:
-        db_session: The request's session (advanced-alchemy plugin).
-        request: The current request (for the store and the settings).
-
-    Yields:
-        The service.
-    """
-    async for users in provide_user_service(db_session, request):
-        yield AuthService(db_session, users=users, settings=request.app.state.settings)
-
-
-@contextlib.asynccontextmanager
-async def auth_service_for(app: Litestar) -> AsyncIterator[AuthService]:
-    """An :class:`AuthService` on a database session of its own, for work after the answer.
-
-    The request's session is closed once the answer is sent, so a background task opens its own.
-
-    Args:
-        app: The application (its database config, stores and settings).
-
-    Yields:
-        The service; its session closes when the block ends.
-    """
-    settings: Settings = app.state.settings
-    async with app.state.db_config.get_session() as session:
-        users = UserService(
-            session, user_cache=app.stores.get(cache.USER_CACHE), bcrypt_rounds=settings.bcrypt_rounds
-        )
-        yield AuthService(session, users=users, settings=settings)

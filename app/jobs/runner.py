@@ -110,6 +110,15 @@ class Status:
     oldest_pending: datetime | None
 
 
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """What ``/metrics`` shows of the outbox: the mails not delivered."""
+
+    pending: int
+    dead: int
+    oldest_pending: datetime | None
+
+
 class JobRunner:
     """Delivers outbox mails and runs housekeeping, for one process.
 
@@ -344,6 +353,23 @@ class JobRunner:
             )
         counts = {status: int(n) for status, n in rows}
         return Status(counts.get(PENDING, 0), counts.get(DEAD, 0), counts.get(SENT, 0), oldest)
+
+    async def backlog(self) -> Backlog:
+        """Counts of pending and dead rows and the oldest pending one's time, in one query.
+
+        Delivered rows are not counted (up to 7 days of them): the status index answers this.
+        """
+        statement = (
+            select(OutboxMail.status, func.count(), func.min(OutboxMail.created_at))
+            .where(OutboxMail.status.in_((PENDING, DEAD)))
+            .group_by(OutboxMail.status)
+        )
+        async with self.sessions() as session:
+            found = {
+                status: (int(n), oldest) for status, n, oldest in (await session.execute(statement)).all()
+            }
+        pending, oldest = found.get(PENDING, (0, None))
+        return Backlog(pending, found.get(DEAD, (0, None))[0], oldest)
 
     async def retry_dead(self) -> int:
         """Make every dead row pending again, due now, with a fresh retry window.

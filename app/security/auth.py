@@ -1,181 +1,66 @@
-"""JWT bearer authentication with the current user read from the store.
+"""JWT bearer authentication; the user of a token is found by a loader the app hands in.
 
 The middleware is Litestar's own (:class:`OAuth2PasswordBearerAuth`, so that the API UI's
-"Authorize" button can log in with the password flow). Its user lookup reads a
-msgspec-encoded :class:`CurrentUser` from the ``user_cache`` store; on a miss or a store
-error it loads the user and their live sessions from the database and refills the store.
+"Authorize" button can log in with the password flow). This module checks the token (its
+signature, claims and purpose); who the user is, and whether the token's session is still
+live, is the :class:`UserLoader`'s answer (``app.users.current.load_request_user``), given to
+:func:`make_auth` when the app is built. Routes reachable without a token say so on their
+handler (``exclude_from_auth=True``).
 """
 
 from __future__ import annotations
 
 import functools
-import logging
 import time
 from collections import OrderedDict
-from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, ClassVar
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from uuid import UUID
 
-import msgspec
 from litestar.exceptions import NotAuthorizedException
 from litestar.security.jwt import OAuth2PasswordBearerAuth, Token
 from litestar.security.jwt.middleware import JWTCookieAuthenticationMiddleware
-from sqlalchemy import select
 
-from app import cache
 from app.security.tokens import ALGORITHM, AUDIENCE, ISSUER, Purpose
-from app.users.models import User, UserSession
-from app.users.schemas import CurrentUser
 
 if TYPE_CHECKING:
-    from advanced_alchemy.extensions.litestar import SQLAlchemyAsyncConfig
+    from litestar import Litestar
     from litestar.connection import ASGIConnection
-    from litestar.datastructures import State
     from litestar.middleware.authentication import AuthenticationResult
-    from litestar.stores.base import Store
-    from sqlalchemy.ext.asyncio import AsyncSession
 
     from app.config import Settings
 
-logger = logging.getLogger(__name__)
 
-_encode = msgspec.msgpack.Encoder().encode
-_decoder = msgspec.msgpack.Decoder(CurrentUser)
+class UserLoader(Protocol):
+    """Finds the user of a verified access token (``None``: no such user, or the session is over)."""
 
-#: Paths reachable without a token.
-PUBLIC_PATHS = [
-    "^/api/auth/(register|login|refresh_token|confirmed_email|request_email|update_password|confirm_update_password)",
-    "^/api/healthchecker",
-    "^/schema",
-    "^/media",
-]
+    async def __call__(self, app: Litestar, user_id: UUID, key: str, session_id: str | None) -> Any | None:
+        """The user ``user_id`` (``key`` is its text form) if ``session_id`` is one of their live sessions."""
 
 
-async def load_current_user(session: AsyncSession, user_id: UUID) -> CurrentUser | None:
-    """Read a user and their live session ids from the database.
+def user_handler(load_user: UserLoader) -> Any:
+    """Litestar's ``retrieve_user_handler``: an access token of a live session, through ``load_user``.
 
     Args:
-        session: A database session.
-        user_id: The user's id.
+        load_user: The domain's loader of the token's user.
 
     Returns:
-        The snapshot, or ``None`` if there is no such user.
+        The handler for :class:`OAuth2PasswordBearerAuth`.
     """
-    user = await session.scalar(select(User).where(User.id == user_id))
-    if user is None:
-        return None
-    now = datetime.now(UTC)
-    sids = await session.scalars(
-        select(UserSession.id).where(
-            UserSession.user_id == user_id, UserSession.revoked_at.is_(None), UserSession.expires_at > now
-        )
-    )
-    return CurrentUser(
-        id=user.id,
-        username=user.username,
-        email=user.email,
-        role=user.role,  # type: ignore[arg-type]
-        confirmed=user.confirmed,
-        avatar_url=user.avatar_url,
-        created_at=user.created_at,
-        session_ids=frozenset(str(sid) for sid in sids),
-    )
 
+    async def retrieve_user_handler(
+        token: VerifiedToken, connection: ASGIConnection[Any, Any, Any, Any]
+    ) -> Any:
+        # The signature, algorithm, exp, aud and iss are checked already; Litestar answers 401 on None.
+        if token.extras.get("pur") != Purpose.ACCESS:
+            return None
+        subject = token.subject
+        if subject is None:
+            return None
+        user_id, key = subject
+        return await load_user(connection.app, user_id, key, token.extras.get("sid"))
 
-async def invalidate_user(store: Store, user_id: UUID | str) -> None:
-    """Drop a user's cached snapshot; called by every code path that changes a user.
-
-    A store outage is logged, not raised: the entry expires on its own (TTL) and the
-    write that triggered this must not fail because of the cache.
-
-    Args:
-        store: The ``user_cache`` store.
-        user_id: The user whose snapshot is dropped.
-    """
-    try:
-        await store.delete(str(user_id))
-    except Exception as exc:
-        logger.warning("user cache: could not invalidate (%s)", type(exc).__name__)
-
-
-async def get_current_user(
-    store: Store,
-    db_config: SQLAlchemyAsyncConfig,
-    user_id: UUID,
-    ttl: int,
-    key: str | None = None,
-    *,
-    fresh: bool = False,
-) -> CurrentUser | None:
-    """The user snapshot from the store, or from the database on a miss or an outage.
-
-    Args:
-        store: The ``user_cache`` store.
-        db_config: The SQLAlchemy config (for a session on a miss).
-        user_id: The user's id.
-        ttl: Seconds a refilled entry lives.
-        key: ``str(user_id)``, when the caller has it already.
-        fresh: Skip the store: read the database and refill the store.
-
-    Returns:
-        The snapshot, or ``None`` if the user does not exist.
-    """
-    key = key or str(user_id)
-    store_ok = True
-    raw = None
-    if not fresh:
-        try:
-            raw = await store.get(key)
-        except Exception as exc:
-            logger.warning("user cache unavailable, reading the database (%s)", type(exc).__name__)
-            store_ok = False
-    if raw is not None:
-        try:
-            return _decoder.decode(raw)
-        except msgspec.DecodeError:
-            logger.warning("user cache: undecodable entry dropped")
-    async with db_config.get_session() as session:
-        user = await load_current_user(session, user_id)
-    if user is not None and store_ok:
-        try:
-            await store.set(key, _encode(user), expires_in=ttl)
-        except Exception as exc:
-            logger.warning("user cache: could not store (%s)", type(exc).__name__)
-    return user
-
-
-async def retrieve_user_handler(
-    token: VerifiedToken, connection: ASGIConnection[Any, Any, Any, Any]
-) -> CurrentUser | None:
-    """Litestar's user lookup: an access token of a live session of an existing user.
-
-    Args:
-        token: The verified JWT (signature, algorithm, ``exp``, ``aud``, ``iss`` already checked).
-        connection: The current connection.
-
-    Returns:
-        The current user, or ``None`` (Litestar answers ``401``).
-    """
-    if token.extras.get("pur") != Purpose.ACCESS:
-        return None
-    subject = token.subject
-    if subject is None:
-        return None
-    state: State = connection.app.state
-    settings: Settings = state.settings
-    store = connection.app.stores.get(cache.USER_CACHE)
-    user_id, key = subject
-    user = await get_current_user(store, state.db_config, user_id, settings.user_cache_ttl, key)
-    sid = token.extras.get("sid")
-    if user is not None and sid not in user.session_ids:
-        # Logins do not drop the cached snapshot, so it may predate this token's session:
-        # ask the database. Ended sessions are dropped from the cache when they end.
-        user = await get_current_user(
-            store, state.db_config, user_id, settings.user_cache_ttl, key, fresh=True
-        )
-    if user is None or sid not in user.session_ids:
-        return None
-    return user
+    return retrieve_user_handler
 
 
 class VerifiedToken(Token):
@@ -276,27 +161,27 @@ def bearer_token(credentials: str) -> str:
     return token
 
 
-def make_auth(settings: Settings) -> OAuth2PasswordBearerAuth[CurrentUser, Token]:
+def make_auth(settings: Settings, load_user: UserLoader) -> OAuth2PasswordBearerAuth[Any, Token]:
     """Build the bearer-token authentication for the app.
 
     Args:
         settings: The application settings (secret key, token lifetime).
+        load_user: Finds the user of a verified access token.
 
     Returns:
         The auth config; its ``on_app_init`` is registered in :func:`app.main.create_app`.
     """
-    return OAuth2PasswordBearerAuth[CurrentUser, Token](
+    return OAuth2PasswordBearerAuth[Any, Token](
         authentication_middleware_class=BearerAuthenticationMiddleware,
         token_cls=VerifiedToken,
         token_url="/api/auth/login",  # noqa: S106 - a URL
         token_secret=settings.secret_key,
-        retrieve_user_handler=retrieve_user_handler,
+        retrieve_user_handler=user_handler(load_user),
         algorithm=ALGORITHM,
         accepted_audiences=[AUDIENCE],
         accepted_issuers=[ISSUER],
         require_claims=["exp", "nbf", "sub", "pur", "sid", "aud", "iss"],
         strict_audience=True,
         default_token_expiration=timedelta(minutes=settings.access_token_minutes),
-        exclude=PUBLIC_PATHS,
         description="Log in with your email (or username) and password; send the access token as Bearer.",
     )

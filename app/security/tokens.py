@@ -13,6 +13,9 @@ from enum import StrEnum
 from typing import Any
 
 import jwt
+from litestar.status_codes import HTTP_401_UNAUTHORIZED
+
+from app.errors import AppError
 
 #: The only algorithm tokens are signed and accepted with.
 ALGORITHM = "HS256"
@@ -31,8 +34,11 @@ class Purpose(StrEnum):
     RESET_PASSWORD = "reset_password"  # noqa: S105 - a purpose name, not a secret
 
 
-class InvalidToken(Exception):
-    """The token is malformed, forged, expired, or made for another purpose."""
+class InvalidToken(AppError):
+    """The token is malformed, forged, expired, or made for another purpose: ``401``."""
+
+    status_code = HTTP_401_UNAUTHORIZED
+    detail = "Invalid or expired token"
 
 
 def create_token(
@@ -48,26 +54,14 @@ def create_token(
         **claims: Extra claims (``sid``, ``st``...).
 
     Returns:
-        The encoded token and its expiry.
+        The encoded token and its expiry (the ``exp`` claim, whole seconds).
     """
-    now = datetime.now(UTC)
-    expires = now + ttl
-    payload = {
-        "sub": subject,
-        "pur": str(purpose),
-        "aud": AUDIENCE,
-        "iss": ISSUER,
-        "iat": now,
-        "nbf": now,
-        "exp": expires,
-        "jti": secrets.token_urlsafe(12),
-        **claims,
-    }
-    return jwt.encode(payload, secret, algorithm=ALGORITHM), expires
+    payload = token_claims(purpose, subject, ttl, **claims)
+    return sign_claims(secret, payload), datetime.fromtimestamp(payload["exp"], UTC)
 
 
 def token_claims(purpose: Purpose, subject: str, ttl: timedelta, **claims: Any) -> dict[str, Any]:
-    """The claims of a new token, to be signed later by :func:`sign_claims`.
+    """The claims of a new token, signed now by :func:`create_token` or later by :func:`sign_claims`.
 
     Mails in the outbox keep these rather than the token: without the signing key they are
     no link anyone can use. Times are Unix seconds (JSON), as in the signed token.

@@ -27,9 +27,10 @@ import obstore
 from litestar.datastructures import CacheControlHeader
 from litestar.exceptions import NotFoundException
 from litestar.static_files import create_static_files_router
+from litestar.status_codes import HTTP_502_BAD_GATEWAY
 from obstore.store import S3Store
 
-from app.errors import file_not_found_handler
+from app.errors import AppError, file_not_found_handler
 from app.storage.images import FORMATS
 
 if TYPE_CHECKING:
@@ -70,8 +71,10 @@ class AvatarStorage(Protocol):
         ...
 
 
-class StorageError(Exception):
-    """The storage backend failed to keep the file."""
+class StorageError(AppError):
+    """The storage backend failed to keep the file: ``502``."""
+
+    status_code = HTTP_502_BAD_GATEWAY
 
 
 class CloudinaryStorage:
@@ -313,6 +316,7 @@ def media_route_handlers(storage: AvatarStorage) -> list[Router]:
             path=MEDIA_PATH,
             directories=[storage.directory],
             name="media",
+            opt={"exclude_from_auth": True},
             cache_control=CacheControlHeader(max_age=86_400, public=True),
             exception_handlers={NotFoundException: file_not_found_handler},
         )

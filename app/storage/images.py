@@ -11,6 +11,10 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from litestar.status_codes import HTTP_415_UNSUPPORTED_MEDIA_TYPE, HTTP_422_UNPROCESSABLE_ENTITY
+
+from app.errors import AppError
+
 #: Extension and content type of each supported format.
 FORMATS: dict[str, tuple[str, str]] = {
     "png": ("png", "image/png"),
@@ -26,16 +30,20 @@ _JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
 
 
-class ImageError(ValueError):
+class ImageError(AppError, ValueError):
     """The upload cannot be used as an avatar."""
 
 
 class UnsupportedImageError(ImageError):
-    """Not a PNG, JPEG, WebP or GIF image, or its header cannot be read."""
+    """Not a PNG, JPEG, WebP or GIF image, or its header cannot be read: ``415``."""
+
+    status_code = HTTP_415_UNSUPPORTED_MEDIA_TYPE
 
 
 class ImageTooLargeError(ImageError):
-    """The image's canvas has more pixels than allowed."""
+    """The image's canvas has more pixels than allowed: ``422``."""
+
+    status_code = HTTP_422_UNPROCESSABLE_ENTITY
 
 
 @dataclass(frozen=True, slots=True)

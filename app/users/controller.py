@@ -30,16 +30,14 @@ from litestar.status_codes import (
 
 from app.config import Settings
 from app.errors import error_response
+from app.http import MULTIPART_OVERHEAD
 from app.ratelimit import ME, limited
 from app.security.guards import requires_admin
-from app.storage.adapters import AvatarStorage, StorageError
-from app.storage.images import ImageTooLargeError, UnsupportedImageError, inspect_image
+from app.storage.adapters import AvatarStorage
+from app.storage.images import inspect_image
+from app.users.deps import provide_user_service
 from app.users.schemas import CurrentUser, RoleUpdate, UserPage, UserRead
-from app.users.service import LastAdminError, UserService, provide_user_service
-
-#: Room for the multipart framing (boundaries, part headers) around the file itself.
-MULTIPART_OVERHEAD = 16 * 1024
-
+from app.users.service import UserService
 
 _AUTH_ERRORS = {HTTP_401_UNAUTHORIZED: error_response("Missing, invalid or expired access token")}
 _ADMIN_ERRORS = {**_AUTH_ERRORS, HTTP_403_FORBIDDEN: error_response("The user is not an admin")}
@@ -117,11 +115,7 @@ class UsersController(Controller):
         except ValueError:
             # Ids are opaque to clients: a malformed one names no user.
             raise HTTPException(status_code=HTTP_404_NOT_FOUND, detail="Not found") from None
-        try:
-            user = await user_service.set_role(uid, data.role)
-        except LastAdminError as exc:
-            raise HTTPException(status_code=HTTP_409_CONFLICT, detail=str(exc)) from None
-        return _public(user)
+        return _public(await user_service.set_role(uid, data.role))
 
 
 class AvatarController(Controller):
@@ -160,18 +154,9 @@ class AvatarController(Controller):
                 status_code=HTTP_413_REQUEST_ENTITY_TOO_LARGE,
                 detail=f"The file is larger than {settings.avatar_max_bytes} bytes",
             )
-        try:
-            image = inspect_image(content, settings.avatar_max_pixels)
-        except UnsupportedImageError as exc:
-            raise HTTPException(status_code=HTTP_415_UNSUPPORTED_MEDIA_TYPE, detail=str(exc)) from None
-        except ImageTooLargeError as exc:
-            raise HTTPException(status_code=HTTP_422_UNPROCESSABLE_ENTITY, detail=str(exc)) from None
+        image = inspect_image(content, settings.avatar_max_pixels)
         storage: AvatarStorage = request.app.state.avatar_storage
-        try:
-            user = await user_service.set_avatar(request.user.id, content, image, storage)
-        except StorageError as exc:
-            raise HTTPException(status_code=HTTP_502_BAD_GATEWAY, detail=str(exc)) from None
-        return _public(user)
+        return _public(await user_service.set_avatar(request.user.id, content, image, storage))
 
 
 def avatar_router(settings: Settings) -> Router:

@@ -1,8 +1,9 @@
-"""The rules about users: creation, lookup, and every write (which invalidates the cache).
+"""The rules about users: creation, lookup, login sessions, and every write (which invalidates the cache).
 
-This is the one service for users. Every change to a user or to their sessions is written
-through :meth:`UserService.save`, which commits and then drops the user's cached snapshot,
-so the change is visible on the very next request.
+This is the one service for users and the only owner of their tables (``users`` and
+``user_sessions``). Every change to a user or to their sessions is written through
+:meth:`UserService.save`, which commits and then drops the user's cached snapshot, so the
+change is visible on the very next request.
 """
 
 from __future__ import annotations
@@ -10,25 +11,24 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING, Any
 
-from advanced_alchemy.exceptions import DuplicateKeyError, NotFoundError
+from advanced_alchemy.exceptions import NotFoundError
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
-from litestar import Request
-from litestar.di import NamedDependency
-from sqlalchemy.ext.asyncio import AsyncSession
+from litestar.status_codes import HTTP_409_CONFLICT
 from sqlalchemy.orm.attributes import set_committed_value
 
-from app import cache
+from app.errors import AppError
 from app.input import normalize_email, normalize_username
-from app.security.auth import invalidate_user
 from app.security.passwords import hash_password
-from app.users.models import User
+from app.users.current import invalidate_user
+from app.users.models import User, UserSession
 from app.users.repository import UserRepository, UserSessionRepository
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator
+    from datetime import datetime
     from uuid import UUID
 
     from litestar.stores.base import Store
+    from sqlalchemy.ext.asyncio import AsyncSession
 
     from app.storage.adapters import AvatarStorage
     from app.storage.images import ImageInfo
@@ -37,18 +37,21 @@ if TYPE_CHECKING:
 GRAVATAR_DEFAULT = "identicon"
 
 
-class UserExistsError(DuplicateKeyError):
-    """The email or the username is already used by another account."""
+class UserExistsError(AppError):
+    """The email or the username is already used by another account (``409``)."""
+
+    status_code = HTTP_409_CONFLICT
 
     def __init__(self, field: str) -> None:
         """Name the taken ``field``: ``"email"`` or ``"username"``."""
-        super().__init__(f"{field} already taken")
-        #: ``"email"`` or ``"username"``.
-        self.field = field
+        super().__init__(f"This {field} is already taken", field=field)
 
 
-class LastAdminError(Exception):
-    """The change would leave the service without an admin."""
+class LastAdminError(AppError):
+    """The change would leave the service without an admin (``409``)."""
+
+    status_code = HTTP_409_CONFLICT
+    detail = "The last admin cannot be demoted"
 
 
 def gravatar_url(email: str) -> str:
@@ -65,7 +68,7 @@ def gravatar_url(email: str) -> str:
 
 
 class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
-    """Users and their sessions."""
+    """Users and their login sessions."""
 
     #: The repository of the ``users`` table.
     Repo = UserRepository
@@ -189,7 +192,7 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
             return user
         if user.role == "admin":
             if not await self.repository.demote_admin(user.id, role):
-                raise LastAdminError("The last admin cannot be demoted")
+                raise LastAdminError
             set_committed_value(user, "role", role)  # written by the UPDATE above
         else:
             user.role = role
@@ -275,6 +278,72 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
         """
         return await self.repository.page(limit=limit, offset=offset)
 
+    # ------------------------------------------------------------------ sessions
+
+    async def open_session(
+        self, user_id: UUID, session_id: UUID, refresh_hash: str, expires_at: datetime, started_at: datetime
+    ) -> None:
+        """Record a new login session and commit.
+
+        The cached snapshot is kept: a new session only adds to the user's live sessions, and
+        a token whose session the snapshot lacks makes it be read again
+        (:func:`app.users.current.load_request_user`). Dropping it would send every in-flight
+        request of this user to the database at once, on every login.
+
+        Args:
+            user_id: The user.
+            session_id: The new session's id (the ``sid`` of its tokens).
+            refresh_hash: The hash of its first refresh token.
+            expires_at: When its refresh token expires.
+            started_at: When it started (its age counts from here: ``SESSION_MAX_DAYS``).
+        """
+        await self.sessions.add(
+            UserSession(
+                id=session_id,
+                user_id=user_id,
+                refresh_token_hash=refresh_hash,
+                expires_at=expires_at,
+                created_at=started_at,
+            )
+        )
+        await self.repository.session.commit()
+
+    async def get_session(self, session_id: UUID, user_id: UUID) -> UserSession | None:
+        """The session ``session_id`` of ``user_id`` (live or not), or ``None``."""
+        return await self.sessions.get_one_or_none(id=session_id, user_id=user_id)
+
+    async def rotate_session(
+        self, session_id: UUID, old_hash: str, new_hash: str, expires_at: datetime
+    ) -> bool:
+        """Replace a live session's refresh-token hash if it still is ``old_hash``, and commit.
+
+        Returns:
+            Whether this call rotated it (``False``: a concurrent rotation won, or it is over;
+            nothing is written).
+        """
+        if not await self.sessions.rotate(session_id, old_hash, new_hash, expires_at):
+            await self.repository.session.rollback()
+            return False
+        await self.repository.session.commit()  # same session id: the cached snapshot still holds
+        return True
+
+    async def end_sessions(self, user_id: UUID, **which: Any) -> int:
+        """End live sessions of a user and :meth:`save` (nothing is written when none ended).
+
+        Args:
+            user_id: The owner of the sessions.
+            **which: ``only``, ``keep`` or ``refresh_hash``, as :meth:`UserSessionRepository.revoke` takes them.
+
+        Returns:
+            How many sessions were ended.
+        """
+        ended = await self.sessions.revoke(user_id, **which)
+        if ended:
+            await self.save(user_id)
+        else:
+            await self.repository.session.rollback()
+        return ended
+
     # ------------------------------------------------------------------ reads
 
     async def get_by_login(self, login: str) -> User | None:
@@ -284,22 +353,3 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
     async def get_by_email(self, email: str) -> User | None:
         """The user with ``email`` (case-insensitive), or ``None``."""
         return await self.repository.get_by_email(email)
-
-
-async def provide_user_service(
-    db_session: NamedDependency[AsyncSession], request: Request
-) -> AsyncGenerator[UserService, None]:
-    """Dependency: a :class:`UserService` on the request's database session.
-
-    Args:
-        db_session: The request's session (advanced-alchemy plugin).
-        request: The current request (for the store and the settings).
-
-    Yields:
-        The service.
-    """
-    yield UserService(
-        db_session,
-        user_cache=request.app.stores.get(cache.USER_CACHE),
-        bcrypt_rounds=request.app.state.settings.bcrypt_rounds,
-    )

@@ -188,23 +188,16 @@ def export_openapi(application: Any = None) -> tuple[dict[str, Any], set[tuple[s
 
     Returns:
         The schema, and the ``(method, path)`` of the operations that need no token: those
-        the auth middleware excludes by path (``PUBLIC_PATHS``) or by ``exclude_from_auth``.
+        the handlers say ``exclude_from_auth``.
     """
     from app.openapi_document import tidy_document
-    from app.openapi_ui import mark_public_operations
-    from app.security.auth import PUBLIC_PATHS
+    from app.openapi_ui import mark_public_operations, public_operations
 
     application = application or build_app()
     # The document as a running server serves it: these run at start-up, which is not run here.
-    mark_public_operations(PUBLIC_PATHS)(application)
+    mark_public_operations(application)
     schema = tidy_document(application.openapi_schema).to_schema()
-    excluded = re.compile("|".join(PUBLIC_PATHS))
-    public: set[tuple[str, str]] = set()
-    for route in application.routes:
-        path = re.sub(r"\{(\w+):[^}]+\}", r"{\1}", route.path)
-        for handler in getattr(route, "route_handlers", []):
-            if handler.opt.get("exclude_from_auth") or excluded.search(path):
-                public |= {(method.lower(), path) for method in handler.http_methods}
+    public = public_operations(application)
     return schema, public
 
 

@@ -5,9 +5,13 @@ config in ``nginx.conf.template``) balances them round robin and skips one that 
 replicas trust nginx (``TRUSTED_PROXIES=127.0.0.1``), so a test picks its rate-limit client
 with ``X-Forwarded-For``; a request sent straight to one replica's port reaches that replica.
 
+The replicas are API replicas (``JOBS_IN_PROCESS=false``), as the deployment docs run them:
+mails wait in the shared outbox until the mail test starts three ``litestar jobs worker``
+processes of its own, with ``SMTP_PORT`` pointing at a port where nothing listens until the
+test opens an SMTP server there.
+
 Runs only on PostgreSQL + Redis (``TEST_DATABASE_URL`` and ``TEST_REDIS_URL``), with nginx
-installed (``.ci/run`` installs it). Follow-up: mails queued while SMTP is down, delivered
-once each by three racing runners, once the mail outbox (issue 14 items 1-2) is on main.
+installed (``.ci/run`` installs it).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -36,6 +41,7 @@ from app.users.models import User
 from tests import images, s3
 from tests.conftest import PASSWORD, PASSWORD_HASH, SECRET, TEST_DATABASE_URL, TEST_REDIS_URL
 from tests.integration.test_server_command import ROOT, _free_port, readme_run_command
+from tests.reliability.services import SmtpSink
 
 NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")
 TEMPLATE = Path(__file__).with_name("nginx.conf.template")
@@ -77,13 +83,17 @@ class Replica:
         with self.log.open("ab") as sink:
             self.started_at = sink.tell()
             self.process = subprocess.Popen(  # noqa: S603
-                readme_run_command(),
+                self.command(),
                 cwd=ROOT,
                 env=self.env,
                 stdout=sink,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+
+    def command(self) -> list[str]:
+        """The command :meth:`start` runs: the README's."""
+        return readme_run_command()
 
     def output(self) -> str:
         """What the current process printed so far."""
@@ -120,6 +130,23 @@ class Replica:
         self.process.wait()
 
 
+class JobWorker(Replica):
+    """A ``litestar jobs worker`` process: the job runner on its own, as the deployment docs run it."""
+
+    def command(self) -> list[str]:
+        """The worker command of the deployment docs (with this interpreter)."""
+        return [sys.executable, "-m", "litestar", "--app", "app.main:app", "jobs", "worker"]
+
+    def wait_started(self, timeout: float = 60) -> None:
+        """Wait until the worker says its runner started."""
+        deadline = time.monotonic() + timeout
+        while "job runner started" not in self.output():
+            assert self.process is not None
+            assert self.process.poll() is None, f"{self.name} exited:\n{self.output()[-3000:]}"
+            assert time.monotonic() < deadline, f"{self.name} did not start:\n{self.output()[-3000:]}"
+            time.sleep(0.1)
+
+
 @dataclass
 class Session:
     """A logged-in session of a user."""
@@ -144,6 +171,12 @@ class Cluster:
     nginx: subprocess.Popen[bytes]
     nginx_prefix: Path
     nginx_port: int
+    #: The environment every replica and job worker runs with.
+    env: dict[str, str]
+    #: Where the replicas' logs go.
+    log_dir: Path
+    #: ``SMTP_PORT`` of the replicas and workers: nothing listens there until a test opens it.
+    smtp_port: int
     _clients: int = 0
 
     def drain(self, replica: Replica | None) -> None:
@@ -218,6 +251,27 @@ async def _existing(database_url: str, ids: list[str]) -> set[str]:
         await engine.dispose()
 
 
+@dataclass(frozen=True)
+class OutboxRow:
+    """What the mail test reads of an outbox row."""
+
+    id: str
+    kind: str
+    status: str
+    attempts: int
+    last_error: str | None
+
+
+async def _outbox(database_url: str) -> list[OutboxRow]:
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            found = await conn.execute(text("SELECT id, kind, status, attempts, last_error FROM outbox"))
+            return [OutboxRow(str(r.id), r.kind, r.status, r.attempts, r.last_error) for r in found]
+    finally:
+        await engine.dispose()
+
+
 def _render_nginx(prefix: Path, port: int, replicas: list[Replica], down: Replica | None = None) -> Path:
     upstreams = "\n".join(
         f"        server 127.0.0.1:{r.port} max_fails=1 fail_timeout=1s{' down' if r is down else ''};"
@@ -269,7 +323,16 @@ def cluster(database_template: str, tmp_path_factory: pytest.TempPathFactory) ->
                 **bucket.env(),
             }
         )
-        env.pop("SMTP_HOST", None)
+        smtp_port = _free_port()
+        env.update(
+            {
+                # API replicas: the mail test starts the job workers (and the SMTP server).
+                "JOBS_IN_PROCESS": "false",
+                "SMTP_HOST": "127.0.0.1",
+                "SMTP_PORT": str(smtp_port),
+                "SMTP_TLS": "none",
+            }
+        )
         replicas = [Replica(f"replica{n}", env, base) for n in range(3)]
         for replica in replicas:
             replica.start()
@@ -293,7 +356,7 @@ def cluster(database_template: str, tmp_path_factory: pytest.TempPathFactory) ->
                     break
             assert time.monotonic() < deadline, (prefix / "error.log").read_text()
             time.sleep(0.1)
-        yield Cluster(replicas, url, bucket, database_template, nginx, prefix, port)
+        yield Cluster(replicas, url, bucket, database_template, nginx, prefix, port, env, base, smtp_port)
     finally:
         if nginx is not None:
             nginx.terminate()
@@ -518,3 +581,71 @@ def test_a_rolling_restart_costs_no_error(cluster: Cluster) -> None:
             load.wait_for(len(load.created) + 20)
     assert set(load.statuses) == {201}, (load.statuses, load.samples[:3])
     _assert_all_exist(cluster, load.created)
+
+
+def test_mails_queued_while_smtp_is_down_are_delivered_once_each_by_three_racing_runners(
+    cluster: Cluster,
+) -> None:
+    # The replicas only write the outbox; three workers deliver. SMTP is down: every attempt
+    # fails and is retried with backoff (MAIL_RETRY_SECONDS small here) until it comes back.
+    worker_env = {**cluster.env, "MAIL_RETRY_SECONDS": "0.3", "JOBS_POLL_SECONDS": "0.2", "LOG_LEVEL": "INFO"}
+    workers = [JobWorker(f"worker{n}", worker_env, cluster.log_dir) for n in range(3)]
+    sink = SmtpSink(port=cluster.smtp_port)
+    try:
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.wait_started()
+        # Mails caused through nginx (so by every replica): sign-ups and reset requests.
+        existing = [cluster.register() for _ in range(8)]
+        for n in range(8):
+            address = cluster.client_address()
+            signup = httpx.post(
+                f"{cluster.url}/api/auth/register",
+                json={
+                    "username": f"mailer{n}-{uuid.uuid4().hex[:6]}",
+                    "email": f"m{n}-{uuid.uuid4().hex[:8]}@example.com",
+                    "password": PASSWORD,
+                },
+                headers={"X-Forwarded-For": address},
+                timeout=30,
+            )
+            assert signup.status_code == 201, signup.text
+            reset = httpx.post(
+                f"{cluster.url}/api/auth/update_password",
+                json={"email": existing[n]},
+                headers={"X-Forwarded-For": address},
+                timeout=30,
+            )
+            assert reset.status_code == 202, reset.text
+
+        # Every mail has failed at least twice against the closed port and is still pending.
+        deadline = time.monotonic() + 60
+        while True:
+            rows = asyncio.run(_outbox(cluster.database_url))
+            if all(r.status == "pending" and r.attempts >= 2 for r in rows):
+                break
+            assert time.monotonic() < deadline, rows
+            time.sleep(0.2)
+        kinds = Counter(r.kind for r in rows)
+        assert kinds["confirm_email"] >= 8 and kinds["reset_password"] >= 8, kinds
+        assert all("Connect" in (r.last_error or "") for r in rows), {r.last_error for r in rows}
+        assert sink.messages == []
+
+        sink.start()  # SMTP is back
+        deadline = time.monotonic() + 60
+        while any(r.status != "sent" for r in asyncio.run(_outbox(cluster.database_url))):
+            assert time.monotonic() < deadline, asyncio.run(_outbox(cluster.database_url))
+            time.sleep(0.2)
+        time.sleep(1.0)  # a copy sent twice would arrive now
+        received = Counter(str(m["Message-ID"]) for m in sink.messages)
+        assert received == Counter(f"<{r.id}@contacts.local>" for r in rows)  # all, each exactly once
+        assert {m["To"] for m in sink.messages} >= set(existing)
+        delivered_by = [w.name for w in workers if "delivered after" in w.output()]
+        assert len(delivered_by) >= 2, delivered_by  # they did race for the rows
+    finally:
+        for worker in workers:
+            if worker.process is not None:
+                worker.stop()
+        sink.stop()
+    assert all("job runner stopped" in w.output() for w in workers)

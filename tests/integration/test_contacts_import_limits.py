@@ -88,9 +88,11 @@ async def test_a_large_import_does_not_hold_up_other_requests(client, user):
     assert response.json() == {"created": MANY, "skipped": 0, "errors": []}
     total = await client.get(f"{BASE}/", params={"limit": 1}, headers=user.headers)
     assert total.json()["total"] == MANY
-    # The probe ran throughout the import, and no answer waited on it.
+    # The probe ran throughout the import, and no answer waited on it: an import holding the
+    # loop would delay one probe by most of its run. (On a loaded machine the import takes
+    # far longer, and so may a probe: the bound grows with the run, by a tenth of it.)
     assert len(latencies) >= 5, (len(latencies), elapsed)
-    assert max(latencies) < 0.5, (max(latencies), sorted(latencies)[-5:], elapsed)
+    assert max(latencies) < max(0.5, elapsed / 10), (max(latencies), sorted(latencies)[-5:], elapsed)
     assert set(statuses) == {200}, statuses
 
 

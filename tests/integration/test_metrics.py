@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import update
 
+from app.db import make_db_config
+from app.jobs.models import DEAD, OutboxMail
+from app.jobs.outbox import add_mail
+from app.jobs.runner import JobRunner
 from tests.conftest import SmtpServer
 from tests.integration.test_server_command import readme_run_command, serve, server_env  # noqa: F401
 
@@ -147,6 +154,74 @@ async def test_the_services_own_metrics(make_client, user_factory, settings, smt
     assert value(after, "contacts_password_hashes_running") == 0
 
 
+def _outbox(samples: dict) -> tuple[float | None, float | None, float | None]:
+    """Pending, dead and oldest pending age as scraped (``None``: the sample is missing)."""
+
+    def get(name: str, **labels: str) -> float | None:
+        return samples.get((name, frozenset(labels.items())))
+
+    return (
+        get("contacts_outbox_mails", status="pending"),
+        get("contacts_outbox_mails", status="dead"),
+        get("contacts_outbox_oldest_pending_seconds"),
+    )
+
+
+async def _backdate_and_kill(settings, recipient: str, seconds: float) -> None:
+    """Make the rows ``seconds`` old; add a dead mail to ``recipient``."""
+    config = make_db_config(settings)
+    try:
+        async with config.get_session() as session:
+            await session.execute(
+                update(OutboxMail).values(created_at=datetime.now(UTC) - timedelta(seconds=seconds))
+            )
+            add_mail(session, "password_changed", recipient, username="x").status = DEAD
+            await session.commit()
+    finally:
+        await config.get_engine().dispose()
+
+
+async def _deliver(settings, mailer) -> int:
+    """One round of a job runner of the test's own (the app's runs in the client's loop)."""
+    runner = JobRunner(make_db_config(settings).get_engine(), mailer, settings)
+    try:
+        return await runner.deliver_due()
+    finally:
+        await runner.close()
+
+
+async def test_the_outbox_backlog_is_read_when_scraped(make_client, settings, caplog):
+    # No runner in this app: the mails wait in the outbox, as they do while SMTP is down.
+    async with make_client(metrics_enabled=True, metrics_token=TOKEN, jobs_in_process=False) as client:
+        assert _outbox(await scrape(client)) == (0, 0, 0)
+        for tag in ("ada", "bob"):
+            account = {"username": tag, "email": f"{tag}@example.com", "password": "a passphrase 123"}
+            assert (await client.post("/api/auth/register", json=account)).status_code == 201
+        assert _outbox(await scrape(client))[:2] == (2, 0)
+        await _backdate_and_kill(settings, "carol@example.com", 90)
+        pending, dead, age = _outbox(await scrape(client))
+        assert (pending, dead) == (2, 1)
+        assert 90 <= age < 150
+
+        # A runner delivers them (to the log: no SMTP server here); the dead one stays.
+        assert await _deliver(settings, client.app.state.mailer) == 2
+        assert _outbox(await scrape(client)) == (0, 1, 0)
+
+        # The database cannot be read: the scrape still answers, without the outbox's gauges.
+        async def unreachable():
+            raise OSError("connection refused")
+
+        client.app.state.job_runner.backlog = unreachable
+        with caplog.at_level(logging.WARNING, "app.metrics"):
+            samples = await scrape(client)
+        assert _outbox(samples) == (None, None, None)
+        assert (
+            "contacts_http_requests_total",
+            frozenset({"method": "GET", "route": "/metrics", "status": "200"}.items()),
+        ) in samples
+        assert "cannot read the outbox (OSError)" in caplog.text
+
+
 @pytest.mark.parametrize("workers", [2])
 def test_several_workers_share_their_counts(
     workers: int,
@@ -160,6 +235,7 @@ def test_several_workers_share_their_counts(
             "METRICS_ENABLED": "true",
             "METRICS_TOKEN": TOKEN,
             "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
+            "JOBS_IN_PROCESS": "false",  # the mail below stays pending
         }
     )
     command = readme_run_command()
@@ -170,6 +246,8 @@ def test_several_workers_share_their_counts(
     requests = 40
     with serve(command, server_env, port, tmp_path) as server:
         with httpx.Client(base_url=server.base_url, timeout=10) as http:
+            account = {"username": "ada", "email": "ada@example.com", "password": "a passphrase 123"}
+            assert http.post("/api/auth/register", json=account).status_code == 201
             baseline = parse(http.get("/metrics", headers=AUTH).text)
             for _ in range(requests):
                 # A new connection each time, so that both workers answer some.
@@ -182,6 +260,8 @@ def test_several_workers_share_their_counts(
     )
     assert counted == requests
     assert len(files) >= 2, "each worker writes its own file"
+    # The outbox is the database's, read by the worker scraped: never summed over workers.
+    assert _outbox(baseline)[0] == _outbox(after)[0] == 1
 
 
 def test_production_needs_a_metrics_token_when_metrics_are_on():

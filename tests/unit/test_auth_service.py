@@ -42,7 +42,7 @@ def service(
     config: SQLAlchemyAsyncConfig, settings: Settings, session: object, store: MemoryStore
 ) -> AuthService:
     users = UserService(session, user_cache=store, bcrypt_rounds=4)  # type: ignore[arg-type]
-    return AuthService(session, users=users, settings=settings)  # type: ignore[arg-type]
+    return AuthService(users=users, settings=settings)
 
 
 @pytest.fixture
@@ -84,15 +84,15 @@ async def test_rotate_matches_only_the_current_hash(
         auth = service(db, settings, session, store)
         tokens = await auth.login("ada", PASSWORD)
         sid = UUID(decode_token(settings.secret_key, tokens.refresh_token, Purpose.REFRESH)["sid"])
-        row = await auth.repository.get(sid)
+        row = await auth.users.sessions.get(sid)
         old = row.refresh_token_hash
         later = row.expires_at + timedelta(days=1)
 
-        assert await auth.repository.rotate(sid, old, "a" * 64, later) is True
-        assert await auth.repository.rotate(sid, old, "b" * 64, later) is False
+        assert await auth.users.sessions.rotate(sid, old, "a" * 64, later) is True
+        assert await auth.users.sessions.rotate(sid, old, "b" * 64, later) is False
         await session.commit()
         await auth.users.sessions.revoke(confirmed, only=sid)
-        assert await auth.repository.rotate(sid, "a" * 64, "c" * 64, later) is False
+        assert await auth.users.sessions.rotate(sid, "a" * 64, "c" * 64, later) is False
 
 
 async def test_login_rules(db: SQLAlchemyAsyncConfig, settings: Settings, confirmed: UUID) -> None:

@@ -242,6 +242,35 @@ async def test_status_and_retry_dead(job_settings: Settings, runners: list[JobRu
     assert (found.pending, found.dead, found.sent) == (2, 0, 1)
 
 
+async def test_retry_dead_gives_the_mails_a_fresh_retry_window(
+    job_settings: Settings, runners: list[JobRunner]
+) -> None:
+    mailer = Recorder(ConnectionRefusedError("down"), ConnectionRefusedError("still down"))
+    job_runner = runner(runners, job_settings, mailer)
+    await queue(job_runner, created_at=datetime.now(UTC) - timedelta(hours=25))
+    await job_runner.deliver_due()
+    (row,) = await rows(job_runner)
+    assert (row.status, row.attempts) == (DEAD, 1)  # its MAIL_RETRY_HOURS were over
+
+    revived_at = datetime.now(UTC)
+    assert await job_runner.retry_dead() == 1
+    status = await job_runner.status()
+    assert status.oldest_pending is not None and status.oldest_pending >= revived_at - timedelta(seconds=1)
+    await job_runner.deliver_due()  # fails again: retried later, not dead at once
+    (row,) = await rows(job_runner)
+    assert (row.status, row.attempts) == (PENDING, 2)
+    assert row.next_attempt_at > revived_at
+    assert row.created_at + timedelta(hours=job_settings.mail_retry_hours) > datetime.now(UTC) + timedelta(
+        hours=23
+    )
+
+    await make_due(job_runner)
+    await job_runner.deliver_due()
+    (row,) = await rows(job_runner)
+    assert (row.status, row.attempts) == (SENT, 3)
+    assert [m["To"] for m in mailer.sent] == ["ada0@example.com"]
+
+
 async def test_three_runners_racing_send_each_mail_once(
     job_settings: Settings, runners: list[JobRunner]
 ) -> None:

@@ -328,7 +328,7 @@ class DirectPool:
         sql, args = self._sql(statement, params)
         try:
             return await self._run(sql, args)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError) as exc:
             if isinstance(exc, TimeoutError) or not _is_disconnect(exc):
                 raise  # an SQL error, or no connection came free: retrying would not help
         # The connection was dead (asyncpg drops it from the pool): once more, on a new one.

@@ -3,7 +3,7 @@
 Each request is one server span, made by Litestar's OpenTelemetry middleware and named after
 its route *template* (``GET /api/contacts/{contact_id}``), with a child span for each SQL
 statement (asyncpg's instrumentation on PostgreSQL, which sees the ORM's statements and those
-of the direct pool of :class:`app.db.Database`; SQLAlchemy's on SQLite) and each Redis command. Spans go to the collector over OTLP/HTTP in
+of :class:`app.db.DirectPool`; SQLAlchemy's on SQLite) and each Redis command. Spans go to the collector over OTLP/HTTP in
 batches, from a background thread. While a span is current, every log line carries its
 ``trace_id`` and ``span_id`` (:data:`app.logs.trace_ids`).
 

@@ -629,6 +629,34 @@ async def test_if_match_naming_32_versions_works_and_more_is_400(client, user):
     assert (await client.get(url, headers=user.headers)).json()["first_name"] == "B"
 
 
+async def test_contact_errors_keep_their_bodies(client, user):
+    created = await create(client, user)
+    url = f"{BASE}/{created['id']}"
+    for missing in (f"{BASE}/{uuid.uuid4()}", f"{BASE}/not-a-uuid"):
+        response = await client.get(missing, headers=user.headers)
+        assert (response.status_code, response.json()) == (404, {"status_code": 404, "detail": "Not found"})
+    stale = await client.patch(url, json={"first_name": "B"}, headers={**user.headers, "If-Match": '"v7"'})
+    assert stale.status_code == 412
+    assert stale.json() == {
+        "status_code": 412,
+        "detail": "The contact has changed since this ETag: fetch it again",
+    }
+    too_many = ", ".join(f'"v{v}"' for v in range(100, 133))
+    response = await client.patch(
+        url, json={"first_name": "C"}, headers={**user.headers, "If-Match": too_many}
+    )
+    assert response.status_code == 400
+    assert response.json()["extra"] == [
+        {"message": "names too many versions", "key": "If-Match", "source": "body"}
+    ]
+    future = await client.put(url, json=body(birthday="2999-01-01"), headers=user.headers)
+    assert future.status_code == 400
+    assert future.json()["extra"] == [
+        {"message": "must be a date in the past", "key": "birthday", "source": "body"}
+    ]
+    assert (await client.get(url, headers=user.headers)).json() == created
+
+
 async def test_a_write_moves_updated_at_and_keeps_created_at(client, user):
     created = await create(client, user)
     changed = (

@@ -26,6 +26,11 @@ BASE = "/api/contacts"
         (asyncpg.ConnectionDoesNotExistError("gone"), True),
         (asyncpg.AdminShutdownError("terminating connection"), True),
         (ConnectionResetError(), True),
+        # A killed backend's notice can leave the protocol mid-operation: the query was never sent.
+        (
+            asyncpg.InternalClientError("cannot switch to state 12; another operation (2) is in progress"),
+            True,
+        ),
         (asyncio.CancelledError(), True),  # a timed-out query may still run on that connection
     ],
 )

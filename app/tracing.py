@@ -77,7 +77,7 @@ def setup_tracing(
     """
     if not tracing_enabled(settings):
         return None
-    missing = [name for name in _REQUIRED if importlib.util.find_spec(name) is None]
+    missing = [name for name in _REQUIRED if not _installed(name)]
     if missing:
         msg = (
             "OTEL_EXPORTER_OTLP_ENDPOINT: set, but the tracing packages are not installed "
@@ -85,6 +85,13 @@ def setup_tracing(
         )
         raise SettingsError(msg)
     return Tracing(settings, list(engines), exporter)
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # its parent package is missing (find_spec imports it)
+        return False
 
 
 class Tracing:

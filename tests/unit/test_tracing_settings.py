@@ -4,7 +4,7 @@ is needed. Runs whether or not the extra is installed."""
 
 from __future__ import annotations
 
-import importlib.util
+import sys
 
 import pytest
 
@@ -39,11 +39,9 @@ def test_tracing_is_off_by_default_and_needs_no_package() -> None:
 
 def test_an_endpoint_without_the_extra_names_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = load_settings({**KEY, "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}, env_file=None)
-    real_find_spec = importlib.util.find_spec
-
-    def without_otel(name: str, *args: object) -> object:
-        return None if name.startswith("opentelemetry") else real_find_spec(name, *args)
-
-    monkeypatch.setattr(importlib.util, "find_spec", without_otel)
+    # As if the extra were not installed: no package `opentelemetry` can be imported.
+    for name in [m for m in sys.modules if m == "opentelemetry" or m.startswith("opentelemetry.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "opentelemetry", None)
     with pytest.raises(SettingsError, match=r"^OTEL_EXPORTER_OTLP_ENDPOINT: .*uv sync --extra otel"):
         tracing.setup_tracing(settings, [])

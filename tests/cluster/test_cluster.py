@@ -21,6 +21,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -177,6 +178,9 @@ class Cluster:
     log_dir: Path
     #: ``SMTP_PORT`` of the replicas and workers: nothing listens there until a test opens it.
     smtp_port: int
+    #: Holds ``smtp_port`` (bound, not listening: connections are refused) until then, so
+    #: that no other test's SMTP server on this machine takes the free port meanwhile.
+    smtp_reservation: socket.socket
     _clients: int = 0
 
     def drain(self, replica: Replica | None) -> None:
@@ -300,6 +304,7 @@ def cluster(database_template: str, tmp_path_factory: pytest.TempPathFactory) ->
     with redis.Redis.from_url(TEST_REDIS_URL) as client:
         client.flushdb()  # counters of earlier runs would skew the exact rate-limit counts
     moto = s3.start_server()
+    smtp_reservation: socket.socket | None = None
     nginx: subprocess.Popen[bytes] | None = None
     replicas: list[Replica] = []
     try:
@@ -323,7 +328,9 @@ def cluster(database_template: str, tmp_path_factory: pytest.TempPathFactory) ->
                 **bucket.env(),
             }
         )
-        smtp_port = _free_port()
+        smtp_reservation = socket.socket()  # no SO_REUSEADDR: nobody else can bind the port
+        smtp_reservation.bind(("127.0.0.1", 0))
+        smtp_port = smtp_reservation.getsockname()[1]
         env.update(
             {
                 # API replicas: the mail test starts the job workers (and the SMTP server).
@@ -356,8 +363,22 @@ def cluster(database_template: str, tmp_path_factory: pytest.TempPathFactory) ->
                     break
             assert time.monotonic() < deadline, (prefix / "error.log").read_text()
             time.sleep(0.1)
-        yield Cluster(replicas, url, bucket, database_template, nginx, prefix, port, env, base, smtp_port)
+        yield Cluster(
+            replicas,
+            url,
+            bucket,
+            database_template,
+            nginx,
+            prefix,
+            port,
+            env,
+            base,
+            smtp_port,
+            smtp_reservation,
+        )
     finally:
+        if smtp_reservation is not None:
+            smtp_reservation.close()
         if nginx is not None:
             nginx.terminate()
             nginx.wait(timeout=10)
@@ -632,6 +653,7 @@ def test_mails_queued_while_smtp_is_down_are_delivered_once_each_by_three_racing
         assert all("Connect" in (r.last_error or "") for r in rows), {r.last_error for r in rows}
         assert sink.messages == []
 
+        cluster.smtp_reservation.close()
         sink.start()  # SMTP is back
         deadline = time.monotonic() + 60
         while any(r.status != "sent" for r in asyncio.run(_outbox(cluster.database_url))):

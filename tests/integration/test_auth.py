@@ -437,8 +437,12 @@ async def test_login_takes_the_same_time_for_unknown_users(
             return time.perf_counter() - started
 
         await duration("warm-up@example.com")
-        unknown = sorted([await duration("nobody@example.com") for _ in range(5)])[2]
-        wrong = sorted([await duration(known) for _ in range(5)])[2]
+        # Interleaved, so that a busy moment of the machine weighs on both sides alike.
+        unknowns, wrongs = [], []
+        for _ in range(7):
+            unknowns.append(await duration("nobody@example.com"))
+            wrongs.append(await duration(known))
+        unknown, wrong = sorted(unknowns)[3], sorted(wrongs)[3]
     assert abs(unknown - wrong) < max(0.5 * wrong, 0.02), (unknown, wrong)
 
 

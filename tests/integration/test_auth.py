@@ -442,7 +442,8 @@ async def test_login_takes_the_same_time_for_unknown_users(
         for _ in range(7):
             unknowns.append(await duration("nobody@example.com"))
             wrongs.append(await duration(known))
-        unknown, wrong = sorted(unknowns)[3], sorted(wrongs)[3]
+        # The fastest of each: load only ever adds time, the work itself is the floor.
+        unknown, wrong = min(unknowns), min(wrongs)
     assert abs(unknown - wrong) < max(0.5 * wrong, 0.02), (unknown, wrong)
 
 

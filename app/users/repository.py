@@ -97,25 +97,6 @@ class UserRepository(SQLAlchemyAsyncRepository[User]):
         )
         return result.rowcount == 1  # type: ignore[attr-defined]
 
-    async def page(self, *, limit: int, offset: int) -> tuple[list[User], int]:
-        """One page of users, oldest first (the id breaks ties), and the total count.
-
-        Args:
-            limit: Page size.
-            offset: Users to skip.
-
-        Returns:
-            ``(users, total)``.
-        """
-        total = await self.session.scalar(select(func.count()).select_from(User))
-        if offset > MAX_OFFSET:
-            # Past any possible table, and past a 64-bit SQL integer: an empty page, as for contacts.
-            return [], int(total or 0)
-        users = await self.session.scalars(
-            select(User).order_by(User.created_at, User.id).limit(limit).offset(offset)
-        )
-        return list(users), int(total or 0)
-
 
 class UserSessionRepository(SQLAlchemyAsyncRepository[UserSession]):
     """The ``user_sessions`` table: one row per login (refresh-token family)."""

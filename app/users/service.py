@@ -12,6 +12,7 @@ import hashlib
 from typing import TYPE_CHECKING, Any
 
 from advanced_alchemy.exceptions import NotFoundError
+from advanced_alchemy.filters import LimitOffset
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 from litestar.status_codes import HTTP_409_CONFLICT
 from sqlalchemy.orm.attributes import set_committed_value
@@ -21,7 +22,7 @@ from app.input import normalize_email, normalize_username
 from app.security.passwords import hash_password
 from app.users.current import invalidate_user
 from app.users.models import User, UserSession
-from app.users.repository import UserRepository, UserSessionRepository
+from app.users.repository import MAX_OFFSET, UserRepository, UserSessionRepository
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -276,7 +277,16 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
         Returns:
             ``(users, total)``.
         """
-        return await self.repository.page(limit=limit, offset=offset)
+        if offset > MAX_OFFSET:
+            # Past any possible table, and past a 64-bit SQL integer: an empty page, as for contacts.
+            return [], await self.repository.count()
+        # A count, then the page: a windowed count would say 0 for a page past the end.
+        users, total = await self.repository.list_and_count(
+            LimitOffset(limit=limit, offset=offset),
+            order_by=[("created_at", False), ("id", False)],
+            count_with_window_function=False,
+        )
+        return list(users), total
 
     # ------------------------------------------------------------------ sessions
 

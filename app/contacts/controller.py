@@ -46,6 +46,7 @@ from app.contacts.schemas import (
 )
 from app.contacts.store import ContactNotFoundError, ContactStore
 from app.errors import error_response
+from app.http import MULTIPART_OVERHEAD
 from app.input import SINGLE_LINE
 from app.ratelimit import IMPORT, limited
 from app.users.schemas import CurrentUser
@@ -54,9 +55,6 @@ _STORE_KEY = "contact_store"
 _IMPORT_LIMITER_KEY = "contact_import_limiter"
 #: Imports reading their files at once in one process; more wait their turn.
 IMPORT_THREADS = 2
-
-#: Room for the multipart framing (boundaries, part headers) around the imported file.
-MULTIPART_OVERHEAD = 16 * 1024
 
 #: Typed ``str`` so that a malformed id is a ``404`` like an unknown one; documented as the uuid it is.
 ContactId = Annotated[str, PathParameter(description="The contact's id.", format="uuid", max_length=64)]

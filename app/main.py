@@ -19,6 +19,7 @@ from litestar.template import TemplateConfig
 
 from app import __version__, cache, metrics
 from app.auth.controller import AuthController, PasswordController
+from app.auth.deps import resolve_account_request
 from app.compression import GzipMiddleware
 from app.config import Settings, get_settings
 from app.contacts.controller import ContactController, contacts_import_router
@@ -28,6 +29,7 @@ from app.health.controller import HealthController
 from app.health.probes import drain_on_sigterm, livez, mark_draining, readyz
 from app.http import require_declared_body
 from app.jobs.cli import JobsCLIPlugin
+from app.jobs.outbox import ACCOUNT_REQUEST
 from app.jobs.runner import JobRunner
 from app.logs import RequestLogMiddleware, configure_logging
 from app.mail.senders import make_mailer
@@ -123,6 +125,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
         mailer,
         settings,
         housekeeping=[("sessions", delete_finished_sessions)],
+        # `app` is the application built below, bound by the time the runner runs.
+        resolvers={
+            ACCOUNT_REQUEST: lambda session, to, params: resolve_account_request(app, session, to, params)
+        },
     )
     tracing = setup_tracing(settings, [db_config.get_engine(), job_runner.engine])
 

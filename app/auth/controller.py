@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 from uuid import UUID
 
 import msgspec
@@ -37,7 +37,7 @@ from litestar.status_codes import (
     HTTP_429_TOO_MANY_REQUESTS,
 )
 
-from app.auth.deps import auth_service_for, provide_auth_service
+from app.auth.deps import provide_auth_service
 from app.auth.schemas import (
     EmailRequest,
     LoginForm,
@@ -48,17 +48,13 @@ from app.auth.schemas import (
     Register,
     Tokens,
 )
-from app.auth.service import AuthService, InvalidLink, WeakPassword
+from app.auth.service import CONFIRM_EMAIL, RESET_PASSWORD, AuthService, InvalidLink, WeakPassword
 from app.errors import ERROR_PAGE, AppError, ErrorBody, error_response
 from app.http import BODY_MEDIA_TYPES, JSON, URL_ENCODED, InvalidBody, is_form, read_body, wants_html
 from app.input import SINGLE_LINE
 from app.ratelimit import AUTH, AUTH_PER_USER, limited
 from app.security.password_policy import MAX_LENGTH, MIN_LENGTH
 from app.users.schemas import CurrentUser, UserRead
-
-if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
-
 
 logger = logging.getLogger(__name__)
 
@@ -88,29 +84,6 @@ _BAD_LINK_RESPONSES = {
         generate_examples=False,
     )
 }
-
-
-def _look_up_and_mail(
-    request: Request[Any, Any, Any],
-    lookup: Callable[[AuthService, str], Awaitable[bool]],
-    email: str,
-) -> BackgroundTask:
-    """A background task that finds the account of ``email`` and queues its mail, after the answer.
-
-    The request itself then does the same work for a known, an unconfirmed and an unknown
-    address, so its duration tells nothing about which accounts exist. The outbox write stays
-    in here for the same reason.
-    """
-    app = request.app
-
-    async def look_up_and_mail() -> None:
-        try:
-            async with auth_service_for(app) as auth_service:
-                await lookup(auth_service, email)
-        except Exception as exc:  # after the answer: nobody to tell but the log
-            logger.warning("account mail: lookup failed (%s)", type(exc).__name__)
-
-    return BackgroundTask(look_up_and_mail)
 
 
 def _user_read(user: Any) -> UserRead:
@@ -354,13 +327,12 @@ class AuthController(Controller):
         description="Always the same answer, whether or not the account exists or is confirmed.",
         responses={**_INVALID_BODY, **_THROTTLED},
     )
-    async def request_email(self, request: Request, data: JSONBody[EmailRequest]) -> Response[Message]:
-        """Mail a new confirmation link if the account exists and is unconfirmed (after the answer)."""
-        return Response(
-            Message(message=CONFIRMATION_QUEUED),
-            status_code=HTTP_202_ACCEPTED,
-            background=_look_up_and_mail(request, AuthService.request_confirmation, data.email),
-        )
+    async def request_email(
+        self, data: JSONBody[EmailRequest], auth_service: NamedDependency[AuthService]
+    ) -> Response[Message]:
+        """Mail a new confirmation link if the account exists and is unconfirmed (by the job runner)."""
+        await auth_service.queue_account_request(CONFIRM_EMAIL, data.email)
+        return Response(Message(message=CONFIRMATION_QUEUED), status_code=HTTP_202_ACCEPTED)
 
     @post(
         "/update_password",
@@ -373,13 +345,12 @@ class AuthController(Controller):
         "Always the same answer, whether or not the account exists.",
         responses={**_INVALID_BODY, **_THROTTLED},
     )
-    async def update_password(self, request: Request, data: JSONBody[EmailRequest]) -> Response[Message]:
-        """Mail a password reset link if an account has this email (after the answer)."""
-        return Response(
-            Message(message=RESET_QUEUED),
-            status_code=HTTP_202_ACCEPTED,
-            background=_look_up_and_mail(request, AuthService.request_reset, data.email),
-        )
+    async def update_password(
+        self, data: JSONBody[EmailRequest], auth_service: NamedDependency[AuthService]
+    ) -> Response[Message]:
+        """Mail a password reset link if an account has this email (by the job runner)."""
+        await auth_service.queue_account_request(RESET_PASSWORD, data.email)
+        return Response(Message(message=RESET_QUEUED), status_code=HTTP_202_ACCEPTED)
 
     @get(
         "/confirm_update_password/{token:str}",

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from litestar import Request
 from litestar.di import NamedDependency
@@ -13,7 +12,7 @@ from app.auth.service import AuthService
 from app.users.deps import user_service_on
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, AsyncIterator
+    from collections.abc import AsyncGenerator
 
     from litestar import Litestar
 
@@ -25,17 +24,19 @@ async def provide_auth_service(
     yield AuthService(users=user_service_on(db_session, request.app), settings=request.app.state.settings)
 
 
-@contextlib.asynccontextmanager
-async def auth_service_for(app: Litestar) -> AsyncIterator[AuthService]:
-    """An :class:`AuthService` on a database session of its own, for work after the answer.
-
-    The request's session is closed once the answer is sent, so a background task opens its own.
+async def resolve_account_request(
+    app: Litestar, session: AsyncSession, email: str, params: dict[str, Any]
+) -> bool:
+    """The job runner's resolver of an account request row: queue the mail it asks for, if due.
 
     Args:
-        app: The application (its database config, stores and settings).
+        app: The application (its stores and settings).
+        session: The runner's session for this row (committed by the service with the mail).
+        email: The address the client sent.
+        params: The row's params (``mail``: which mail was asked for).
 
-    Yields:
-        The service; its session closes when the block ends.
+    Returns:
+        Whether a mail was queued.
     """
-    async with app.state.db_config.get_session() as session:
-        yield AuthService(users=user_service_on(session, app), settings=app.state.settings)
+    service = AuthService(users=user_service_on(session, app), settings=app.state.settings)
+    return await service.resolve_account_request(email, params["mail"])

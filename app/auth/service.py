@@ -25,7 +25,7 @@ from uuid_utils.compat import uuid7
 
 from app.auth.schemas import Tokens
 from app.errors import AppError
-from app.jobs.outbox import add_mail
+from app.jobs.outbox import ACCOUNT_REQUEST, add_mail
 from app.security.password_policy import password_problem
 from app.security.passwords import hash_password, verify_password
 from app.security.tokens import (
@@ -44,6 +44,10 @@ if TYPE_CHECKING:
     from app.users.service import UserService
 
 logger = logging.getLogger(__name__)
+
+#: The mails an account request (:meth:`AuthService.queue_account_request`) may ask for.
+CONFIRM_EMAIL = "confirm_email"
+RESET_PASSWORD = "reset_password"  # noqa: S105 - a mail kind, not a password
 
 
 class AuthError(AppError):
@@ -216,7 +220,7 @@ class AuthService:
             timedelta(hours=self.settings.confirm_token_hours),
             em=user.email,
         )
-        add_mail(self.session, "confirm_email", user.email, username=user.username, claims=claims)
+        add_mail(self.session, CONFIRM_EMAIL, user.email, username=user.username, claims=claims)
 
     def reset_mail(self, user: User) -> None:
         """Queue the password reset mail of ``user`` (a single-use token bound to the password)."""
@@ -226,7 +230,7 @@ class AuthService:
             timedelta(minutes=self.settings.reset_token_minutes),
             st=reset_state(user),
         )
-        add_mail(self.session, "reset_password", user.email, username=user.username, claims=claims)
+        add_mail(self.session, RESET_PASSWORD, user.email, username=user.username, claims=claims)
 
     def password_changed_mail(self, user: User) -> None:
         """Queue the "your password was changed" notice."""
@@ -274,6 +278,26 @@ class AuthService:
             return user, True
         await self.users.confirm(user)
         return user, False
+
+    async def queue_account_request(self, mail: str, email: str) -> None:
+        """Write a request for ``mail`` (a confirmation or a reset) to ``email`` in the outbox.
+
+        The same one row for a known, an unconfirmed and an unknown address, so the request's
+        duration tells nothing about which accounts exist; the job runner looks the account up
+        (:meth:`resolve_account_request`). Committed before the answer: it cannot be lost.
+
+        Args:
+            mail: :data:`CONFIRM_EMAIL` or :data:`RESET_PASSWORD`.
+            email: The address the client sent.
+        """
+        add_mail(self.session, ACCOUNT_REQUEST, email, mail=mail)
+        await self.session.commit()
+
+    async def resolve_account_request(self, email: str, mail: str) -> bool:
+        """Queue the mail an account request asked for, if the account calls for it; whether it did."""
+        if mail == RESET_PASSWORD:
+            return await self.request_reset(email)
+        return await self.request_confirmation(email)
 
     async def request_confirmation(self, email: str) -> bool:
         """Queue a new confirmation mail if the account exists and is unconfirmed; whether it did."""

@@ -20,6 +20,11 @@ from app.jobs.models import PENDING, OutboxMail
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
+#: The kind of a row that is not a mail but a request for one: the job runner hands it to the
+#: resolver the application registered for it (:class:`app.jobs.runner.JobRunner`), which looks
+#: the account up and writes the mail, if any, as a row of its own.
+ACCOUNT_REQUEST = "account_request"
+
 #: ``Session.info`` flag: this transaction wrote outbox rows.
 _WROTE_MAIL = "outbox_wrote_mail"
 

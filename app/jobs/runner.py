@@ -33,7 +33,7 @@ from app.jobs.outbox import register_waiter
 from app.mail import messages
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Sequence
+    from collections.abc import Awaitable, Callable, Mapping, Sequence
 
     from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
@@ -42,6 +42,9 @@ if TYPE_CHECKING:
 
     #: A housekeeping task: deletes what is over at ``now`` in the session, returns the count.
     Housekeeping = Callable[[AsyncSession, datetime], Awaitable[int]]
+    #: Does what a non-mail row asks (``session``, its recipient, its params); the session is
+    #: the resolver's own, which it commits (e.g. with the mail it wrote).
+    Resolver = Callable[[AsyncSession, str, dict[str, Any]], Awaitable[object]]
 
 logger = logging.getLogger("app.jobs")
 
@@ -127,6 +130,7 @@ class JobRunner:
         mailer: The sender (SMTP or the log).
         settings: The application settings.
         housekeeping: The daily cleanup tasks, by name.
+        resolvers: What to do with rows that are requests rather than mails, by kind.
     """
 
     def __init__(
@@ -136,12 +140,14 @@ class JobRunner:
         settings: Settings,
         *,
         housekeeping: Sequence[tuple[str, Housekeeping]] = (),
+        resolvers: Mapping[str, Resolver] | None = None,
     ) -> None:
         """Configure the runner; nothing runs until :meth:`run` or :meth:`start`."""
         self.engine = engine
         self.mailer = mailer
         self.settings = settings
         self.housekeeping = [("delivered mails", purge_delivered), *housekeeping]
+        self.resolvers = dict(resolvers or {})
         self.sessions = async_sessionmaker(engine, expire_on_commit=False)
         self.is_postgres = engine.dialect.name == "postgresql"
         self._wake: asyncio.Event | None = None
@@ -209,6 +215,13 @@ class JobRunner:
         return rows
 
     async def _send(self, row: OutboxMail) -> BaseException | None:
+        if (resolve := self.resolvers.get(row.kind)) is not None:
+            try:
+                async with self.sessions() as session:
+                    await resolve(session, row.recipient, row.params)
+            except Exception as exc:  # recorded on the row, retried like a mail
+                return exc
+            return None
         try:
             message = messages.build(self.settings, row.kind, to=row.recipient, params=row.params)
             # One Message-ID per row: a copy sent twice (a crash between send and commit)
@@ -225,6 +238,9 @@ class JobRunner:
         row.updated_at = now
         if error is None:
             row.status, row.sent_at, row.last_error = SENT, now, None
+            if row.kind in self.resolvers:
+                logger.info("request %s (%s) done", row.id, row.kind)
+                return
             metrics.mail_result(sent=True)
             logger.info("mail %s (%s) delivered after %d attempt(s)", row.id, row.kind, row.attempts)
             return

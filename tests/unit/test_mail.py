@@ -14,6 +14,8 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from app.config import Settings
+from app.jobs.models import OutboxMail
+from app.jobs.outbox import ACCOUNT_REQUEST
 from app.mail import messages
 from app.mail.senders import LogMailer, SmtpMailer, make_mailer
 from tests.conftest import SmtpServer
@@ -149,7 +151,15 @@ async def test_a_mail_outage_never_fails_the_request(
         assert response.status_code == 201
         again = await client.post("/api/auth/request_email", json={"email": "ada@example.com"})
         assert again.status_code == 202
-        rows = await wait_for_rows(settings, lambda rows: len(rows) == 2 and all(r.attempts for r in rows))
+
+        def mails(rows: list[OutboxMail]) -> list[OutboxMail]:
+            return [r for r in rows if r.kind != ACCOUNT_REQUEST]  # the re-send request itself
+
+        rows = mails(
+            await wait_for_rows(
+                settings, lambda rows: len(mails(rows)) == 2 and all(r.attempts for r in rows)
+            )
+        )
 
     # Both mails wait in the outbox for the server to come back; each failure was logged once.
     assert [(r.kind, r.status, r.recipient) for r in rows] == [

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sqlite3
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
-from contextlib import ExitStack, asynccontextmanager, contextmanager
+from contextlib import ExitStack, asynccontextmanager, closing, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -91,15 +92,32 @@ def make_private(path: Path) -> None:
         logger.warning("could not make %s private (%s)", path, type(exc).__name__)
 
 
+def use_wal(path: Path) -> None:
+    """Put the SQLite file at ``path`` in WAL mode, once, before any pooled connection opens.
+
+    WAL is a property of the file. Switching takes a lock that SQLite's busy timeout does not
+    cover, so a connection that switched while others were opening failed with "database is
+    locked": the switch happens here, alone, and is retried if the file is busy.
+    """
+    if not path.parent.is_dir():
+        return
+    for attempt in range(50):
+        try:
+            with closing(sqlite3.connect(path, timeout=30)) as conn:
+                if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == 49:
+                logger.warning("could not put %s in WAL mode (%s)", path, exc)
+                return
+            time.sleep(0.1)
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    """Turn on foreign keys (cascades) and WAL for every SQLite connection."""
+    """Turn on foreign keys (cascades) for every SQLite connection (WAL is the file's: :func:`use_wal`)."""
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
-    # WAL is a property of the file: switch only when it is not in WAL yet (switching takes a
-    # lock that ignores the busy timeout).
-    cursor.execute("PRAGMA journal_mode")
-    if cursor.fetchone()[0] != "wal":
-        cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
 
@@ -164,6 +182,7 @@ def make_db_config(settings: Settings) -> DatabaseConfig:
         engine_config = EngineConfig(connect_args={"timeout": 30}, hide_parameters=True)
         if (path := sqlite_path(settings.database_url)) is not None:
             make_private(path)
+            use_wal(path)
     else:
         engine_config = EngineConfig(
             # SQL parameters hold password hashes and token hashes: keep them out of the SQL log

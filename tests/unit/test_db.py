@@ -56,3 +56,16 @@ async def test_a_dead_idle_connection_is_replaced_not_served(settings: Settings,
     finally:
         await engine.dispose()
         await killer.dispose()
+
+
+def test_a_new_sqlite_file_is_in_wal_mode_before_any_connection_opens(tmp_path) -> None:
+    import sqlite3
+
+    from app.config import load_settings
+
+    path = tmp_path / "fresh.db"
+    env = {"APP_ENV": "development", "DATABASE_URL": f"sqlite+aiosqlite:///{path}", "SECRET_KEY": "k" * 40}
+    make_db_config(load_settings(env, env_file=None))
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert path.stat().st_mode & 0o777 == 0o600

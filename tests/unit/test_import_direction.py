@@ -31,10 +31,20 @@ MECHANISMS = (
     "ratelimit.py",
     "mail",
     "storage",
+    "audit.py",
 )
 
 #: The packages of the domains, and the modules that wire them together.
-DOMAINS = ("app.users", "app.auth", "app.contacts", "app.admin", "app.health", "app.models", "app.main")
+DOMAINS = (
+    "app.users",
+    "app.auth",
+    "app.contacts",
+    "app.dav",
+    "app.admin",
+    "app.health",
+    "app.models",
+    "app.main",
+)
 
 
 def mechanism_files() -> list[Path]:

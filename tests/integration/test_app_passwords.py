@@ -27,7 +27,13 @@ from litestar.types import Receive, Scope, Send
 from sqlalchemy import select, update
 
 from app.users import app_passwords
-from app.users.app_passwords import MAX_PER_USER, authenticate_basic, secret_digest
+from app.users.app_passwords import (
+    MAX_PER_USER,
+    AppPasswordRepository,
+    authenticate_basic,
+    cache_key,
+    secret_digest,
+)
 from app.users.models import AppPassword, User
 from tests.conftest import QueryCounter, SmtpServer, TestUser
 
@@ -517,3 +523,23 @@ async def test_audit_lines_name_the_events_never_the_secret(
         text = record.getMessage() + repr(getattr(record, "fields", ""))
         assert created["password"] not in text and plain not in text
         assert secret_digest(created["password"]) not in text
+
+
+async def test_a_revocation_during_a_cold_verification_is_not_cached(
+    client: AsyncTestClient[Litestar], user: TestUser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    created = await create(client, user)
+    touch = app_passwords._touch
+
+    async def revoked_meanwhile(app: Litestar, app_password_id: UUID) -> None:
+        # Another request revokes it after this one read the row, before it caches the credential.
+        async with app.state.db_config.get_session() as session:
+            await AppPasswordRepository(session=session).remove(user.id, app_password_id)
+            await session.commit()
+        await app.stores.get("user_cache").delete(cache_key(secret_digest(created["password"])))
+        await touch(app, app_password_id)
+
+    monkeypatch.setattr(app_passwords, "_touch", revoked_meanwhile)
+    assert_refused(await probe(client, user.email, created["password"]))
+    monkeypatch.setattr(app_passwords, "_touch", touch)
+    assert_refused(await probe(client, user.email, created["password"]))  # nothing was left cached

@@ -23,6 +23,7 @@ from uuid import UUID
 from litestar.status_codes import HTTP_401_UNAUTHORIZED, HTTP_403_FORBIDDEN
 from uuid_utils.compat import uuid7
 
+from app.audit import audit
 from app.auth.schemas import Tokens
 from app.errors import AppError
 from app.jobs.outbox import ACCOUNT_REQUEST, add_mail
@@ -310,8 +311,10 @@ class AuthService:
 
     # ------------------------------------------------------------------ sessions
 
-    async def login(self, login: str, password: str) -> Tokens:
-        """Check the credentials and open a session.
+    async def login(
+        self, login: str, password: str, *, user_agent: str | None = None, ip: str | None = None
+    ) -> Tokens:
+        """Check the credentials and open a session; audited (``login`` or ``login_failed``).
 
         The password is always verified against a bcrypt hash of the same cost — the user's
         or a dummy one — so an unknown user and a wrong password take the same time.
@@ -319,6 +322,8 @@ class AuthService:
         Args:
             login: The email or the username.
             password: The plain password.
+            user_agent: The client's ``User-Agent``, kept with the session (already cleaned).
+            ip: The client's network, kept with the session (already truncated).
 
         Returns:
             The session's tokens.
@@ -334,12 +339,21 @@ class AuthService:
         hashed = user.password_hash if user is not None else await dummy_hash(self.settings.bcrypt_rounds)
         valid = await verify_password(password, hashed)
         if user is None or not valid:
+            audit(
+                "login_failed",
+                user.id if user else None,
+                reason="unknown_user" if user is None else "password",
+            )
             raise InvalidCredentials
         if not user.confirmed:
+            audit("login_failed", user.id, reason="not_confirmed")
             raise NotConfirmed
         session_id, started_at = uuid7(), datetime.now(UTC)
         tokens, refresh_hash, expires = self._tokens(user.id, session_id, self.session_end(started_at))
-        await self.users.open_session(user.id, session_id, refresh_hash, expires, started_at)
+        await self.users.open_session(
+            user.id, session_id, refresh_hash, expires, started_at, user_agent=user_agent, ip=ip
+        )
+        audit("login", user.id, session_id=session_id, ip=ip)
         return tokens
 
     async def refresh(self, refresh_token: str) -> Tokens:
@@ -370,6 +384,8 @@ class AuthService:
         if row.refresh_token_hash != presented:
             revoked = await self.users.end_sessions(user_id)
             logger.warning("refresh token re-used: ended %d session(s) of user %s", revoked, user_id)
+            if revoked:
+                audit("sessions_ended", user_id, count=revoked, reason="refresh_token_reused")
             raise InvalidRefreshToken
         ends_at = self.session_end(row.created_at)
         if ends_at <= datetime.now(UTC):
@@ -408,6 +424,7 @@ class AuthService:
             user_id, only=session_id, refresh_hash=token_hash(refresh_token)
         ):
             raise InvalidRefreshToken
+        audit("session_ended", user_id, session_id=session_id, reason="logout")
 
     # ------------------------------------------------------------------ passwords
 
@@ -457,6 +474,7 @@ class AuthService:
         await self.users.set_password(user, password, commit=False)
         self.password_changed_mail(user)
         await self.users.save(user.id)
+        audit("password_reset", user.id)
 
     async def change_password(
         self, user_id: UUID, session_id: UUID | None, current_password: str, new_password: str
@@ -480,6 +498,7 @@ class AuthService:
         await self.users.set_password(user, new_password, keep_session=session_id, commit=False)
         self.password_changed_mail(user)
         await self.users.save(user.id)
+        audit("password_changed", user.id, session_id=session_id)
 
     # ------------------------------------------------------------------ helpers
 

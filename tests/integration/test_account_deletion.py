@@ -385,3 +385,18 @@ async def test_sqlite_enforces_the_cascades(settings: Settings) -> None:
             assert (await connection.execute(text("PRAGMA foreign_keys"))).scalar_one() == 1
     finally:
         await config.get_engine().dispose()
+
+
+async def test_two_last_admins_deleting_each_other_at_once_leave_one(
+    client: AsyncTestClient[Litestar], settings: Settings, user_factory: UserFactory
+) -> None:
+    first, second = await user_factory(role="admin"), await user_factory(role="admin")
+    answers = await asyncio.gather(
+        client.delete(f"/api/users/{second.id}", headers=first.headers),
+        client.delete(f"/api/users/{first.id}", headers=second.headers),
+    )
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses[0] == 204, [a.text for a in answers]
+    assert statuses[1] in (401, 409), [a.text for a in answers]  # refused, or its sender was gone already
+    left = [(await _rows_referring_to(settings, admin.id, admin.email))["users"] for admin in (first, second)]
+    assert sorted(left) == [0, 1]

@@ -437,10 +437,13 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
 
         Raises:
             LastAdminDeletionError: The user is the only admin.
+            NotFoundError: The user was deleted meanwhile.
         """
         email, username, avatar_url = user.email, user.username, user.avatar_url
         if not await self.repository.delete_unless_last_admin(user.id):
             await self.repository.session.rollback()
+            if user.role != "admin":  # deleted meanwhile by a concurrent request
+                raise NotFoundError(f"No user {user.id}")
             raise LastAdminDeletionError
         self.repository.session.expunge(user)  # the row is gone; the ORM must not flush it
         await drop_pending_mail(self.repository.session, email)

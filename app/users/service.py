@@ -439,19 +439,21 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
             LastAdminDeletionError: The user is the only admin.
             NotFoundError: The user was deleted meanwhile.
         """
-        email, username, avatar_url = user.email, user.username, user.avatar_url
-        if not await self.repository.delete_unless_last_admin(user.id):
+        # Read before any rollback below expires the object.
+        user_id, email, role = user.id, user.email, user.role
+        username, avatar_url = user.username, user.avatar_url
+        if not await self.repository.delete_unless_last_admin(user_id):
             await self.repository.session.rollback()
-            if user.role != "admin":  # deleted meanwhile by a concurrent request
-                raise NotFoundError(f"No user {user.id}")
+            if role != "admin":  # deleted meanwhile by a concurrent request
+                raise NotFoundError("No such user")
             raise LastAdminDeletionError
         self.repository.session.expunge(user)  # the row is gone; the ORM must not flush it
         await drop_pending_mail(self.repository.session, email)
         add_mail(
             self.repository.session, "account_deleted", email, username=username, by_admin=by is not None
         )
-        await self.save(user.id)
-        audit("account_deleted", user.id, by=by or user.id)
+        await self.save(user_id)
+        audit("account_deleted", user_id, by=by or user_id)
         try:
             await storage.discard(avatar_url)
         except Exception as exc:  # the account is gone; a leftover file must not fail the answer

@@ -269,10 +269,11 @@ class AuthController(Controller):
         },
     )
     async def refresh_token(
-        self, data: JSONBody[RefreshRequest], auth_service: NamedDependency[AuthService]
+        self, request: Request, data: JSONBody[RefreshRequest], auth_service: NamedDependency[AuthService]
     ) -> Tokens:
         """Rotate a refresh token."""
-        return await auth_service.refresh(data.refresh_token)
+        _, ip = request_device(request)
+        return await auth_service.refresh(data.refresh_token, ip=ip)
 
     @post(
         "/logout",

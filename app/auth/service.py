@@ -356,7 +356,7 @@ class AuthService:
         audit("login", user.id, session_id=session_id, ip=ip)
         return tokens
 
-    async def refresh(self, refresh_token: str) -> Tokens:
+    async def refresh(self, refresh_token: str, *, ip: str | None = None) -> Tokens:
         """Rotate a refresh token: new tokens for the same session, the old token dead.
 
         Presenting a refresh token that is no longer the session's current one means it was
@@ -365,6 +365,7 @@ class AuthService:
 
         Args:
             refresh_token: The current refresh token of a live session.
+            ip: The client's network (already truncated), recorded with the session.
 
         Returns:
             New tokens.
@@ -394,7 +395,7 @@ class AuthService:
             await self.users.end_sessions(user_id, only=session_id)
             raise InvalidRefreshToken
         tokens, new_hash, expires = self._tokens(user_id, session_id, ends_at)
-        if not await self.users.rotate_session(session_id, presented, new_hash, expires):
+        if not await self.users.rotate_session(session_id, presented, new_hash, expires, ip):
             # A concurrent refresh with the same token won the race (or the session just
             # expired): this one fails; the winner's session lives on.
             raise InvalidRefreshToken

@@ -52,7 +52,7 @@ class UserSession(UUIDv7AuditBase):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
     #: The client's ``User-Agent`` at login, cut to :data:`USER_AGENT_MAX` characters.
     user_agent: Mapped[str | None] = mapped_column(String(USER_AGENT_MAX), default=None)
-    #: The client's network at login or last refresh, never the full address (IPv4 /24, IPv6 /48).
+    #: The client's network at login or at the last refresh, never the full address (IPv4 /24, IPv6 /48).
     ip: Mapped[str | None] = mapped_column(String(64), default=None)
     #: Set at login and refresh; an access token's use moves it at most once a minute.
     last_used_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)

@@ -124,7 +124,9 @@ class UserSessionRepository(SQLAlchemyAsyncRepository[UserSession]):
 
     model_type = UserSession
 
-    async def rotate(self, session_id: UUID, old_hash: str, new_hash: str, expires_at: datetime) -> bool:
+    async def rotate(
+        self, session_id: UUID, old_hash: str, new_hash: str, expires_at: datetime, ip: str | None = None
+    ) -> bool:
         """Replace the refresh-token hash of a live session, only if it still is ``old_hash``.
 
         The condition makes concurrent refreshes with one token safe: the database lets one
@@ -135,11 +137,20 @@ class UserSessionRepository(SQLAlchemyAsyncRepository[UserSession]):
             old_hash: The hash the caller presented.
             new_hash: The hash of the new refresh token.
             expires_at: The new expiry of the session.
+            ip: The client's network now (kept as it was when ``None``).
 
         Returns:
             Whether this call rotated the session.
         """
         now = datetime.now(UTC)
+        values: dict[str, object] = {
+            "refresh_token_hash": new_hash,
+            "expires_at": expires_at,
+            "updated_at": now,
+            "last_used_at": now,
+        }
+        if ip is not None:
+            values["ip"] = ip
         result = await self.session.execute(
             update(UserSession)
             .where(
@@ -148,7 +159,7 @@ class UserSessionRepository(SQLAlchemyAsyncRepository[UserSession]):
                 UserSession.revoked_at.is_(None),
                 UserSession.expires_at > now,
             )
-            .values(refresh_token_hash=new_hash, expires_at=expires_at, updated_at=now, last_used_at=now)
+            .values(values)
             .execution_options(synchronize_session=False)
         )
         return result.rowcount == 1  # type: ignore[attr-defined]

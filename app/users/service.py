@@ -357,15 +357,17 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
         return await self.sessions.get_one_or_none(id=session_id, user_id=user_id)
 
     async def rotate_session(
-        self, session_id: UUID, old_hash: str, new_hash: str, expires_at: datetime
+        self, session_id: UUID, old_hash: str, new_hash: str, expires_at: datetime, ip: str | None = None
     ) -> bool:
         """Replace a live session's refresh-token hash if it still is ``old_hash``, and commit.
+
+        The session's ``last_used_at`` becomes now, and its ``ip`` the client's network, if known.
 
         Returns:
             Whether this call rotated it (``False``: a concurrent rotation won, or it is over;
             nothing is written).
         """
-        if not await self.sessions.rotate(session_id, old_hash, new_hash, expires_at):
+        if not await self.sessions.rotate(session_id, old_hash, new_hash, expires_at, ip):
             await self.repository.session.rollback()
             return False
         await self.repository.session.commit()  # same session id: the cached snapshot still holds

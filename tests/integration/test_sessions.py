@@ -177,6 +177,23 @@ async def test_a_refresh_records_the_use(
     assert (await in_app_loop(_session_row, app, sid)).last_used_at > earlier + timedelta(minutes=59)
 
 
+async def test_a_refresh_from_another_network_moves_the_session_ip(
+    make_client: Callable[..., AsyncTestClient[Litestar]], user_factory: Any
+) -> None:
+    async with make_client(trusted_proxies=("testclient",)) as client:
+        user = await user_factory()
+        tokens = await _login(client, user, **{"X-Forwarded-For": "203.0.113.5"})
+        refreshed = await client.post(
+            "/api/auth/refresh_token",
+            json={"refresh_token": tokens["refresh_token"]},
+            headers={"X-Forwarded-For": "198.51.100.7"},
+        )
+        assert refreshed.status_code == 200
+        headers = {"Authorization": f"Bearer {refreshed.json()['access_token']}"}
+        current = next(s for s in (await client.get(SESSIONS, headers=headers)).json() if s["current"])
+    assert current["ip"] == "198.51.100.0/24"
+
+
 # --------------------------------------------------------------------------- DELETE one
 
 

@@ -95,11 +95,24 @@ def password_changed(settings: Settings, *, to: str, username: str) -> EmailMess
     )
 
 
+def account_deleted(settings: Settings, *, to: str, username: str, by_admin: bool = False) -> EmailMessage:
+    """The goodbye notice: the account and its data were erased (by its owner or an admin)."""
+    return render(
+        "account_deleted",
+        settings,
+        to=to,
+        subject="Your Contacts API account was deleted",
+        username=username,
+        by_admin=by_admin,
+    )
+
+
 #: The mails the outbox can hold, by kind: each builder takes the settings, ``to`` and its params.
 KINDS = {
     "confirm_email": confirm_email,
     "reset_password": reset_password,
     "password_changed": password_changed,
+    "account_deleted": account_deleted,
 }
 
 

@@ -12,6 +12,8 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 #: Roles a user can hold.
 ROLES = ("user", "admin")
+#: Characters of a ``User-Agent`` kept with a session.
+USER_AGENT_MAX = 200
 
 
 class User(UUIDv7AuditBase):
@@ -48,6 +50,12 @@ class UserSession(UUIDv7AuditBase):
     refresh_token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     expires_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+    #: The client's ``User-Agent`` at login, cut to :data:`USER_AGENT_MAX` characters.
+    user_agent: Mapped[str | None] = mapped_column(String(USER_AGENT_MAX), default=None)
+    #: The client's network at login or at the last refresh, never the full address (IPv4 /24, IPv6 /48).
+    ip: Mapped[str | None] = mapped_column(String(64), default=None)
+    #: Set at login and refresh; an access token's use moves it at most once a minute.
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
 
     user: Mapped[User] = relationship(back_populates="sessions", lazy="noload")
 

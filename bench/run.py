@@ -343,8 +343,16 @@ async def seed_user(conn: Any, secret: str, password_hash: str, n: int, name: st
     except ImportError:
         derived_columns = dict
     rows = [derived_columns(contact_row(i, n, user["id"], today, now)) for i in range(n)]
+    try:  # each contact is also a vCard (issue 15): its card, UID and resource name
+        from app.contacts.cards import new_card, uid_of
+    except ImportError:
+        new_card = None
     for row in rows:
         row[owner] = row.pop("_owner")
+        if new_card is not None and "card" in table.columns:
+            row["uid"] = uid_of(row["id"])
+            row["dav_name"] = f"{row['id']}.vcf"
+            row["card"] = new_card(row["uid"], row, now)
     await _copy(conn, table, rows)
     # Single reads and updates rotate over 1000 contacts spread over the whole table.
     stride = max(1, n // 1000)

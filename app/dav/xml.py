@@ -66,6 +66,11 @@ class DavError(AppError):
         self.status_code = status_code
         self.condition = condition
 
+    def with_headers(self, **headers: str) -> DavError:
+        """This error, answered with ``headers`` too (e.g. ``Allow`` on a ``405``)."""
+        self.headers.update(headers)
+        return self
+
 
 def bad_xml(detail: str) -> DavError:
     """A ``400`` for a body that is not XML this server can read."""

@@ -48,6 +48,7 @@ from app.security.headers import make_security_headers
 from app.server import ServerCLIPlugin
 from app.storage.adapters import make_avatar_storage, media_route_handlers
 from app.tracing import setup_tracing
+from app.users.app_passwords_controller import AppPasswordController
 from app.users.cli import UsersCLIPlugin
 from app.users.controller import UsersController, avatar_router
 from app.users.current import load_request_user
@@ -87,6 +88,7 @@ def route_handlers() -> list[ControllerRouterHandler]:
         AuthController,
         UsersController,
         PasswordController,
+        AppPasswordController,
         ContactController,
     ]
     return handlers

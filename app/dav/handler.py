@@ -537,7 +537,12 @@ class CardDav:
         # adds a "/" at its end (a card's name never ends with one).
         raw = scope.get("raw_path")
         path = raw.decode("latin-1").partition("?")[0] if raw else PREFIX + scope["path"]
-        return unquote(path, errors="strict") if "%" in path else path
+        if "%" not in path:
+            return path
+        try:
+            return unquote(path, errors="strict")
+        except UnicodeDecodeError:  # not UTF-8 once decoded: no resource has such a name
+            return f"{PREFIX}/\x00"
 
     @staticmethod
     async def options(send: Send) -> None:

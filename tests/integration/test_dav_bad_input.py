@@ -91,3 +91,9 @@ async def test_nul_characters_in_a_card_do_not_500(client, me):
     text = vcard("nul", "Nul\x00Person")
     response = await dav(client, "PUT", me.card("nul.vcf"), me, text.encode(), {"Content-Type": "text/vcard"})
     assert response.status_code < 500
+
+
+@pytest.mark.parametrize("name", ["%ff%fe.vcf", "%00.vcf", "a%2Fb.vcf", "%2e%2e"])
+async def test_odd_card_names_are_404_not_500(client, me, name):
+    for method in ("GET", "DELETE"):
+        assert (await dav(client, method, me.book + name, me)).status_code == 404

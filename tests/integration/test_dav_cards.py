@@ -202,3 +202,58 @@ async def test_card_names_are_percent_decoded_and_encoded(client, me):
     )
     assert me.book + "a%20b%40c.vcf" in listed
     assert (await dav(client, "GET", me.book + "a%20b%40c.vcf", me)).status_code == 200
+
+
+async def test_a_depth_1_listing_is_streamed(client, app, me, in_app_loop):
+    """The multistatus of a book leaves in several body messages as the cards are read."""
+    for index in range(300):
+        await put(client, me, f"c{index}.vcf", vcard(f"uid-{index}", f"Card Number{index}"))
+    body = b'<D:propfind xmlns:D="DAV:"><D:prop><D:getetag/><D:getcontenttype/></D:prop></D:propfind>'
+    messages = await in_app_loop(
+        raw_messages,
+        app,
+        "PROPFIND",
+        me.book,
+        [*me.auth.items(), ("Depth", "1"), ("Content-Type", "application/xml")],
+        body,
+    )
+    start, *bodies = messages
+    assert start["status"] == 207
+    assert b"content-length" not in dict(start["headers"])
+    assert len(bodies) > 2
+    assert all(m["more_body"] for m in bodies[:-1])
+    assert not bodies[-1]["more_body"]
+    assert b"".join(m["body"] for m in bodies).count(b"<D:response>") == 301
+
+
+async def raw_messages(app, method, path, headers, body):
+    """Call the ASGI app; return every message it sent."""
+    messages = []
+    done = False
+
+    async def receive():
+        nonlocal done
+        if done:
+            return {"type": "http.disconnect"}
+        done = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message):
+        messages.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers] + [(b"host", b"testserver.local")],
+        "client": ("127.0.0.1", 1234),
+        "server": ("testserver.local", 80),
+    }
+    await app(scope, receive, send)
+    return messages

@@ -403,7 +403,6 @@ _STATIC: dict[Kind, Callable[[UUID], dict[Name, str]]] = {
     "root": lambda user: {
         (DAV, "resourcetype"): element((DAV, "collection")),
         (DAV, "current-user-principal"): href(resource_path("principal", user)),
-        (DAV, "principal-collection-set"): href(f"{PREFIX}/principals/"),
         (DAV, "current-user-privilege-set"): _privileges(("read",)),
     },
     "principal": lambda user: {
@@ -693,14 +692,14 @@ class CardDav:
         """``sync-collection`` (RFC 6578): what changed since the token, deleted members as ``404``.
 
         An empty token is an initial sync: every card, then the token read before them (a card
-        changed meanwhile is reported again next time). Otherwise the change log is read in
-        batches after the token's sequence; a ``limit`` cuts it with a ``507`` for the book and
-        the token of what was sent.
+        changed meanwhile is reported again next time). Otherwise (or with a ``limit``) the
+        change log is read in batches after the token's sequence; a ``limit`` cuts it with a
+        ``507`` for the book and the token of what was sent, to continue from.
         """
         since = parse_sync_token(report.token)
         version = _address_version(report.props)
         book = resource_path("book", user)
-        if since is None:
+        if since is None and report.limit is None:
             sequence = await store.sync_token(user)
             answer = await _start_multistatus(send)
             async for card in store.iter_cards(user):

@@ -160,6 +160,8 @@ class StandInStore:
         if len(text.encode()) > 1024 * 1024:
             raise CardTooLargeError("too large")
         parsed = _parse(text)
+        if if_match is not None and if_match.strip() == "*":
+            if_match = None
         book = self._book(owner_id)
         old = book.cards.get(name)
         if (old is not None and if_none_match_any) or (

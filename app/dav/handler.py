@@ -790,11 +790,19 @@ class CardDav:
                 "A card is UTF-8 text", condition=element((CARDDAV, "valid-address-data"))
             ) from None
         if_none_match = header(scope, b"if-none-match")
+        if_match = header(scope, b"if-match")
+        if (
+            if_match is not None
+            and if_match.strip() == "*"
+            and await store.card_by_name(target.user_id, target.name or "") is None
+        ):
+            # RFC 9110, 13.1.1: "*" matches any current representation, and there is none.
+            raise DavError("There is no card to replace", status_code=HTTP_412_PRECONDITION_FAILED)
         card, created = await store.put_card(
             target.user_id,
             target.name or "",
             text,
-            if_match=header(scope, b"if-match"),
+            if_match=if_match,
             if_none_match_any=if_none_match is not None and if_none_match.strip() == "*",
         )
         await send_whole(

@@ -88,6 +88,8 @@ async def test_if_match_and_if_none_match(client, me):
     assert (await dav(client, "DELETE", me.card("a.vcf"), me, headers={"If-Match": etag})).status_code == 204
     created = await put(client, me, "c.vcf", vcard("c"), **{"If-None-Match": "*"})
     assert created.status_code == 201
+    assert (await put(client, me, "d.vcf", vcard("d"), **{"If-Match": "*"})).status_code == 412
+    assert (await put(client, me, "c.vcf", vcard("c", "Cee Changed"), **{"If-Match": "*"})).status_code == 204
 
 
 async def test_uid_conflict_is_409_naming_the_card(client, me):

@@ -44,18 +44,15 @@ from litestar.status_codes import (
     HTTP_507_INSUFFICIENT_STORAGE,
 )
 
-from app.dav import xml
-from app.dav._standin import (  # STAND-IN until the cards branch lands
-    CardError,
-    CardTooLargeError,
-    CardWithoutNameError,
+from app.contacts.cards import CardError, CardTooLargeError, CardWithoutNameError, serialize_card
+from app.contacts.controller import contact_store
+from app.contacts.store import (
     ContactNotFoundError,
     StaleContactError,
     SyncTokenExpiredError,
     UidConflictError,
-    contact_store,
-    serialize_card,
 )
+from app.dav import xml
 from app.dav.query import card_matches
 from app.dav.xml import CALENDARSERVER, CARDDAV, DAV, DavError, Name, element, href
 from app.errors import AppError
@@ -65,8 +62,7 @@ if TYPE_CHECKING:
     from litestar import Litestar
     from litestar.types import Message, Receive, Scope, Send
 
-    from app.dav._standin import StandInStore as ContactStore  # STAND-IN
-    from app.dav._standin import StoredCard
+    from app.contacts.store import ContactStore, StoredCard
 
 logger = logging.getLogger(__name__)
 

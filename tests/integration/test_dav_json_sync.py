@@ -9,8 +9,6 @@ from tests.dav import CS, D, dav, make_dav_user, multistatus, propfind_body, syn
 
 VCARD = {"Content-Type": "text/vcard; charset=utf-8"}
 
-pytestmark = pytest.mark.skip(reason="STAND-IN: needs the cards store (removed at the merge)")
-
 
 @pytest.fixture
 async def me(client, user):

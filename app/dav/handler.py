@@ -731,10 +731,8 @@ class CardDav:
                         *select_props(card_props(card, version), report.props),
                     )
                 )
-            for deleted in changes.deleted:
-                await answer.write(
-                    xml.status_response(resource_path("card", user, deleted.name), HTTP_404_NOT_FOUND)
-                )
+            for name in changes.gone_names():  # a name deleted, then made again, is the new card
+                await answer.write(xml.status_response(resource_path("card", user, name), HTTP_404_NOT_FOUND))
             sent += len(changes.changed) + len(changes.deleted)
             if not changes.more:
                 break

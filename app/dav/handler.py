@@ -270,6 +270,10 @@ class Answer:
         self._size = 0
         message: Message = {"type": "http.response.body", "body": body, "more_body": more}
         await self._send(message)
+        if more:
+            # A long listing (cards converted to another vCard version) is CPU work: let the
+            # other requests of this process run between chunks.
+            await asyncio.sleep(0)
 
 
 async def send_whole(

@@ -19,7 +19,6 @@ the store's batches, so its memory does not grow with the book.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -63,8 +62,6 @@ if TYPE_CHECKING:
     from litestar.types import Message, Receive, Scope, Send
 
     from app.contacts.store import ContactStore, StoredCard
-
-logger = logging.getLogger(__name__)
 
 #: Where the server is mounted.
 PREFIX = "/dav"

@@ -11,6 +11,7 @@ text. Tokens are masked in every line (:func:`mask_secrets`).
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import itertools
 import logging
@@ -31,6 +32,9 @@ if TYPE_CHECKING:
 LogFormat = Literal["json", "console"]
 
 access_logger = logging.getLogger("app.access")
+_root = logging.getLogger()
+#: The JSON handler :func:`stderr_handler` made last (``None`` for the console format).
+_json_handler: logging.Handler | None = None
 _REQUEST_ID_KEY = "request_id"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _encode = msgspec.json.Encoder().encode
@@ -118,8 +122,10 @@ def stderr_handler(fmt: LogFormat = "json") -> logging.Handler:
     Returns:
         The handler.
     """
+    global _json_handler
     handler = _StderrHandler()
     handler.setFormatter(JsonFormatter() if fmt == "json" else ConsoleFormatter())
+    _json_handler = handler if fmt == "json" else None
     return handler
 
 
@@ -291,10 +297,82 @@ class RequestLogMiddleware:
             if self.observe is not None:
                 self.observe(scope["method"], scope.get("path_template"), status, duration)
             if access_logger.isEnabledFor(logging.INFO):
-                access_logger.handle(
-                    AccessRecord(scope["method"], mask_tokens(scope["path"]), status, duration)
-                )
+                path = mask_tokens(scope["path"])
+                if _alone_on_stderr():
+                    _access_lines.add(_access_json(scope["method"], path, status, duration, request_id))
+                else:
+                    access_logger.handle(AccessRecord(scope["method"], path, status, duration))
             current_request_id.reset(context)
+
+
+def _alone_on_stderr() -> bool:
+    """Whether the access line would reach only our JSON handler, unfiltered (production).
+
+    Then the line is written by :class:`_AccessLines`, not through ``logging``; anything else
+    listening (pytest's capture, an added handler or filter, the console format) sees records.
+    """
+    handlers = _root.handlers
+    return (
+        len(handlers) == 1
+        and handlers[0] is _json_handler
+        and not _json_handler.filters
+        and not _root.filters
+        and not access_logger.handlers
+        and not access_logger.filters
+        and access_logger.propagate
+        and _json_handler.level <= logging.INFO
+    )
+
+
+def _access_json(method: str, path: str, status: int, duration: float, request_id: str) -> bytes:
+    """The access line exactly as :class:`JsonFormatter` renders an :class:`AccessRecord`."""
+    created = time.time()
+    path = mask_secrets(path)
+    fields: dict[str, Any] = {
+        "time": _utc_time(created),
+        "level": "INFO",
+        "logger": "app.access",
+        "message": f"{method} {path} {status}",
+        "request_id": request_id,
+    }
+    if trace_ids is not None and (ids := trace_ids()) is not None:
+        fields["trace_id"], fields["span_id"] = ids
+    fields.update(method=method, path=path, status=status, duration_ms=round(duration * 1000, 2))
+    return _encode(fields)
+
+
+class _AccessLines:
+    """Access lines of one event-loop turn, written to standard error in one write.
+
+    A line per request through ``logging`` (a record, the handler's lock, a write and a flush)
+    cost ~10 µs, a tenth of a cached read; lines queued here are written together right after
+    the turn that made them (``call_soon``), so a line is never held longer than that.
+    """
+
+    def __init__(self) -> None:
+        self.lines: list[bytes] = []
+
+    def add(self, line: bytes) -> None:
+        """Queue ``line``; the first of a turn schedules the write."""
+        if not self.lines:
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+            except RuntimeError:  # no loop (a synchronous caller): write at once
+                self.lines.append(line)
+                self.flush()
+                return
+        self.lines.append(line)
+
+    def flush(self) -> None:
+        """Write every queued line."""
+        lines, self.lines = self.lines, []
+        if lines:
+            stream = sys.stderr
+            stream.write(b"\n".join(lines).decode() + "\n")
+            stream.flush()
+
+
+_access_lines = _AccessLines()
 
 
 class AccessRecord(logging.LogRecord):

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
 from datetime import datetime
+from typing import Any
 
-from app.logs import AccessRecord, JsonFormatter, mask_tokens
+import pytest
+
+from app import logs
+from app.logs import AccessRecord, JsonFormatter, RequestLogMiddleware, configure_logging, mask_tokens
 
 
 def test_the_access_record_renders_in_our_format_and_in_a_standard_one() -> None:
@@ -43,3 +48,61 @@ def test_paths_without_a_token_are_left_alone_and_link_tokens_are_masked() -> No
     assert mask_tokens("/api/contacts/") == "/api/contacts/"
     assert mask_tokens("/api/auth/confirm_email_change/abc.def") == "/api/auth/confirm_email_change/***"
     assert mask_tokens("/api/auth/confirmed_email/abc") == "/api/auth/confirmed_email/***"
+
+
+async def _serve(middleware: Any, path: str, request_id: str) -> None:
+    async def app(_scope: Any, _receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    async def send(_message: Any) -> None:
+        return None
+
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": path,
+        "headers": [(b"x-request-id", request_id.encode())],
+    }
+    await middleware.__class__(app)(scope, receive, send)
+
+
+async def test_alone_on_stderr_the_access_lines_are_written_together_and_read_like_records(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    configure_logging("INFO", "json")
+    root = logging.getLogger()
+    ours = [h for h in root.handlers if isinstance(h.formatter, JsonFormatter)]
+    # What production has: our handler alone (pytest's capture handlers taken away here).
+    monkeypatch.setattr(root, "handlers", ours)
+    queued: list[bytes] = []
+    add = logs._access_lines.add
+    monkeypatch.setattr(logs._access_lines, "add", lambda line: (queued.append(line), add(line)))
+    capsys.readouterr()
+    await asyncio.gather(*(_serve(RequestLogMiddleware(None), f"/api/x/{n}", f"req-{n}") for n in range(3)))
+    await asyncio.sleep(0)  # the turn after: the queued lines are written
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert [line["request_id"] for line in lines] == ["req-0", "req-1", "req-2"]
+    assert [json.loads(line) for line in queued] == lines  # written by the batch, not by a handler
+    slow = json.loads(JsonFormatter().format(AccessRecord("GET", "/api/x/0", 204, 0.0)))
+    for line in lines:
+        assert line.keys() == slow.keys() | {"request_id"}
+        assert (line["logger"], line["level"], line["status"]) == ("app.access", "INFO", 204)
+        assert line["message"] == f"GET {line['path']} 204"
+    # A JWT-shaped path is masked on this path too.
+    await _serve(RequestLogMiddleware(None), "/eyJhbGciOi.eyJzdWIiOi.c2ln", "req-jwt")
+    await asyncio.sleep(0)
+    assert "eyJ" not in capsys.readouterr().err
+
+
+async def test_anything_else_listening_gets_the_access_record(caplog: pytest.LogCaptureFixture) -> None:
+    configure_logging("INFO", "json")
+    caplog.set_level(logging.INFO, logger="app.access")
+    await _serve(RequestLogMiddleware(None), "/api/y", "req-y")
+    assert not logs._access_lines.lines
+    (record,) = [r for r in caplog.records if r.name == "app.access"]
+    assert isinstance(record, AccessRecord)
+    assert record.fields["path"] == "/api/y"

@@ -271,9 +271,13 @@ class Card:
         return given, family
 
     def fields(self) -> dict[str, Any]:
-        """The JSON view: first_name, last_name, email, phone_number, birthday, additional_data.
+        """The JSON view as read, for the strict checks of an import.
 
-        A field whose property is absent (or unreadable, for ``BDAY``) is ``None``.
+        Keys: first_name, last_name, email, phone_number, birthday, additional_data.
+
+        A field whose property is absent (or, for ``BDAY``, free text) is ``None``; values are
+        as the card has them, for the JSON API's rules to judge (:meth:`view` is the lenient
+        view of a card from CardDAV).
         """
         given, family = self.names()
         email = self.preferred("EMAIL")

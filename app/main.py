@@ -24,6 +24,7 @@ from app.compression import GzipMiddleware
 from app.config import Settings, get_settings
 from app.contacts.controller import ContactController, contacts_import_router
 from app.contacts.store import purge_tombstones
+from app.dav.routes import DAV_ROUTES
 from app.db import DirectPool, make_db_config, migrate_on_startup
 from app.errors import EXCEPTION_HANDLERS
 from app.health.controller import HealthController
@@ -168,6 +169,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             *media_route_handlers(avatar_storage),
             static_files_router(),
             scalar_bundle,
+            *DAV_ROUTES,
             *handlers,
         ],
         plugins=[SQLAlchemyPlugin(config=db_config), UsersCLIPlugin(), ServerCLIPlugin(), JobsCLIPlugin()],

@@ -35,8 +35,14 @@ COLUMNS = "id, first_name, last_name, email, phone_number, birthday, additional_
 SELECT_ONE = f"SELECT {COLUMNS} FROM contacts WHERE id = $1 AND owner_id = $2"
 INSERT_ONE = (
     "INSERT INTO contacts (id, owner_id, first_name, last_name, email, phone_number, birthday,"
-    " additional_data, first_name_search, last_name_search, birthday_md, version, created_at, updated_at)"
-    f" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 1, $12, $12) RETURNING {COLUMNS}"
+    " additional_data, first_name_search, last_name_search, birthday_md, version, created_at, updated_at,"
+    " card, uid, dav_name)"
+    f" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 1, $12, $12, $13, $14, $15) RETURNING {COLUMNS}"
+)
+#: A card of the same size as the service's for such a body (what it stores beside the columns).
+CARD = (
+    "BEGIN:VCARD\r\nVERSION:4.0\r\nUID:urn:uuid:{id}\r\nFN:{first} {last}\r\nN:{last};{first};;;\r\n"
+    "EMAIL:{email}\r\nTEL:{phone}\r\nBDAY:{born}\r\nNOTE:{note}\r\nEND:VCARD\r\n"
 )
 
 
@@ -83,9 +89,19 @@ async def one_insert(body: bytes, state: State) -> Response[bytes]:
     """One ``INSERT`` of the decoded body, committed (autocommit), the row as JSON."""
     data = _decode(body)
     born = data.birthday
+    contact_id = uuid.uuid4()
+    card = CARD.format(
+        id=contact_id,
+        first=data.first_name,
+        last=data.last_name or "",
+        email=data.email or "",
+        phone=data.phone_number or "",
+        born=born or "",
+        note=data.additional_data or "",
+    )
     row = await state.pool.fetchrow(
         INSERT_ONE,
-        uuid.uuid4(),
+        contact_id,
         WRITE_OWNER_ID,
         data.first_name,
         data.last_name,
@@ -97,6 +113,9 @@ async def one_insert(body: bytes, state: State) -> Response[bytes]:
         (data.last_name or "").casefold(),
         None if born is None else born.month * 100 + born.day,
         datetime.now(UTC),
+        card,
+        f"urn:uuid:{contact_id}",
+        f"{contact_id}.vcf",
     )
     response = _as_json(row)
     response.status_code = 201

@@ -15,15 +15,18 @@ from __future__ import annotations
 
 import io
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any, Literal
 from uuid import UUID, uuid5
 
+import msgspec
 from litestar.status_codes import HTTP_413_REQUEST_ENTITY_TOO_LARGE
 from vobject.base import ContentLine, VObjectError, defaultSerialize, getLogicalLines, textLineToContentLine
 from vobject.icalendar import backslashEscape, stringToTextValues
 
+from app.contacts.schemas import MIN_PHONE_DIGITS, ContactCreate, Phone
 from app.errors import AppError
 
 #: The largest card taken, in UTF-8 bytes (API.md: over 1 MB is a ``413``).
@@ -38,6 +41,14 @@ Version = Literal["3.0", "4.0"]
 _VERSIONS = ("3.0", "4.0")
 #: Control characters no card may hold (TAB is allowed; line breaks only end content lines).
 _CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+#: What a one-line JSON field may not hold (``app.input.SINGLE_LINE``): becomes a space in the view.
+_LINE_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
+#: What a note may not hold (``app.input.MULTI_LINE``): dropped from the view.
+_NOTE_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_CRLF = re.compile(r"\r\n?")
+#: The JSON view's lengths (the columns': ``first_name``/``last_name`` and ``additional_data``).
+NAME_LENGTH = 50
+NOTE_LENGTH = 500
 _BDAY = re.compile(r"^(?:(\d{4})-?|--)(\d{2})-?(\d{2})$")
 #: Binary properties: a data URI in 4.0, ``ENCODING=b`` in 3.0.
 _BINARY = ("PHOTO", "LOGO", "SOUND", "KEY")
@@ -123,6 +134,57 @@ def parse_birthday(value: str) -> date | None:
         return None
 
 
+def cut(text: str, length: int) -> str:
+    """``text`` cut to at most ``length`` characters, never inside a character.
+
+    A combining mark (or a joiner, a variation selector) left at the cut goes with the
+    character it belongs to, so the cut text never ends in half a letter.
+    """
+    if len(text) <= length:
+        return text
+    end = length
+    while end > 0 and _continues(text[end]):
+        end -= 1
+    return text[:end]
+
+
+def _continues(char: str) -> bool:
+    """``char`` belongs to the character before it (a combining mark, a joiner, a selector)."""
+    return bool(unicodedata.combining(char)) or char == "\u200d" or "\ufe00" <= char <= "\ufe0f"
+
+
+def view_name(raw: str) -> str:
+    """A name as the JSON view holds it: one line, trimmed, at most :data:`NAME_LENGTH` characters."""
+    return cut(_LINE_CONTROLS.sub(" ", raw).strip(), NAME_LENGTH).rstrip()
+
+
+def view_note(raw: str) -> str | None:
+    """A note as the JSON view holds it: LF line breaks, no other control, at most :data:`NOTE_LENGTH`."""
+    return cut(_NOTE_CONTROLS.sub("", _CRLF.sub("\n", raw)), NOTE_LENGTH) or None
+
+
+def view_email(raw: str) -> str | None:
+    """The stored form of an ``EMAIL`` value, or ``None`` when the JSON API would refuse it."""
+    try:
+        return msgspec.convert({"first_name": "x", "email": _text(raw).strip()}, ContactCreate).email
+    except msgspec.ValidationError:
+        return None
+
+
+def view_phone(raw: str) -> str | None:
+    """A ``TEL`` value as the JSON API would take it (``tel:`` and ``;ext=`` dropped), or ``None``.
+
+    The store normalises it (E.164 when possible); ``None`` when the JSON API would refuse it.
+    """
+    phone = _text(raw).strip().removeprefix("tel:").split(";")[0]
+    phone = re.sub(r"[./]", " ", phone).strip()
+    try:
+        msgspec.convert(phone, Phone)
+    except msgspec.ValidationError:
+        return None
+    return phone if sum(ch.isdigit() for ch in phone) >= MIN_PHONE_DIGITS else None
+
+
 @dataclass
 class Card:
     """One vCard: its version and its properties in order (values still encoded)."""
@@ -140,6 +202,47 @@ class Card:
         """The preferred (else first) property called ``name``, or ``None``."""
         found = [line for line in self.lines if line.name == name]
         return min(found, key=_pref_rank) if found else None
+
+    def view_line(self, name: str) -> ContentLine | None:
+        """The ``EMAIL`` or ``TEL`` the JSON view shows: the most preferred one the JSON API would take.
+
+        The JSON API's writes replace this one too, so a card whose preferred email is not
+        an address (or whose number is ``"ext. 12"``) keeps it.
+        """
+        accept = view_email if name == "EMAIL" else view_phone
+        found = sorted((line for line in self.lines if line.name == name), key=_pref_rank)
+        return next((line for line in found if accept(line.value) is not None), None)
+
+    def view(self) -> dict[str, Any]:
+        """The lenient JSON view, as a card from CardDAV gets it: every value one the JSON API would take.
+
+        Names are cut to :data:`NAME_LENGTH` characters and the note to :data:`NOTE_LENGTH`
+        (control characters a JSON field refuses taken out); the email and the number are the
+        :meth:`view_line` ones (``None`` when no line would do); an unreadable ``BDAY`` is
+        ``None``. The card itself keeps every value as it came.
+
+        Returns:
+            ``first_name``, ``last_name``, ``email``, ``phone_number`` (not yet normalised),
+            ``birthday``, ``additional_data``.
+
+        Raises:
+            CardWithoutNameError: Nothing of the name is left once cleaned.
+        """
+        given, family = (view_name(part) for part in self.names())
+        if not given:
+            raise CardWithoutNameError
+        email = self.view_line("EMAIL")
+        tel = self.view_line("TEL")
+        note = self.first("NOTE")
+        born = self._birthday(self.first("BDAY"))
+        return {
+            "first_name": given,
+            "last_name": family or None,
+            "email": view_email(email.value) if email is not None else None,
+            "phone_number": view_phone(tel.value) if tel is not None else None,
+            "birthday": born if isinstance(born, date) else None,
+            "additional_data": view_note(_text(note.value)) if note is not None else None,
+        }
 
     @property
     def uid(self) -> str | None:
@@ -168,9 +271,13 @@ class Card:
         return given, family
 
     def fields(self) -> dict[str, Any]:
-        """The JSON view: first_name, last_name, email, phone_number, birthday, additional_data.
+        """The JSON view as read, for the strict checks of an import.
 
-        A field whose property is absent (or unreadable, for ``BDAY``) is ``None``.
+        Keys: first_name, last_name, email, phone_number, birthday, additional_data.
+
+        A field whose property is absent (or, for ``BDAY``, free text) is ``None``; values are
+        as the card has them, for the JSON API's rules to judge (:meth:`view` is the lenient
+        view of a card from CardDAV).
         """
         given, family = self.names()
         email = self.preferred("EMAIL")
@@ -292,8 +399,9 @@ def apply_fields(card: Card, values: dict[str, Any], rev: datetime | None = None
     """Rewrite the properties behind the JSON fields present in ``values``; keep every other.
 
     ``first_name``/``last_name`` set ``N`` (its other components kept) and ``FN``; ``email``
-    and ``phone_number`` replace the preferred (else first) ``EMAIL``/``TEL``, keeping its
-    parameters (``None`` removes it); ``birthday`` sets ``BDAY``; ``additional_data`` the
+    and ``phone_number`` replace the ``EMAIL``/``TEL`` the view shows (:meth:`Card.view_line`:
+    the preferred, else first, one the JSON API would take), keeping its parameters (``None``
+    removes it); ``birthday`` sets ``BDAY``; ``additional_data`` the
     first ``NOTE``.
 
     Args:
@@ -322,11 +430,11 @@ def apply_fields(card: Card, values: dict[str, Any], rev: datetime | None = None
         full = f"{given} {family}".strip()
         _replace(card, fn, _line("FN", backslashEscape(full), **(fn.params if fn else {})))
     if "email" in values:
-        old = card.preferred("EMAIL")
+        old = card.view_line("EMAIL")
         email = values["email"]
         _replace(card, old, None if email is None else _line("EMAIL", backslashEscape(email), **_params(old)))
     if "phone_number" in values:
-        old = card.preferred("TEL")
+        old = card.view_line("TEL")
         phone = values["phone_number"]
         new = None
         if phone is not None:

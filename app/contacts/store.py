@@ -308,7 +308,9 @@ CARDS_AFTER = CompiledStatement(
     .limit(bindparam("limit"))
 )
 #: A contact's card and version (the JSON writes rewrite the card).
-CARD_OF = CompiledStatement(select(ContactRow.card, ContactRow.version).where(_ID, _OWNER))
+#: A contact's card and version, then its JSON view (a JSON write leaves the properties of
+#: the fields it does not change as they are).
+CARD_OF = CompiledStatement(select(ContactRow.card, ContactRow.version, *COLUMNS[1:7]).where(_ID, _OWNER))
 #: What a CardDAV ``PUT`` must know: the resource of that name and the one holding that UID.
 CARD_SLOTS = CompiledStatement(
     select(ContactRow.id, ContactRow.dav_name, ContactRow.uid, ContactRow.version).where(
@@ -531,6 +533,8 @@ _ETAG = re.compile(r'^"v(\d{1,9})"$')
 _CR = re.compile(r"\r\n?")
 #: Free-text fields whose line breaks are stored as LF.
 _TEXT_FIELDS = frozenset({"first_name", "last_name", "additional_data"})
+#: The JSON fields, in the order of the ``Contact`` Struct (and of ``COLUMNS[1:7]``).
+_FIELDS = ("first_name", "last_name", "email", "phone_number", "birthday", "additional_data")
 
 
 def etag(version: int) -> str:
@@ -865,12 +869,16 @@ class ContactStore:
             found = await self.pool.fetch(CARD_OF, owner_id=owner_id, contact_id=contact_id)
             if not found:
                 raise ContactNotFoundError
-            text, version = found[0]
+            text, version, *shown = found[0]
             if versions is not None and version not in versions:
                 raise StaleContactError
             changes = derived_columns(dict(values))
             now = datetime.now(UTC)
-            changes["card"] = apply_fields(parse_card(text), values, now).text()
+            # A field sent as the view shows it leaves its property alone: the view of a card
+            # from CardDAV may be a cut name, or no email where the card shares one.
+            view = dict(zip(_FIELDS, shown, strict=True))
+            rewrite = {name: value for name, value in values.items() if view[name] != value}
+            changes["card"] = apply_fields(parse_card(text), rewrite, now).text()
             statement = update_statement(frozenset(changes), 1)
             changes.update(owner_id=owner_id, contact_id=contact_id, updated_at=now)
             params = {f"set_{name}": value for name, value in changes.items()}
@@ -917,6 +925,25 @@ class ContactStore:
             field, _, message = _row_error(exc).partition(": ")
             raise InvalidContactError(field, message) from None
         return self._values(data, today)
+
+    def _card_view(self, card: Card, today: date | None = None) -> dict[str, Any]:
+        """The lenient JSON view of a card from CardDAV (:meth:`~app.contacts.cards.Card.view`).
+
+        Every value is one the JSON API would take: a birthday not in the past is left out
+        like an unreadable one.
+
+        Raises:
+            CardWithoutNameError: Nothing of the name is left in the view.
+        """
+        view = card.view()
+        born = view["birthday"]
+        if born is not None and born >= (today or self.today()):
+            view["birthday"] = None
+        if view["phone_number"] is not None:
+            view["phone_number"] = self._phone(view["phone_number"])
+        for field in _TEXT_FIELDS:
+            view[field] = plain_line_breaks(view[field])
+        return view
 
     @staticmethod
     def _new_row(
@@ -1139,7 +1166,10 @@ class ContactStore:
         """Create or replace the card of resource name ``name`` (CardDAV ``PUT``).
 
         The card is kept whole (a ``UID`` is added when it has none: the existing one's, or
-        the new contact's id); its JSON view is checked by the JSON API's rules.
+        the new contact's id). Only a card that is not one, has no name, is too large or takes
+        another card's ``UID`` is refused: its JSON view is derived leniently
+        (:meth:`~app.contacts.cards.Card.view`), and an email another of the owner's contacts
+        has is left out of the view (the card keeps it).
 
         Args:
             owner_id: The owner.
@@ -1154,8 +1184,6 @@ class ContactStore:
         Raises:
             CardError: Not a usable vCard (see :func:`app.contacts.cards.parse_card`), or a
                 name longer than :data:`~app.contacts.cards.MAX_UID_LENGTH`.
-            InvalidContactError: A field breaks a rule of the JSON API.
-            EmailTakenError: Another contact has the card's email.
             UidConflictError: Another resource has the card's ``UID``, or the card would change
                 the ``UID`` of the resource it replaces.
             StaleContactError: A condition failed.
@@ -1164,7 +1192,7 @@ class ContactStore:
             msg = f"A card's name has 1 to {MAX_UID_LENGTH} characters"
             raise CardError(msg, field="name")
         card = parse_card(text)
-        values = self._card_values(card)
+        values = self._card_view(card)
         versions = parse_if_match(if_match)
         if versions is not None and len(versions) > MAX_IF_MATCH_VERSIONS:
             raise TooManyVersionsError
@@ -1179,21 +1207,29 @@ class ContactStore:
             raise UidConflictError(holder[1])
         if current is not None and card.uid is not None and card.uid != current[2]:
             raise UidConflictError(name)
-        try:
-            if current is None:
-                row = self._new_row(owner_id, values, card=card, name=name)
-                written = await self.pool.write(INSERT_CARD, **row)
-            else:
-                if card.uid is None:
-                    card.set_uid(current[2])
-                changes = derived_columns(dict(values))
-                changes.update(card=card.text(), uid=card.uid)
-                statement = update_statement(frozenset(changes), 1, as_card=True)
-                changes.update(owner_id=owner_id, contact_id=current[0], updated_at=datetime.now(UTC))
-                params = {f"set_{key}": value for key, value in changes.items()}
-                written = await self.pool.write(statement, v0=current[3], **params)
-        except IntegrityError:  # DuplicateKeyError, or a unique index SQLite reports plainly
-            raise await self._put_conflict(owner_id, name, card, values) from None
+        if current is None:
+            statement, params = INSERT_CARD, self._new_row(owner_id, values, card=card, name=name)
+        else:
+            if card.uid is None:
+                card.set_uid(current[2])
+            changes = derived_columns(dict(values))
+            changes.update(card=card.text(), uid=card.uid)
+            statement = update_statement(frozenset(changes), 1, as_card=True)
+            changes.update(owner_id=owner_id, contact_id=current[0], updated_at=datetime.now(UTC))
+            params = {f"set_{key}": value for key, value in changes.items()}
+            params["v0"] = current[3]
+        email = "email" if current is None else "set_email"
+        while True:
+            try:
+                written = await self.pool.write(statement, **params)
+                break
+            except IntegrityError:  # DuplicateKeyError, or a unique index SQLite reports plainly
+                error = await self._put_conflict(owner_id, name, card, values, creating=current is None)
+                if not isinstance(error, EmailTakenError):
+                    raise error from None
+                # Another contact has the email (family members share one): the card keeps
+                # it, the view shows none.
+                values["email"] = params[email] = None
         if not written:
             raise StaleContactError  # changed or deleted since it was read
         stored = _to_card(written[0])
@@ -1202,13 +1238,15 @@ class ContactStore:
             stored.sync_seq = (await self.pool.fetch(SEQ_OF, owner_id=owner_id, contact_id=stored.id))[0][0]
         return stored, current is None
 
-    async def _put_conflict(self, owner_id: UUID, name: str, card: Card, values: dict[str, Any]) -> AppError:
-        """Why a ``PUT`` hit a unique index: the UID or the name taken meanwhile, else the email."""
+    async def _put_conflict(
+        self, owner_id: UUID, name: str, card: Card, values: dict[str, Any], *, creating: bool
+    ) -> AppError:
+        """Why a ``PUT`` hit a unique index: the UID or (``creating``) the name taken meanwhile, else the email."""
         slots = await self.pool.fetch(CARD_SLOTS, owner_id=owner_id, name=name, uid=card.uid or "")
         holder = next((slot for slot in slots if slot[1] != name and slot[2] == card.uid), None)
         if holder is not None:
             return UidConflictError(holder[1])
-        if any(slot[1] == name for slot in slots) or values.get("email") is None:
+        if (creating and any(slot[1] == name for slot in slots)) or values.get("email") is None:
             return StaleContactError()
         return EmailTakenError()
 

@@ -261,14 +261,51 @@ async def raw_messages(app, method, path, headers, body):
     return messages
 
 
-async def test_json_rules_still_hold_for_cards(client, me):
-    """A card whose JSON view breaks a rule of the JSON API is refused like the JSON write, nothing stored."""
+async def test_cards_the_json_rules_would_refuse_are_kept_whole(client, me):
+    """A card whose JSON view breaks a rule of the JSON API is stored whole; the view is best-effort."""
     await put(client, me, "a.vcf", vcard("a", "Ada Lovelace", "EMAIL:same@example.com"))
-    twin = await put(client, me, "b.vcf", vcard("b", "Bob Builder", "EMAIL:same@example.com"))
-    assert twin.status_code == 409
-    assert (await dav(client, "GET", me.card("b.vcf"), me)).status_code == 404
-    too_long = await put(client, me, "c.vcf", vcard("c", "A" * 300 + " Long"))
-    assert 400 <= too_long.status_code < 500
-    assert (await dav(client, "GET", me.card("c.vcf"), me)).status_code == 404
-    contacts = (await client.get("/api/contacts/", headers=me.user.headers)).json()
-    assert contacts["total"] == 1
+    long_note = "n" * 700
+    twin = vcard(
+        "b",
+        "B" * 60 + " Builder",
+        "EMAIL:same@example.com",
+        "TEL;TYPE=cell:+380 50 123 4567 ext. 12",
+        "BDAY:soon",
+        f"NOTE:{long_note}",
+    )
+    created = await put(client, me, "b.vcf", twin)
+    assert created.status_code == 201, created.text
+    got = await dav(client, "GET", me.card("b.vcf"), me)
+    assert got.status_code == 200
+    assert got.headers["etag"] == created.headers["etag"]
+    for kept in ("EMAIL:same@example.com", "ext. 12", "BDAY:soon", "B" * 60):
+        assert kept in got.text, kept
+    assert long_note in got.text.replace("\r\n ", "")
+
+    listed = (
+        await client.get("/api/contacts/", params={"order_by": "first_name"}, headers=me.user.headers)
+    ).json()
+    assert listed["total"] == 2
+    bob = next(item for item in listed["items"] if item["last_name"] == "Builder")
+    assert bob["first_name"] == "B" * 50
+    assert (bob["email"], bob["phone_number"], bob["birthday"]) == (None, None, None)
+    assert bob["additional_data"] == "n" * 500
+
+    # The JSON API can still edit it, and keeps what its view does not show.
+    patched = await client.patch(
+        f"/api/contacts/{bob['id']}", json={"first_name": "Bob"}, headers=me.user.headers
+    )
+    assert patched.status_code == 200, patched.text
+    after = await dav(client, "GET", me.card("b.vcf"), me)
+    assert after.headers["etag"] == patched.headers["etag"] != created.headers["etag"]
+    assert "FN:Bob Builder" in after.text
+    for kept in ("EMAIL:same@example.com", "ext. 12", "BDAY:soon"):
+        assert kept in after.text, kept
+
+
+async def test_a_card_with_nul_is_400_and_nothing_is_stored(client, me):
+    response = await put(client, me, "nul.vcf", vcard("nul", "Nul Person", "NOTE:a\x00b"))
+    assert response.status_code == 400
+    assert error_condition(response) == f"{C}valid-address-data"
+    assert (await dav(client, "GET", me.card("nul.vcf"), me)).status_code == 404
+    assert (await client.get("/api/contacts/", headers=me.user.headers)).json()["total"] == 0

@@ -294,7 +294,7 @@ class RequestLogMiddleware:
             current_request_id.reset(context)
 
 
-_TOKEN_IN_PATH = re.compile(r"/(confirmed_email|confirm_update_password)/[^/]+")
+_TOKEN_IN_PATH = re.compile(r"/(confirmed_email|confirm_update_password|confirm_email_change)/[^/]+")
 
 
 def mask_tokens(path: str) -> str:
@@ -303,7 +303,7 @@ def mask_tokens(path: str) -> str:
 
 
 #: A path token inside free text: it ends at a space, a quote or a query string too.
-_TOKEN_IN_TEXT = re.compile(r"/(confirmed_email|confirm_update_password)/[^/\s\"'?#<>]+")
+_TOKEN_IN_TEXT = re.compile(r"/(confirmed_email|confirm_update_password|confirm_email_change)/[^/\s\"'?#<>]+")
 #: Anything shaped like a JWT (header and payload are base64url JSON objects: ``eyJ``).
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 

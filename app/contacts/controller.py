@@ -6,7 +6,6 @@ method. A malformed contact id is a ``404`` like any id that names none of the u
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 from uuid import UUID
@@ -259,23 +258,13 @@ class ContactController(Controller):
         ] = "vcard",
     ) -> Stream:
         """Every one of your contacts, streamed as ``text/vcard`` or ``text/csv``."""
-        batches = contact_store(state).export_batches(request.user.id)
-
-        async def body() -> AsyncIterator[str]:
-            if export_format == "csv":
-                yield exchange.csv_header()
-            async for batch in batches:
-                if export_format == "csv":
-                    yield exchange.csv_rows(batch)
-                else:
-                    yield "".join(exchange.vcard(contact) for contact in batch)
-
+        body = exchange.export_text(contact_store(state).export_batches(request.user.id), export_format)
         # Litestar appends "; charset=utf-8" to text/* types itself.
         media_type, name = (
             ("text/csv", "contacts.csv") if export_format == "csv" else ("text/vcard", "contacts.vcf")
         )
         return Stream(
-            body(), media_type=media_type, headers={"Content-Disposition": f'attachment; filename="{name}"'}
+            body, media_type=media_type, headers={"Content-Disposition": f'attachment; filename="{name}"'}
         )
 
     @get(

@@ -293,3 +293,15 @@ async def test_an_avatar_in_the_bucket_is_in_the_zip(
 
     assert zipped.namelist() == [*MEMBERS, "avatar.jpg"]
     assert zipped.read("avatar.jpg") == avatar
+
+
+async def test_a_client_asking_for_generic_binary_gets_the_same_zip(
+    client: AsyncTestClient[Litestar], user: TestUser
+) -> None:
+    response = await client.get(PATH, headers={**user.headers, "Accept": "application/octet-stream"})
+
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/octet-stream"
+    assert zipfile.ZipFile(io.BytesIO(response.content)).namelist() == MEMBERS
+    anything = await client.get(PATH, headers={**user.headers, "Accept": "*/*"})
+    assert anything.headers["content-type"] == "application/zip"

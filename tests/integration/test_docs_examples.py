@@ -6,9 +6,13 @@ Every ``.. code-block:: console`` of a guide page is read. Within it:
   ``$``) are the documented output: with ``-i`` a status line (``HTTP/1.1 201 Created``),
   optional headers, a blank line and the body; without ``-i`` only the body (and a 2xx is
   expected).
-* ``$ NAME=$(curl ... | jq -r .field)`` runs the request (2xx expected) and keeps the field.
-* ``$ NAME=value`` sets a variable; ``CONFIRM_TOKEN`` and ``RESET_TOKEN`` are instead read
-  from the last mail written to the log, the way a reader copies them.
+* ``$ NAME=$(curl ... | jq -r .field)`` runs the request (2xx expected) and keeps the field
+  (``.a.b``, ``.[0].id``).
+* ``$ curl -D - -o FILE ...`` documents the status line and headers (as ``-i`` does) and keeps
+  the body as ``FILE``, not compared (a download: a zip...).
+* ``$ NAME=value`` sets a variable; ``CONFIRM_TOKEN``, ``RESET_TOKEN`` and
+  ``EMAIL_CHANGE_TOKEN`` are instead read from the last mail written to the log, the way a
+  reader copies them.
 * Any other ``$`` command (``uv run ...``, ``docker compose ...``) is not run.
 
 A documented JSON body must match the answer: objects may list a subset of the keys,
@@ -20,7 +24,10 @@ present with a value of the same JSON type. Text bodies match line by line with 
 
 The pages run in order within one app per page. While another part of the API is still
 being built, a page whose examples use a route the app does not have yet is skipped,
-naming the route.
+naming the route -- unless every such route is one of :data:`AWAITED`, the routes a page
+documents ahead of their branch: then only the console blocks using them are left out (a
+warning names them), and they run as soon as the app has their routes. Such a block must
+not set a variable a later block uses.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import json
 import logging
 import re
 import urllib.parse
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +48,19 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
-PAGES = ["overview", "quickstart", "authentication", "contacts"]
+PAGES = ["overview", "quickstart", "authentication", "contacts", "account"]
+#: Routes documented (docs/account.rst) before the branch that builds them has landed: a console
+#: block using one that the app lacks is left out of the run, not the whole page. Entries whose
+#: route exists change nothing; once every branch has landed the set can go.
+AWAITED = {
+    "GET /api/users/me/sessions",  # branch sessions
+    "DELETE /api/users/me/sessions",
+    "DELETE /api/users/me/sessions/{id}",
+    "DELETE /api/users/me",
+    "POST /api/users/me/app-passwords",  # branch apppw
+    "GET /api/users/me/app-passwords",
+    "DELETE /api/users/me/app-passwords/{id}",
+}
 BASE_URL = "http://127.0.0.1:8000"
 #: Keys whose value changes from run to run: only their presence and JSON type are checked.
 VOLATILE = {"id", "created_at", "updated_at", "access_token", "refresh_token", "next_birthday", "avatar_url"}
@@ -48,6 +68,7 @@ VOLATILE = {"id", "created_at", "updated_at", "access_token", "refresh_token", "
 FROM_MAIL = {
     "CONFIRM_TOKEN": re.compile(r"/api/auth/confirmed_email/([A-Za-z0-9._~-]+)"),
     "RESET_TOKEN": re.compile(r"/api/auth/confirm_update_password/([A-Za-z0-9._~-]+)"),
+    "EMAIL_CHANGE_TOKEN": re.compile(r"/api/auth/confirm_email_change/([A-Za-z0-9._~-]+)"),
 }
 ELLIPSIS = "…"
 
@@ -63,6 +84,8 @@ class Example:
     line: int
     command: str
     output: list[str] = field(default_factory=list)
+    #: Which console block of the page it is in (blocks are left out whole, see :data:`AWAITED`).
+    block: int = 0
 
     def where(self) -> str:
         return f"docs/{self.page}.rst:{self.line}"
@@ -106,12 +129,12 @@ def parse_page(page: str) -> tuple[list[Example], dict[str, bytes]]:
         if "caption" in options
     }
     examples: list[Example] = []
-    for first, _, body in _blocks(text, "console"):
+    for block, (first, _, body) in enumerate(_blocks(text, "console")):
         current: Example | None = None
         continued = False
         for offset, line in enumerate(body):
             if line.startswith("$ "):
-                current = Example(page, first + offset, line[2:])
+                current = Example(page, first + offset, line[2:], block=block)
                 examples.append(current)
                 continued = line.endswith("\\") or _open_quote(current.command)
             elif continued and current is not None:
@@ -254,6 +277,9 @@ def parse_curl(words: list[str], files: dict[str, bytes]) -> Call:
             form[name] = (filename, files[filename], kind or "application/octet-stream")
         elif arg in {"-o", "--output"}:
             output_file = next(args)
+        elif arg in {"-D", "--dump-header"}:
+            assert next(args) == "-", "only -D - (the headers to the terminal) is supported"
+            call_include = True
         elif arg.startswith("-"):
             pytest.fail(f"curl option {arg!r} is not understood by the docs test")
         else:
@@ -391,12 +417,21 @@ def _route_matcher(app: Litestar) -> Callable[[str, str], bool]:
     return exists
 
 
-_ASSIGN_CURL = re.compile(r"^(\w+)=\$\((curl\s.*?)\s*\|\s*jq -r '?\.([\w.]+)'?\s*\)$", re.DOTALL)
+_ASSIGN_CURL = re.compile(r"^(\w+)=\$\((curl\s.*?)\s*\|\s*jq -r '?(\.[\w.\[\]]+)'?\s*\)$", re.DOTALL)
+
+
+def jq_path(value: Any, path: str) -> Any:
+    """What ``jq -r PATH`` picks from ``value``: ``.a.b`` and ``.[0].id`` forms."""
+    for key, index in re.findall(r"\.(\w+)|\[(\d+)\]", path):
+        value = value[int(index)] if index else value[key]
+    return value
+
+
 _ASSIGN = re.compile(r"^(\w+)=(\S+)$")
 
 
-def _plan(examples: list[Example], files: dict[str, bytes]) -> list[tuple[str, str]]:
-    """The (method, path) of every request on the page, variables left as they are."""
+def _plan(examples: list[Example], files: dict[str, bytes]) -> list[tuple[int, str, str]]:
+    """The (block, method, path) of every request on the page, variables left as they are."""
     env = _PlaceholderEnv()
     out = []
     for example in examples:
@@ -405,8 +440,29 @@ def _plan(examples: list[Example], files: dict[str, bytes]) -> list[tuple[str, s
             command = m.group(2)
         if command.startswith("curl "):
             call = parse_curl(shell_words(command, env), files)
-            out.append((call.method, call.path))
+            out.append((example.block, call.method, call.path))
     return out
+
+
+def _awaited(method: str, path: str) -> bool:
+    """Whether ``method path`` is one of the :data:`AWAITED` routes."""
+    path = urllib.parse.urlsplit(path).path.rstrip("/")
+    for route in AWAITED:
+        want_method, _, template = route.partition(" ")
+        pattern = re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template))
+        if method == want_method and re.fullmatch(pattern, path):
+            return True
+    return False
+
+
+class _Headers:
+    """An answer with its body hidden: what ``curl -D - -o FILE`` shows."""
+
+    def __init__(self, response: Any) -> None:
+        self.status_code = response.status_code
+        self.headers = response.headers
+        self.is_success = response.is_success
+        self.text = ""
 
 
 class _PlaceholderEnv(dict[str, str]):
@@ -420,9 +476,18 @@ async def test_guide_examples(page: str, make_client: Callable[..., AsyncTestCli
     # The log adapter writes mails to the log, where the guides tell readers to find them.
     async with make_client(smtp_host=None) as client:
         exists = _route_matcher(client.app)
-        missing = sorted({f"{m} {p}" for m, p in _plan(examples, files) if not exists(m, p)})
+        plan = [(block, m, p) for block, m, p in _plan(examples, files) if not exists(m, p)]
+        missing = sorted({f"{m} {p}" for _, m, p in plan if not _awaited(m, p)})
         if missing:
             pytest.skip(f"docs/{page}.rst uses routes not built yet: {', '.join(missing)}")
+        left_out = {block for block, _, _ in plan}
+        if left_out:
+            lines = [e.where() for e in examples if e.block in left_out and "curl " in e.command]
+            warnings.warn(
+                f"docs/{page}.rst: blocks using routes not built yet are left out: {', '.join(lines)}",
+                stacklevel=1,
+            )
+            examples = [e for e in examples if e.block not in left_out]
         mail = MailLog()
         app_logger = logging.getLogger("app")
         app_logger.addHandler(mail)
@@ -458,13 +523,12 @@ async def _run(
         ran += 1
         if keep:
             assert response.is_success, f"{example.where()}: got {response.status_code}: {response.text}"
-            value: Any = response.json()
-            for part in keep[1].split("."):
-                value = value[part]
-            env[keep[0]] = str(value)
+            env[keep[0]] = str(jq_path(response.json(), keep[1]))
         elif call.output_file:
             files[call.output_file] = response.content
             assert response.is_success, f"{example.where()}: got {response.status_code}: {response.text}"
+            if call.include:  # -D -: the status and headers are documented, the body is the file
+                check_output(example, call, _Headers(response))
         else:
             check_output(example, call, response)
     assert ran, "a guide page in PAGES has no curl example"

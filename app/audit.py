@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from app.logs import current_request_id
+
 if TYPE_CHECKING:
     from uuid import UUID
 
@@ -52,4 +54,6 @@ def audit(event: str, user_id: UUID | str | None, **fields: Any) -> None:
         raise ValueError(msg)
     extra = {"event": event, "user_id": None if user_id is None else str(user_id)}
     extra.update({key: str(value) if value is not None else None for key, value in fields.items()})
-    audit_logger.info(event, extra={"fields": extra})
+    # The request id is fixed on the record now: a handler that formats it later (or in
+    # another context) would no longer see the request's context variable.
+    audit_logger.info(event, extra={"fields": extra, "request_id": current_request_id.get()})

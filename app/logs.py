@@ -19,7 +19,7 @@ import secrets
 import sys
 import time
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import msgspec
 
@@ -139,13 +139,28 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
 
+_second_text: tuple[int, str] = (-1, "")
+
+
+def _utc_time(created: float) -> str:
+    """``created`` as ISO 8601 UTC with milliseconds; the text up to the second is reused within it."""
+    global _second_text
+    second = int(created)
+    cached = _second_text
+    if cached[0] != second:
+        cached = _second_text = (second, datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
+    # Rounded to the microsecond first, as datetime does (x.042 is stored as x.04199...).
+    millis = min(round((created - second) * 1_000_000) // 1000, 999)
+    return f"{cached[1]}.{millis:03d}Z"
+
+
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
     """The fields every format shows: the standard ones, the request id and any extras."""
     message = record.getMessage()
     if not getattr(record, "unmasked", False):
         message = mask_secrets(message)
     fields: dict[str, Any] = {
-        "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")[:-6] + "Z",
+        "time": _utc_time(record.created),
         "level": record.levelname,
         "logger": record.name,
         "message": message,
@@ -276,22 +291,59 @@ class RequestLogMiddleware:
             if self.observe is not None:
                 self.observe(scope["method"], scope.get("path_template"), status, duration)
             if access_logger.isEnabledFor(logging.INFO):
-                path = mask_tokens(scope["path"])
-                access_logger.info(
-                    "%s %s %d",
-                    scope["method"],
-                    path,
-                    status,
-                    extra={
-                        "fields": {
-                            "method": scope["method"],
-                            "path": path,
-                            "status": status,
-                            "duration_ms": round(duration * 1000, 2),
-                        }
-                    },
+                access_logger.handle(
+                    AccessRecord(scope["method"], mask_tokens(scope["path"]), status, duration)
                 )
             current_request_id.reset(context)
+
+
+class AccessRecord(logging.LogRecord):
+    """The access line's record, made in a fraction of a generic record's time.
+
+    It still goes through the logger's filters and handlers like any record. A generic
+    ``LogRecord`` looks up the caller's frame, thread and process on every request (~60 % of the
+    access line's cost): none of them is shown, so they are fixed values here.
+
+    Args:
+        method: The request's method.
+        path: Its path, tokens masked.
+        status: The status sent.
+        duration: Seconds from the request's start to its end.
+    """
+
+    #: The attributes every record has (formatters read them from the instance's dict).
+    FIXED: ClassVar[dict[str, Any]] = {
+        "name": access_logger.name,
+        "levelno": logging.INFO,
+        "levelname": "INFO",
+        "msg": "%s %s %d",
+        "pathname": __file__,
+        "filename": "logs.py",
+        "module": "logs",
+        "lineno": 0,
+        "funcName": "access",
+        "exc_info": None,
+        "exc_text": None,
+        "stack_info": None,
+        "thread": None,
+        "threadName": None,
+        "process": None,
+        "processName": None,
+        "taskName": None,
+    }
+
+    def __init__(self, method: str, path: str, status: int, duration: float) -> None:
+        self.__dict__.update(self.FIXED)
+        self.created = created = time.time()
+        self.msecs = (created - int(created)) * 1000
+        self.relativeCreated = (created - logging._startTime) * 1000
+        self.args = (method, path, status)
+        self.fields = {
+            "method": method,
+            "path": path,
+            "status": status,
+            "duration_ms": round(duration * 1000, 2),
+        }
 
 
 _TOKEN_IN_PATH = re.compile(r"/(confirmed_email|confirm_update_password|confirm_email_change)/[^/]+")
@@ -299,7 +351,7 @@ _TOKEN_IN_PATH = re.compile(r"/(confirmed_email|confirm_update_password|confirm_
 
 def mask_tokens(path: str) -> str:
     """Mask the tokens that some routes carry in their path (for logs and error messages)."""
-    return _TOKEN_IN_PATH.sub(r"/\1/***", path)
+    return _TOKEN_IN_PATH.sub(r"/\1/***", path) if "/confirm" in path else path
 
 
 #: A path token inside free text: it ends at a space, a quote or a query string too.

@@ -49,9 +49,11 @@ from app.security.headers import make_security_headers
 from app.server import ServerCLIPlugin
 from app.storage.adapters import make_avatar_storage, media_route_handlers
 from app.tracing import setup_tracing
+from app.users.app_passwords_controller import AppPasswordController
 from app.users.cli import UsersCLIPlugin
-from app.users.controller import UsersController, avatar_router
+from app.users.controller import SessionsController, UsersController, avatar_router
 from app.users.current import load_request_user
+from app.users.devices import SessionActivity, record_session_use
 from app.users.repository import delete_finished_sessions
 
 if TYPE_CHECKING:
@@ -87,8 +89,10 @@ def route_handlers() -> list[ControllerRouterHandler]:
         readyz,
         AuthController,
         UsersController,
+        SessionsController,
         PasswordController,
         EmailChangeController,
+        AppPasswordController,
         ExportController,
         ContactController,
     ]
@@ -177,6 +181,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         # Every body's media type as its route declares it (415 otherwise); see app/http.py.
         before_request=require_declared_body,
         before_send=[make_security_headers("/schema", settings.trusted_proxies)],
+        # After the answer is sent: when due, the session's time of last use (no cost before the answer).
+        after_response=record_session_use,
         exception_handlers=EXCEPTION_HANDLERS,
         cors_config=CORSConfig(allow_origins=list(settings.cors_origins)) if settings.cors_origins else None,
         request_max_body_size=settings.max_request_bytes,
@@ -202,6 +208,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 "avatar_storage": avatar_storage,
                 "mailer": mailer,
                 "job_runner": job_runner,
+                "session_activity": SessionActivity(),
             }
         ),
         # Logging is set up by configure_logging alone (Litestar's own would add a second format).

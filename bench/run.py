@@ -66,6 +66,31 @@ LAST_NAMES = ["Bondar", "Coval", "Duda", "Honchar", "Kravets", "Lysenko", "Melny
 #: Targets from issue 6: minimum ratio to the ceiling.
 RATIO_TARGETS = {"users/me": 0.45, "contact": 0.15, "list": 0.10, "search": 0.10, "birthdays": 0.10}
 CACHED_READS = ("users/me", "contact")
+#: Issue 18: each endpoint against the reference that fits it (bench/references.py), minimum ratio.
+REFERENCE_OF = {
+    "users/me": "ceiling",
+    "health": "one-row",
+    "contact": "one-row",
+    "list": "one-row",
+    "search": "one-row",
+    "birthdays": "one-row",
+    "create": "one-insert",
+    "update": "one-insert",
+    "delete": "one-insert",
+}
+REFERENCE_TARGETS = {
+    "users/me": 0.60,
+    "health": 0.80,
+    "contact": 0.80,
+    "list": 0.70,
+    "search": 0.70,
+    "birthdays": 0.70,
+    "create": 0.70,
+    "update": 0.70,
+    "delete": 0.70,
+}
+#: Issue 18: a single contact's p99 at most this multiple of one-row's.
+CONTACT_P99_VS_ONE_ROW = 1.5
 P99_CACHED_MS = 15.0
 P99_MIXED_MS = 30.0
 
@@ -212,6 +237,7 @@ class SeededUser:
     ids_file: Path
     first_contact: tuple[str, int] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    id: str = ""
 
 
 def _copy_columns(table: Any, row: dict[str, Any]) -> list[str]:
@@ -305,9 +331,9 @@ async def seed_user(conn: Any, secret: str, password_hash: str, n: int, name: st
 
     ids_file = RESULTS / f"ids-{name}.txt"
     table = metadata.tables.get("contacts")
-    if table is None:
+    if table is None or n == 0:
         ids_file.write_text("")
-        return SeededUser(email=email, token=token, contacts=0, ids_file=ids_file)
+        return SeededUser(email=email, token=token, contacts=0, ids_file=ids_file, id=str(user["id"]))
     owner = next(
         c.name for c in table.columns if any(fk.column.table.name == "users" for fk in c.foreign_keys)
     )
@@ -324,7 +350,12 @@ async def seed_user(conn: Any, secret: str, password_hash: str, n: int, name: st
     stride = max(1, n // 1000)
     ids_file.write_text("".join(f"{rows[i]['id']} {i}\n" for i in range(0, n, stride)))
     return SeededUser(
-        email=email, token=token, contacts=n, ids_file=ids_file, first_contact=(str(rows[0]["id"]), 0)
+        email=email,
+        token=token,
+        contacts=n,
+        ids_file=ids_file,
+        first_contact=(str(rows[0]["id"]), 0),
+        id=str(user["id"]),
     )
 
 
@@ -492,21 +523,30 @@ def probe(url: str, scenario: Scenario, token: str) -> int:
 # --------------------------------------------------------------------------- report
 
 
-def table(results: list[Result], ceiling: Result) -> str:
+def table(results: list[Result], ceiling: Result, references: dict[str, Result] | None = None) -> str:
+    """The markdown table: each row against the ceiling and, when measured, its issue-18 reference."""
+    references = {"ceiling": ceiling, **(references or {})}
     lines = [
-        "| scenario | req/s | p50 ms | p99 ms | non-2xx | vs ceiling | CPU µs/req | CPU vs ceiling | target |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| scenario | req/s | p50 ms | p99 ms | non-2xx | vs ceiling | CPU µs/req | CPU vs ceiling "
+        "| reference | vs reference | target |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---|",
     ]
-    for r in [ceiling, *results]:
+    for r in [*references.values(), *results]:
         if r.note:
-            lines.append(f"| {r.name} | {r.note} | | | | | | | |")
+            lines.append(f"| {r.name} | {r.note} | | | | | | | | | |")
             continue
         ratio = r.rps / ceiling.rps if ceiling.rps else 0.0
         rps = f"{r.rps:,.0f}" if r.rps >= 100 else f"{r.rps:.1f}"  # logins: a few per second
         cpu = f"{r.cpu_us:,.0f} | {ceiling.cpu_us / r.cpu_us:.1%}" if r.cpu_us and r.requests else "- | -"
+        reference = references.get(REFERENCE_OF.get(r.name, ""))
+        if reference is not None and reference.rps and r.name in REFERENCE_OF:
+            versus = r.rps / reference.rps
+            against = f"{reference.name} | {versus:.1%}"
+        else:
+            versus, against = None, " | "
         lines.append(
             f"| {r.name} | {rps} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {_non_2xx(r)} | "
-            f"{ratio:.1%} | {cpu} | {_verdict(r, ratio)} |"
+            f"{ratio:.1%} | {cpu} | {against} | {_verdict(r, ratio, versus, reference)} |"
         )
     return "\n".join(lines)
 
@@ -518,16 +558,22 @@ def _non_2xx(r: Result) -> str:
     return f"**{r.non_2xx}** ({bad or 'socket errors'})"
 
 
-def _verdict(r: Result, ratio: float) -> str:
+def _verdict(r: Result, ratio: float, versus: float | None = None, reference: Result | None = None) -> str:
     checks = []
     base = r.name.split(" ")[0]
-    if base in RATIO_TARGETS and r.name == base:
+    if versus is not None and reference is not None and r.name in REFERENCE_TARGETS:
+        target = REFERENCE_TARGETS[r.name]
+        checks.append((f"≥ {target:.0%} of {reference.name}", versus >= target))
+        if r.name == "contact":
+            bound = CONTACT_P99_VS_ONE_ROW * reference.p99_ms
+            checks.append((f"p99 ≤ {CONTACT_P99_VS_ONE_ROW} x {reference.name}'s", r.p99_ms <= bound))
+    elif base in RATIO_TARGETS and r.name == base:
         checks.append((f"≥ {RATIO_TARGETS[base]:.0%}", ratio >= RATIO_TARGETS[base]))
     if r.name in CACHED_READS:
         checks.append((f"p99 ≤ {P99_CACHED_MS:.0f} ms", r.p99_ms <= P99_CACHED_MS))
     if "during logins" in r.name:
         checks.append((f"p99 ≤ {P99_MIXED_MS:.0f} ms", r.p99_ms <= P99_MIXED_MS))
-    if r.name != "ceiling":
+    if r.name not in ("ceiling", "one-row", "one-insert"):
         checks.append(("2xx", r.non_2xx == 0))
         if r.requests == 0:  # nothing finished within the run (wrk counts only complete answers)
             checks.append(("an answer within the run", False))
@@ -586,7 +632,8 @@ def run_full(args: argparse.Namespace) -> None:
         # The ceiling is measured before and after the scenarios and the higher figure is
         # used: on a shared machine that keeps the ratios conservative.
         ceiling_before = measure_ceiling(ceiling_server, args)
-        server, (user,) = start_service(secret, [args.contacts])
+        server, (user, writer) = start_service(secret, [args.contacts, 0])
+        references = measure_references(user, writer, nonce, args)
         sessions_before = asyncio.run(db_sessions())
         results = run_scenarios(server, user, nonce, args)
         rss = server.rss
@@ -609,7 +656,7 @@ def run_full(args: argparse.Namespace) -> None:
         f"{ceiling_before.rps:,.0f} req/s before, {ceiling_after.rps:,.0f} after (higher one used)"
     )
     print()
-    print(table(results, ceiling))
+    print(table(results, ceiling, references))
     print()
     print(f"server RSS: {rss[0]:.0f} MB after start-up and seeding, {rss[1]:.0f} MB after the run")
 
@@ -620,6 +667,39 @@ def measure_ceiling(server: Server, args: argparse.Namespace) -> Result:
     return wrk(
         "ceiling", server.url, wrk_args, duration=args.duration, connections=args.connections, server=server
     )
+
+
+def measure_references(
+    user: SeededUser, writer: SeededUser, nonce: str, args: argparse.Namespace
+) -> dict[str, Result]:
+    """Issue 18's references (bench/references.py) on the seeded database, served like the app."""
+    env = {
+        # The app's form: the server's protocol class reads the app's settings too.
+        "DATABASE_URL": f"postgresql+asyncpg://postgres@127.0.0.1:5432/{DB_NAME}",
+        "OWNER_ID": user.id,
+        "WRITE_OWNER_ID": writer.id,
+        "DB_POOL_SIZE": os.environ.get("DB_POOL_SIZE", "20"),
+    }
+    server = Server("bench.references:app", env, "/", "references")
+    measured = {}
+    try:
+        for name, wrk_args in (
+            ("one-row", ["get", "/one-row/{id}", "-", str(user.ids_file)]),
+            ("one-insert", ["create", "/one-insert", "-", f"ref-{nonce}"]),
+        ):
+            print(f"  {name} ...", file=sys.stderr)
+            wrk(name, server.url, wrk_args, duration=1, connections=args.connections)  # warm-up
+            measured[name] = wrk(
+                name,
+                server.url,
+                wrk_args,
+                duration=args.duration,
+                connections=args.connections,
+                server=server,
+            )
+    finally:
+        server.stop()
+    return measured
 
 
 def run_scenarios(server: Server, user: SeededUser, nonce: str, args: argparse.Namespace) -> list[Result]:

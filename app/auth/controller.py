@@ -55,6 +55,7 @@ from app.http import BODY_MEDIA_TYPES, JSON, URL_ENCODED, InvalidBody, is_form, 
 from app.input import SINGLE_LINE
 from app.ratelimit import AUTH, AUTH_PER_USER, limited
 from app.security.password_policy import MAX_LENGTH, MIN_LENGTH
+from app.users.devices import request_device
 from app.users.schemas import CurrentUser, UserRead
 from app.users.service import UserExistsError
 
@@ -289,11 +290,13 @@ class AuthController(Controller):
     )
     async def login(
         self,
+        request: Request,
         data: Annotated[LoginForm, Body(media_type=RequestEncodingType.URL_ENCODED)],
         auth_service: NamedDependency[AuthService],
     ) -> Tokens:
         """Exchange credentials for an access and a refresh token."""
-        return await auth_service.login(data.username, data.password)
+        user_agent, ip = request_device(request)
+        return await auth_service.login(data.username, data.password, user_agent=user_agent, ip=ip)
 
     @post(
         "/refresh_token",
@@ -308,10 +311,11 @@ class AuthController(Controller):
         },
     )
     async def refresh_token(
-        self, data: JSONBody[RefreshRequest], auth_service: NamedDependency[AuthService]
+        self, request: Request, data: JSONBody[RefreshRequest], auth_service: NamedDependency[AuthService]
     ) -> Tokens:
         """Rotate a refresh token."""
-        return await auth_service.refresh(data.refresh_token)
+        _, ip = request_device(request)
+        return await auth_service.refresh(data.refresh_token, ip=ip)
 
     @post(
         "/logout",

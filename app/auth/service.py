@@ -375,8 +375,10 @@ class AuthService:
 
     # ------------------------------------------------------------------ sessions
 
-    async def login(self, login: str, password: str) -> Tokens:
-        """Check the credentials and open a session.
+    async def login(
+        self, login: str, password: str, *, user_agent: str | None = None, ip: str | None = None
+    ) -> Tokens:
+        """Check the credentials and open a session; audited (``login`` or ``login_failed``).
 
         The password is always verified against a bcrypt hash of the same cost — the user's
         or a dummy one — so an unknown user and a wrong password take the same time.
@@ -384,6 +386,8 @@ class AuthService:
         Args:
             login: The email or the username.
             password: The plain password.
+            user_agent: The client's ``User-Agent``, kept with the session (already cleaned).
+            ip: The client's network, kept with the session (already truncated).
 
         Returns:
             The session's tokens.
@@ -399,15 +403,24 @@ class AuthService:
         hashed = user.password_hash if user is not None else await dummy_hash(self.settings.bcrypt_rounds)
         valid = await verify_password(password, hashed)
         if user is None or not valid:
+            audit(
+                "login_failed",
+                user.id if user else None,
+                reason="unknown_user" if user is None else "password",
+            )
             raise InvalidCredentials
         if not user.confirmed:
+            audit("login_failed", user.id, reason="not_confirmed")
             raise NotConfirmed
         session_id, started_at = uuid7(), datetime.now(UTC)
         tokens, refresh_hash, expires = self._tokens(user.id, session_id, self.session_end(started_at))
-        await self.users.open_session(user.id, session_id, refresh_hash, expires, started_at)
+        await self.users.open_session(
+            user.id, session_id, refresh_hash, expires, started_at, user_agent=user_agent, ip=ip
+        )
+        audit("login", user.id, session_id=session_id, ip=ip)
         return tokens
 
-    async def refresh(self, refresh_token: str) -> Tokens:
+    async def refresh(self, refresh_token: str, *, ip: str | None = None) -> Tokens:
         """Rotate a refresh token: new tokens for the same session, the old token dead.
 
         Presenting a refresh token that is no longer the session's current one means it was
@@ -416,6 +429,7 @@ class AuthService:
 
         Args:
             refresh_token: The current refresh token of a live session.
+            ip: The client's network (already truncated), recorded with the session.
 
         Returns:
             New tokens.
@@ -435,6 +449,8 @@ class AuthService:
         if row.refresh_token_hash != presented:
             revoked = await self.users.end_sessions(user_id)
             logger.warning("refresh token re-used: ended %d session(s) of user %s", revoked, user_id)
+            if revoked:
+                audit("sessions_ended", user_id, count=revoked, reason="refresh_token_reused")
             raise InvalidRefreshToken
         ends_at = self.session_end(row.created_at)
         if ends_at <= datetime.now(UTC):
@@ -443,7 +459,7 @@ class AuthService:
             await self.users.end_sessions(user_id, only=session_id)
             raise InvalidRefreshToken
         tokens, new_hash, expires = self._tokens(user_id, session_id, ends_at)
-        if not await self.users.rotate_session(session_id, presented, new_hash, expires):
+        if not await self.users.rotate_session(session_id, presented, new_hash, expires, ip):
             # A concurrent refresh with the same token won the race (or the session just
             # expired): this one fails; the winner's session lives on.
             raise InvalidRefreshToken
@@ -473,6 +489,7 @@ class AuthService:
             user_id, only=session_id, refresh_hash=token_hash(refresh_token)
         ):
             raise InvalidRefreshToken
+        audit("session_ended", user_id, session_id=session_id, reason="logout")
 
     # ------------------------------------------------------------------ passwords
 
@@ -522,6 +539,7 @@ class AuthService:
         await self.users.set_password(user, password, commit=False)
         self.password_changed_mail(user)
         await self.users.save(user.id)
+        audit("password_reset", user.id)
 
     async def change_password(
         self, user_id: UUID, session_id: UUID | None, current_password: str, new_password: str
@@ -545,6 +563,7 @@ class AuthService:
         await self.users.set_password(user, new_password, keep_session=session_id, commit=False)
         self.password_changed_mail(user)
         await self.users.save(user.id)
+        audit("password_changed", user.id, session_id=session_id)
 
     # ------------------------------------------------------------------ email change
 

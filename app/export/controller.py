@@ -14,10 +14,12 @@ from litestar.response import Stream
 from litestar.status_codes import HTTP_401_UNAUTHORIZED, HTTP_429_TOO_MANY_REQUESTS, HTTP_502_BAD_GATEWAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import cache
 from app.contacts.controller import contact_store
 from app.errors import error_response
 from app.export.service import ExportService
 from app.ratelimit import EXPORT, limited
+from app.users.app_passwords import AppPasswordService
 from app.users.deps import user_service_on
 from app.users.schemas import CurrentUser
 
@@ -81,6 +83,7 @@ class ExportController(Controller):
         """
         service = ExportService(
             users=user_service_on(db_session, request.app),
+            app_passwords=AppPasswordService(db_session, request.app.stores.get(cache.USER_CACHE)),
             contacts=contact_store(state),
             storage=state.avatar_storage,
         )

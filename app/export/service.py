@@ -22,20 +22,18 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-from sqlalchemy import inspect, select
+from sqlalchemy import inspect
 
 from app.contacts import exchange
 from app.export.archive import ZipStream, one
-from app.users.models import User
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
     from uuid import UUID
 
-    from sqlalchemy.ext.asyncio import AsyncSession
-
     from app.contacts.store import ContactStore
     from app.storage.adapters import AvatarStorage, StoredFile
+    from app.users.app_passwords import AppPasswordService
     from app.users.models import UserSession
     from app.users.service import UserService
 
@@ -58,23 +56,6 @@ def _session_row(row: UserSession) -> dict[str, Any]:
         for attribute in inspect(type(row)).column_attrs
         if attribute.key not in _SESSION_LEFT_OUT and not attribute.key.startswith(("_", "sa_orm"))
     }
-
-
-async def app_passwords_of(session: AsyncSession, user_id: UUID) -> list[dict[str, Any]]:
-    """The user's app passwords (id, name, created, last used), oldest first; none without the table.
-
-    Read through the table's metadata, because the app passwords are built on a branch of their
-    own (``apppw``): this works before and after it lands. Once it has, this is
-    ``AppPasswordService.list``'s job.
-    """
-    table = User.metadata.tables.get("app_passwords")
-    if table is None:
-        return []
-    columns = [table.c[name] for name in ("id", "name", "created_at", "last_used_at") if name in table.c]
-    rows = await session.execute(
-        select(*columns).where(table.c.user_id == user_id).order_by(table.c.created_at)
-    )
-    return [dict(row._mapping) for row in rows]
 
 
 @dataclass
@@ -113,15 +94,24 @@ class AccountExport:
 class ExportService:
     """Prepares a user's data export."""
 
-    def __init__(self, *, users: UserService, contacts: ContactStore, storage: AvatarStorage) -> None:
+    def __init__(
+        self,
+        *,
+        users: UserService,
+        app_passwords: AppPasswordService,
+        contacts: ContactStore,
+        storage: AvatarStorage,
+    ) -> None:
         """Configure the service.
 
         Args:
             users: The user service (the user, their sessions), on the request's database session.
+            app_passwords: The app password service, on the same session.
             contacts: The contacts store.
             storage: The avatar storage chosen at start-up.
         """
         self.users = users
+        self.app_passwords = app_passwords
         self.contacts = contacts
         self.storage = storage
 
@@ -141,7 +131,7 @@ class ExportService:
         now = datetime.now(UTC)
         user = await self.users.get(user_id)
         sessions = await self.users.sessions_of(user_id)
-        app_passwords = await app_passwords_of(self.users.repository.session, user_id)
+        app_passwords = await self.app_passwords.list_of(user_id)
         # Hand the connection back before the avatar's read (which may wait on a bucket).
         await self.users.repository.session.commit()
         avatar = await self.storage.read(user.avatar_url)
@@ -150,7 +140,7 @@ class ExportService:
             "exported_at": now,
             "user": {name: getattr(user, name) for name in USER_FIELDS},
             "sessions": [_session_row(row) for row in sessions],
-            "app_passwords": app_passwords,
+            "app_passwords": sorted(app_passwords, key=lambda p: (p.created_at, p.id)),
             "files": {
                 "contacts.vcf": "every contact as a vCard 4.0",
                 "contacts.csv": "every contact as CSV, the columns of GET /api/contacts/export?format=csv",

@@ -12,7 +12,7 @@ import weakref
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import event
+from sqlalchemy import delete, event, func
 from sqlalchemy.orm import Session
 
 from app.jobs.models import PENDING, OutboxMail
@@ -50,6 +50,27 @@ def add_mail(session: AsyncSession, kind: str, recipient: str, **params: Any) ->
     session.add(row)
     session.info[_WROTE_MAIL] = True
     return row
+
+
+async def drop_pending_mail(session: AsyncSession, recipient: str) -> int:
+    """Delete the mails (and account requests) still waiting to go to ``recipient``, in ``session``'s transaction.
+
+    An erased account's pending mails must not reach it afterwards (a reset link, a notice);
+    delivered rows are kept until housekeeping removes them, like everyone else's.
+
+    Args:
+        session: The session of the erasure (the caller commits).
+        recipient: The address, compared case-insensitively.
+
+    Returns:
+        How many rows were deleted.
+    """
+    result = await session.execute(
+        delete(OutboxMail).where(
+            OutboxMail.status == PENDING, func.lower(OutboxMail.recipient) == recipient.strip().lower()
+        )
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 def register_waiter(wake: asyncio.Event) -> None:

@@ -135,6 +135,18 @@ def email_changed(settings: Settings, *, to: str, username: str, new_email: str)
     )
 
 
+def account_deleted(settings: Settings, *, to: str, username: str, by_admin: bool = False) -> EmailMessage:
+    """The goodbye notice: the account and its data were erased (by its owner or an admin)."""
+    return render(
+        "account_deleted",
+        settings,
+        to=to,
+        subject="Your Contacts API account was deleted",
+        username=username,
+        by_admin=by_admin,
+    )
+
+
 #: The mails the outbox can hold, by kind: each builder takes the settings, ``to`` and its params.
 KINDS = {
     "confirm_email": confirm_email,
@@ -143,6 +155,7 @@ KINDS = {
     "confirm_email_change": confirm_email_change,
     "email_change_requested": email_change_requested,
     "email_changed": email_changed,
+    "account_deleted": account_deleted,
 }
 
 

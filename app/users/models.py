@@ -1,4 +1,4 @@
-"""The ``users`` and ``user_sessions`` tables."""
+"""The ``users``, ``user_sessions`` and ``app_passwords`` tables."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 #: Roles a user can hold.
 ROLES = ("user", "admin")
+#: Characters of a ``User-Agent`` kept with a session.
+USER_AGENT_MAX = 200
 
 
 class User(UUIDv7AuditBase):
@@ -48,5 +50,28 @@ class UserSession(UUIDv7AuditBase):
     refresh_token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     expires_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+    #: The client's ``User-Agent`` at login, cut to :data:`USER_AGENT_MAX` characters.
+    user_agent: Mapped[str | None] = mapped_column(String(USER_AGENT_MAX), default=None)
+    #: The client's network at login or at the last refresh, never the full address (IPv4 /24, IPv6 /48).
+    ip: Mapped[str | None] = mapped_column(String(64), default=None)
+    #: Set at login and refresh; an access token's use moves it at most once a minute.
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
 
     user: Mapped[User] = relationship(back_populates="sessions", lazy="noload")
+
+
+class AppPassword(UUIDv7AuditBase):
+    """A password for one client that cannot log in with JWTs (a CardDAV address book).
+
+    Only the SHA-256 of the secret is stored: it is 160 random bits, like a refresh token, so
+    a fast hash is enough (nobody can guess it back from the digest) and it can be looked up
+    by its digest. It works only as HTTP Basic credentials (see :mod:`app.users.app_passwords`).
+    """
+
+    __tablename__ = "app_passwords"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(50))
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    #: When it last opened a request; written at most once a minute.
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)

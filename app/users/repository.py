@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
@@ -97,13 +97,36 @@ class UserRepository(SQLAlchemyAsyncRepository[User]):
         )
         return result.rowcount == 1  # type: ignore[attr-defined]
 
+    async def delete_unless_last_admin(self, user_id: UUID) -> bool:
+        """Delete a user (the database cascades to every row that refers to it), unless they are the last admin.
+
+        Locks the admins' rows first, as :meth:`demote_admin` does, so two admins deleting each
+        other at once queue and the second one's count sees the first deletion.
+
+        Args:
+            user_id: The user.
+
+        Returns:
+            Whether the row was deleted (``False``: they are the last admin, or gone already).
+        """
+        await self.session.execute(select(User.id).where(User.role == "admin").with_for_update())
+        admins = select(func.count()).select_from(User).where(User.role == "admin").scalar_subquery()
+        result = await self.session.execute(
+            delete(User)
+            .where(User.id == user_id, or_(User.role != "admin", admins > 1))
+            .execution_options(synchronize_session=False)
+        )
+        return result.rowcount == 1  # type: ignore[attr-defined]
+
 
 class UserSessionRepository(SQLAlchemyAsyncRepository[UserSession]):
     """The ``user_sessions`` table: one row per login (refresh-token family)."""
 
     model_type = UserSession
 
-    async def rotate(self, session_id: UUID, old_hash: str, new_hash: str, expires_at: datetime) -> bool:
+    async def rotate(
+        self, session_id: UUID, old_hash: str, new_hash: str, expires_at: datetime, ip: str | None = None
+    ) -> bool:
         """Replace the refresh-token hash of a live session, only if it still is ``old_hash``.
 
         The condition makes concurrent refreshes with one token safe: the database lets one
@@ -114,11 +137,20 @@ class UserSessionRepository(SQLAlchemyAsyncRepository[UserSession]):
             old_hash: The hash the caller presented.
             new_hash: The hash of the new refresh token.
             expires_at: The new expiry of the session.
+            ip: The client's network now (kept as it was when ``None``).
 
         Returns:
             Whether this call rotated the session.
         """
         now = datetime.now(UTC)
+        values: dict[str, object] = {
+            "refresh_token_hash": new_hash,
+            "expires_at": expires_at,
+            "updated_at": now,
+            "last_used_at": now,
+        }
+        if ip is not None:
+            values["ip"] = ip
         result = await self.session.execute(
             update(UserSession)
             .where(
@@ -127,10 +159,40 @@ class UserSessionRepository(SQLAlchemyAsyncRepository[UserSession]):
                 UserSession.revoked_at.is_(None),
                 UserSession.expires_at > now,
             )
-            .values(refresh_token_hash=new_hash, expires_at=expires_at, updated_at=now)
+            .values(values)
             .execution_options(synchronize_session=False)
         )
         return result.rowcount == 1  # type: ignore[attr-defined]
+
+    async def live(self, user_id: UUID) -> list[UserSession]:
+        """The live sessions of a user (not ended, not expired), newest first."""
+        now = datetime.now(UTC)
+        rows = await self.session.scalars(
+            select(UserSession)
+            .where(
+                UserSession.user_id == user_id, UserSession.revoked_at.is_(None), UserSession.expires_at > now
+            )
+            .order_by(UserSession.created_at.desc(), UserSession.id.desc())
+        )
+        return list(rows)
+
+    async def touch(self, session_id: UUID, now: datetime, every: float) -> None:
+        """Set a session's ``last_used_at`` to ``now`` unless it was set less than ``every`` seconds ago.
+
+        ``updated_at`` is left alone: using a session does not change it.
+        """
+        await self.session.execute(
+            update(UserSession)
+            .where(
+                UserSession.id == session_id,
+                or_(
+                    UserSession.last_used_at.is_(None),
+                    UserSession.last_used_at < now - timedelta(seconds=every),
+                ),
+            )
+            .values(last_used_at=now)
+            .execution_options(synchronize_session=False)
+        )
 
     async def revoke(
         self,

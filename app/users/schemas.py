@@ -8,6 +8,9 @@ from uuid import UUID
 
 import msgspec
 
+from app.input import NO_CONTROLS
+from app.security.password_policy import MAX_LENGTH
+
 Role = Literal["user", "admin"]
 
 
@@ -58,3 +61,31 @@ class RoleUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """The body of a role change."""
 
     role: Role
+
+
+class SessionRead(msgspec.Struct, kw_only=True):
+    """A live session (one login) as its owner sees it."""
+
+    id: UUID
+    created_at: Annotated[datetime, msgspec.Meta(description="When the login happened.")]
+    last_used_at: Annotated[
+        datetime | None,
+        msgspec.Meta(description="Last login, refresh or use (use is recorded at most once a minute)."),
+    ]
+    user_agent: Annotated[
+        str | None, msgspec.Meta(description="The client's User-Agent, cut to 200 characters.")
+    ]
+    ip: Annotated[
+        str | None,
+        msgspec.Meta(
+            description="The client's network, never its full address: IPv4 /24 (`203.0.113.0/24`), "
+            "IPv6 /48 (`2001:db8:1234::/48`)."
+        ),
+    ]
+    current: Annotated[bool, msgspec.Meta(description="Whether this is the session of the request's token.")]
+
+
+class AccountDeletion(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The body of ``DELETE /api/users/me``: the account's password, checked again."""
+
+    password: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_LENGTH), NO_CONTROLS]

@@ -9,6 +9,7 @@ change is visible on the very next request.
 from __future__ import annotations
 
 import hashlib
+import logging
 from typing import TYPE_CHECKING, Any
 
 from advanced_alchemy.exceptions import NotFoundError
@@ -18,10 +19,13 @@ from litestar.status_codes import HTTP_409_CONFLICT
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
 
+from app.audit import audit
 from app.errors import AppError
 from app.input import normalize_email, normalize_username
-from app.security.passwords import hash_password
-from app.users.current import invalidate_user
+from app.jobs.outbox import add_mail, drop_pending_mail
+from app.security.passwords import hash_password, verify_password
+from app.users.app_passwords import revoke_all_app_passwords
+from app.users.current import drop_committed, invalidate_user
 from app.users.models import User, UserSession
 from app.users.repository import MAX_OFFSET, UserRepository, UserSessionRepository
 
@@ -34,6 +38,8 @@ if TYPE_CHECKING:
 
     from app.storage.adapters import AvatarStorage
     from app.storage.images import ImageInfo
+
+logger = logging.getLogger(__name__)
 
 #: Gravatar image served when the email has no Gravatar of its own.
 GRAVATAR_DEFAULT = "identicon"
@@ -54,6 +60,19 @@ class LastAdminError(AppError):
 
     status_code = HTTP_409_CONFLICT
     detail = "The last admin cannot be demoted"
+
+
+class WrongPasswordError(AppError):
+    """The password given to confirm an account deletion is wrong (``400`` on ``password``)."""
+
+    detail = "The password is wrong"
+    field = "password"
+
+
+class LastAdminDeletionError(LastAdminError):
+    """Deleting the account would leave the service without an admin (``409``)."""
+
+    detail = "The last admin cannot be deleted"
 
 
 def gravatar_url(email: str) -> str:
@@ -107,6 +126,7 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
         await self.repository.session.commit()
         for user_id in user_ids:
             await invalidate_user(self.user_cache, user_id)
+        await drop_committed(self.repository.session, self.user_cache)
 
     async def create_user(self, *, username: str, email: str, password: str, commit: bool = True) -> User:
         """Create an unconfirmed account with the ``user`` role.
@@ -160,7 +180,7 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
     async def set_password(
         self, user: User, password: str, *, keep_session: UUID | None = None, commit: bool = True
     ) -> None:
-        """Replace the password, end sessions and kill outstanding reset links.
+        """Replace the password, end sessions, revoke every app password and kill outstanding reset links.
 
         Args:
             user: The user, loaded in this service's session.
@@ -172,6 +192,7 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
         user.password_hash = await hash_password(password, self.bcrypt_rounds)
         user.password_version += 1  # reset tokens carry a fingerprint of the old state
         await self.sessions.revoke(user.id, keep=keep_session)
+        await revoke_all_app_passwords(self.repository.session, user.id)
         if commit:
             await self.save(user.id)
 
@@ -206,12 +227,13 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
             raise UserExistsError("email") from None
         return ended
 
-    async def set_role(self, user_id: UUID, role: str) -> User:
-        """Give a user a role; demoting the last admin is refused.
+    async def set_role(self, user_id: UUID, role: str, *, by: UUID | None = None) -> User:
+        """Give a user a role; demoting the last admin is refused. A change is audited.
 
         Args:
             user_id: The user.
             role: ``user`` or ``admin``.
+            by: The acting admin (``None``: the command line).
 
         Returns:
             The updated user.
@@ -223,6 +245,7 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
         user = await self.repository.get(user_id)
         if user.role == role:
             return user
+        previous = user.role
         if user.role == "admin":
             if not await self.repository.demote_admin(user.id, role):
                 raise LastAdminError
@@ -230,6 +253,7 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
         else:
             user.role = role
         await self.save(user.id)
+        audit("role_changed", user.id, role=role, previous=previous, by=by)
         return user
 
     async def promote(self, email: str) -> tuple[User, bool]:
@@ -323,7 +347,15 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
     # ------------------------------------------------------------------ sessions
 
     async def open_session(
-        self, user_id: UUID, session_id: UUID, refresh_hash: str, expires_at: datetime, started_at: datetime
+        self,
+        user_id: UUID,
+        session_id: UUID,
+        refresh_hash: str,
+        expires_at: datetime,
+        started_at: datetime,
+        *,
+        user_agent: str | None = None,
+        ip: str | None = None,
     ) -> None:
         """Record a new login session and commit.
 
@@ -338,6 +370,8 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
             refresh_hash: The hash of its first refresh token.
             expires_at: When its refresh token expires.
             started_at: When it started (its age counts from here: ``SESSION_MAX_DAYS``).
+            user_agent: The client's ``User-Agent`` (cleaned: :func:`app.users.devices.clean_user_agent`).
+            ip: The client's network (:func:`app.users.devices.truncate_ip`).
         """
         await self.sessions.add(
             UserSession(
@@ -346,6 +380,9 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
                 refresh_token_hash=refresh_hash,
                 expires_at=expires_at,
                 created_at=started_at,
+                last_used_at=started_at,
+                user_agent=user_agent,
+                ip=ip,
             )
         )
         await self.repository.session.commit()
@@ -363,15 +400,17 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
         return await self.sessions.get_one_or_none(id=session_id, user_id=user_id)
 
     async def rotate_session(
-        self, session_id: UUID, old_hash: str, new_hash: str, expires_at: datetime
+        self, session_id: UUID, old_hash: str, new_hash: str, expires_at: datetime, ip: str | None = None
     ) -> bool:
         """Replace a live session's refresh-token hash if it still is ``old_hash``, and commit.
+
+        The session's ``last_used_at`` becomes now, and its ``ip`` the client's network, if known.
 
         Returns:
             Whether this call rotated it (``False``: a concurrent rotation won, or it is over;
             nothing is written).
         """
-        if not await self.sessions.rotate(session_id, old_hash, new_hash, expires_at):
+        if not await self.sessions.rotate(session_id, old_hash, new_hash, expires_at, ip):
             await self.repository.session.rollback()
             return False
         await self.repository.session.commit()  # same session id: the cached snapshot still holds
@@ -392,6 +431,99 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
             await self.save(user_id)
         else:
             await self.repository.session.rollback()
+        return ended
+
+    async def live_sessions(self, user_id: UUID) -> list[UserSession]:
+        """The user's live sessions, newest first."""
+        return await self.sessions.live(user_id)
+
+    async def record_use(self, session_id: UUID, now: datetime, every: float) -> None:
+        """Write that a session was used at ``now`` (unless written less than ``every`` seconds ago), and commit.
+
+        The cached snapshot is kept: it does not hold the time of last use.
+        """
+        await self.sessions.touch(session_id, now, every)
+        await self.repository.session.commit()
+
+    # ------------------------------------------------------------------ erasure
+
+    async def delete_own_account(self, user_id: UUID, password: str, storage: AvatarStorage) -> None:
+        """Erase the account of a logged-in user once their password is checked again.
+
+        Args:
+            user_id: The user.
+            password: Their password.
+            storage: The avatar storage (its file of the user is removed).
+
+        Raises:
+            WrongPasswordError: ``password`` is wrong.
+            LastAdminDeletionError: The user is the only admin.
+        """
+        user = await self.repository.get(user_id)
+        # The connection goes back to the pool while bcrypt runs (~0.25 s), as at login.
+        await self.repository.session.commit()
+        if not await verify_password(password, user.password_hash):
+            raise WrongPasswordError
+        await self.delete_account(user, storage)
+
+    async def delete_account(self, user: User, storage: AvatarStorage, *, by: UUID | None = None) -> None:
+        """Erase an account: its row and, by the database's cascades, every row that refers to it.
+
+        One transaction deletes the user (contacts, their counter, sessions and any other
+        table with a foreign key to ``users`` go with it: each such key is ``ON DELETE
+        CASCADE``), the mails still waiting to go to the address, and writes the goodbye
+        notice to the outbox. After the commit the cached snapshot is dropped in every process
+        (its tokens get ``401`` on the next request) and the stored avatar file is removed.
+
+        Args:
+            user: The account, loaded in this service's session.
+            storage: The avatar storage (the file, if the service stores it, is deleted).
+            by: The admin who deleted it (``None``: the owner did).
+
+        Raises:
+            LastAdminDeletionError: The user is the only admin.
+            NotFoundError: The user was deleted meanwhile.
+        """
+        # Read before any rollback below expires the object.
+        user_id, email, role = user.id, user.email, user.role
+        username, avatar_url = user.username, user.avatar_url
+        if not await self.repository.delete_unless_last_admin(user_id):
+            await self.repository.session.rollback()
+            if role != "admin":  # deleted meanwhile by a concurrent request
+                raise NotFoundError("No such user")
+            raise LastAdminDeletionError
+        self.repository.session.expunge(user)  # the row is gone; the ORM must not flush it
+        await drop_pending_mail(self.repository.session, email)
+        add_mail(
+            self.repository.session, "account_deleted", email, username=username, by_admin=by is not None
+        )
+        await self.save(user_id)
+        audit("account_deleted", user_id, by=by or user_id)
+        try:
+            await storage.discard(avatar_url)
+        except Exception as exc:  # the account is gone; a leftover file must not fail the answer
+            logger.warning("could not remove the avatar of a deleted account (%s)", type(exc).__name__)
+
+    async def end_session(self, user_id: UUID, session_id: UUID) -> bool:
+        """End one live session of the user (its tokens are refused on the next request); audited.
+
+        Returns:
+            Whether it ended (``False``: no such live session of this user).
+        """
+        ended = await self.end_sessions(user_id, only=session_id)
+        if ended:
+            audit("session_ended", user_id, session_id=session_id)
+        return bool(ended)
+
+    async def end_other_sessions(self, user_id: UUID, keep: UUID | None) -> int:
+        """End every live session of the user but ``keep``; audited when any ended.
+
+        Returns:
+            How many ended.
+        """
+        ended = await self.end_sessions(user_id, keep=keep)
+        if ended:
+            audit("sessions_ended", user_id, count=ended, kept=keep)
         return ended
 
     # ------------------------------------------------------------------ reads

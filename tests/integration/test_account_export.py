@@ -18,9 +18,11 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from moto.server import ThreadedMotoServer
 
+from app import cache
 from app.contacts.controller import contact_store
 from app.contacts.store import EXPORT_BATCH
 from app.export.service import ExportService
+from app.users.app_passwords import AppPasswordService
 from app.users.deps import user_service_on
 from tests import images, s3
 from tests.conftest import TestUser
@@ -93,6 +95,8 @@ async def test_every_member_is_the_accounts_data(
     assert uploaded.status_code == 200
     await add_contacts(client, admin, "Ada", "Grace", "Zoë")
     await login(client, admin)  # a second session
+    phone = await client.post("/api/users/me/app-passwords", json={"name": "Phone"}, headers=admin.headers)
+    assert phone.status_code == 201
     me = (await client.get("/api/users/me", headers=admin.headers)).json()
 
     zipped = archive(await client.get(PATH, headers=admin.headers))
@@ -104,8 +108,12 @@ async def test_every_member_is_the_accounts_data(
     assert len(account["sessions"]) == 2
     assert str(admin.session_id) in {s["id"] for s in account["sessions"]}
     assert {"id", "created_at", "expires_at", "revoked_at"} <= set(account["sessions"][0])
+    assert {"user_agent", "ip", "last_used_at"} <= set(account["sessions"][0])
     assert "refresh_token_hash" not in zipped.read("account.json").decode()
-    assert account["app_passwords"] == []
+    assert [(p["id"], p["name"]) for p in account["app_passwords"]] == [(phone.json()["id"], "Phone")]
+    assert set(account["app_passwords"][0]) == {"id", "name", "created_at", "last_used_at"}
+    everything = b"".join(zipped.read(name) for name in zipped.namelist())
+    assert phone.json()["password"].encode() not in everything
     assert set(account["files"]) == {"contacts.vcf", "contacts.csv", "avatar.png"}
     # The contacts exactly as the contacts export writes them.
     vcards = await client.get("/api/contacts/export", headers=admin.headers)
@@ -190,7 +198,10 @@ async def _export_watched(app: Litestar, user_id: UUID) -> tuple[list[int], list
 
     async with app.state.db_config.get_session() as session:
         service = ExportService(
-            users=user_service_on(session, app), contacts=store, storage=app.state.avatar_storage
+            users=user_service_on(session, app),
+            app_passwords=AppPasswordService(session, app.stores.get(cache.USER_CACHE)),
+            contacts=store,
+            storage=app.state.avatar_storage,
         )
         export = await service.prepare(user_id)
     export.contacts = _Counting(store, counting)  # type: ignore[assignment]

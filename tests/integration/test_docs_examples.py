@@ -24,10 +24,7 @@ present with a value of the same JSON type. Text bodies match line by line with 
 
 The pages run in order within one app per page. While another part of the API is still
 being built, a page whose examples use a route the app does not have yet is skipped,
-naming the route -- unless every such route is one of :data:`AWAITED`, the routes a page
-documents ahead of their branch: then only the console blocks using them are left out (a
-warning names them), and they run as soon as the app has their routes. Such a block must
-not set a variable a later block uses.
+naming the route.
 """
 
 from __future__ import annotations
@@ -37,7 +34,6 @@ import json
 import logging
 import re
 import urllib.parse
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,18 +45,6 @@ from litestar.testing import AsyncTestClient
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 PAGES = ["overview", "quickstart", "authentication", "contacts", "account"]
-#: Routes documented (docs/account.rst) before the branch that builds them has landed: a console
-#: block using one that the app lacks is left out of the run, not the whole page. Entries whose
-#: route exists change nothing; once every branch has landed the set can go.
-AWAITED = {
-    "GET /api/users/me/sessions",  # branch sessions
-    "DELETE /api/users/me/sessions",
-    "DELETE /api/users/me/sessions/{id}",
-    "DELETE /api/users/me",
-    "POST /api/users/me/app-passwords",  # branch apppw
-    "GET /api/users/me/app-passwords",
-    "DELETE /api/users/me/app-passwords/{id}",
-}
 BASE_URL = "http://127.0.0.1:8000"
 #: Keys whose value changes from run to run: only their presence and JSON type are checked.
 VOLATILE = {"id", "created_at", "updated_at", "access_token", "refresh_token", "next_birthday", "avatar_url"}
@@ -84,8 +68,6 @@ class Example:
     line: int
     command: str
     output: list[str] = field(default_factory=list)
-    #: Which console block of the page it is in (blocks are left out whole, see :data:`AWAITED`).
-    block: int = 0
 
     def where(self) -> str:
         return f"docs/{self.page}.rst:{self.line}"
@@ -129,12 +111,12 @@ def parse_page(page: str) -> tuple[list[Example], dict[str, bytes]]:
         if "caption" in options
     }
     examples: list[Example] = []
-    for block, (first, _, body) in enumerate(_blocks(text, "console")):
+    for first, _, body in _blocks(text, "console"):
         current: Example | None = None
         continued = False
         for offset, line in enumerate(body):
             if line.startswith("$ "):
-                current = Example(page, first + offset, line[2:], block=block)
+                current = Example(page, first + offset, line[2:])
                 examples.append(current)
                 continued = line.endswith("\\") or _open_quote(current.command)
             elif continued and current is not None:
@@ -430,8 +412,8 @@ def jq_path(value: Any, path: str) -> Any:
 _ASSIGN = re.compile(r"^(\w+)=(\S+)$")
 
 
-def _plan(examples: list[Example], files: dict[str, bytes]) -> list[tuple[int, str, str]]:
-    """The (block, method, path) of every request on the page, variables left as they are."""
+def _plan(examples: list[Example], files: dict[str, bytes]) -> list[tuple[str, str]]:
+    """The (method, path) of every request on the page, variables left as they are."""
     env = _PlaceholderEnv()
     out = []
     for example in examples:
@@ -440,19 +422,8 @@ def _plan(examples: list[Example], files: dict[str, bytes]) -> list[tuple[int, s
             command = m.group(2)
         if command.startswith("curl "):
             call = parse_curl(shell_words(command, env), files)
-            out.append((example.block, call.method, call.path))
+            out.append((call.method, call.path))
     return out
-
-
-def _awaited(method: str, path: str) -> bool:
-    """Whether ``method path`` is one of the :data:`AWAITED` routes."""
-    path = urllib.parse.urlsplit(path).path.rstrip("/")
-    for route in AWAITED:
-        want_method, _, template = route.partition(" ")
-        pattern = re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template))
-        if method == want_method and re.fullmatch(pattern, path):
-            return True
-    return False
 
 
 class _Headers:
@@ -476,18 +447,9 @@ async def test_guide_examples(page: str, make_client: Callable[..., AsyncTestCli
     # The log adapter writes mails to the log, where the guides tell readers to find them.
     async with make_client(smtp_host=None) as client:
         exists = _route_matcher(client.app)
-        plan = [(block, m, p) for block, m, p in _plan(examples, files) if not exists(m, p)]
-        missing = sorted({f"{m} {p}" for _, m, p in plan if not _awaited(m, p)})
+        missing = sorted({f"{m} {p}" for m, p in _plan(examples, files) if not exists(m, p)})
         if missing:
             pytest.skip(f"docs/{page}.rst uses routes not built yet: {', '.join(missing)}")
-        left_out = {block for block, _, _ in plan}
-        if left_out:
-            lines = [e.where() for e in examples if e.block in left_out and "curl " in e.command]
-            warnings.warn(
-                f"docs/{page}.rst: blocks using routes not built yet are left out: {', '.join(lines)}",
-                stacklevel=1,
-            )
-            examples = [e for e in examples if e.block not in left_out]
         mail = MailLog()
         app_logger = logging.getLogger("app")
         app_logger.addHandler(mail)
@@ -565,6 +527,15 @@ def test_curl_translation() -> None:
     assert (upload.method, upload.files) == ("POST", {"file": ("c.csv", b"x", "text/csv")})
     with pytest.raises(pytest.fail.Exception):
         parse_curl(["curl", "--insecure", f"{BASE_URL}/"], {})
+    download = parse_curl(["curl", "-sS", "-D", "-", "-o", "a.zip", f"{BASE_URL}/x"], {})
+    assert (download.include, download.output_file) == (True, "a.zip")
+
+
+def test_jq_paths() -> None:
+    value = {"a": {"b": 1}, "items": [{"id": "x"}, {"id": "y"}]}
+    assert jq_path(value, ".a.b") == 1
+    assert jq_path(value, ".items[1].id") == jq_path(value["items"], ".[1].id") == "y"
+    assert _ASSIGN_CURL.match("S=$(curl -s x | jq -r '.[0].id')").group(3) == ".[0].id"  # type: ignore[union-attr]
 
 
 def test_json_matching_is_strict_where_it_documents() -> None:

@@ -256,3 +256,22 @@ def test_the_grafana_dashboard_uses_only_metrics_the_service_exports():
     assert used, "the dashboard shows no metric"
     assert used <= exported, used - exported
     assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])
+
+
+def test_every_base_image_is_pinned_by_digest():
+    # A tag moves; a digest names one image: releases build from exactly what was tested.
+    text = (ROOT / "Containerfile").read_text()
+    args = dict(
+        line.removeprefix("ARG ").split("=", 1)
+        for line in text.splitlines()
+        if line.startswith("ARG ") and "=" in line and "IMAGE" in line
+    )
+    for line in text.splitlines():
+        if line.startswith("FROM "):
+            image = line.split()[1]
+            if image.startswith("${"):
+                image = args[image.strip("${}")]
+            assert re.fullmatch(r"[\w./:-]+@sha256:[0-9a-f]{64}", image), line
+        if line.startswith("COPY --from="):
+            source = line.split()[1].removeprefix("--from=")
+            assert ":" not in source or "@sha256:" in source, line

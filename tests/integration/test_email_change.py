@@ -491,3 +491,24 @@ async def test_a_browser_with_a_broken_link_gets_a_page(client: AsyncTestClient[
     assert page.status_code == 400
     assert page.headers["content-type"].startswith("text/html")
     assert "invalid, expired or already used" in page.text
+
+
+async def test_a_deleted_accounts_link_is_dead(
+    client: AsyncTestClient[Litestar], smtp_server: SmtpServer, user_factory: UserFactory
+) -> None:
+    user = await user_factory()
+    await request_change(client, user, "gone@example.com")
+    path = await link_path(smtp_server, "gone@example.com")
+    deleted = await client.request(
+        "DELETE", "/api/users/me", json={"password": user.password}, headers=user.headers
+    )
+    assert deleted.status_code == 204
+
+    assert (await client.get(path)).status_code == 400
+    assert (await client.post(path)).status_code == 400
+    # The address was never taken by the link: it can register.
+    registered = await client.post(
+        "/api/auth/register",
+        json={"username": "newcomer", "email": "gone@example.com", "password": "a good passphrase"},
+    )
+    assert registered.status_code == 201

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import shutil
@@ -24,6 +25,7 @@ from app.contacts.store import EXPORT_BATCH
 from app.export.service import ExportService
 from app.users.app_passwords import AppPasswordService
 from app.users.deps import user_service_on
+from app.users.models import User
 from tests import images, s3
 from tests.conftest import TestUser
 
@@ -316,3 +318,25 @@ async def test_a_client_asking_for_generic_binary_gets_the_same_zip(
     assert zipfile.ZipFile(io.BytesIO(response.content)).namelist() == MEMBERS
     anything = await client.get(PATH, headers={**user.headers, "Accept": "*/*"})
     assert anything.headers["content-type"] == "application/zip"
+
+
+async def test_an_unreachable_bucket_is_a_502_before_any_byte(
+    make_client: Callable[..., AsyncTestClient[Litestar]], user: TestUser, in_app_loop: InAppLoop
+) -> None:
+    dead = {"avatar_storage": "s3", "s3_bucket": "avatars", "s3_endpoint_url": "http://127.0.0.1:9"}
+    async with make_client(**dead) as client:
+        url = f"{client.app.state.avatar_storage.base_url}avatars/{user.id}-0123456789abcdef.png"
+        await asyncio.to_thread(client.blocking_portal.call, _set_avatar_url, client.app, user.id, url)
+
+        response = await client.get(PATH, headers=user.headers)
+
+    assert response.status_code == 502
+    assert response.json()["detail"] == "The avatar could not be read"
+
+
+async def _set_avatar_url(app: Litestar, user_id: UUID, url: str) -> None:
+    async with app.state.db_config.get_session() as session:
+        user = await session.get(User, user_id)
+        assert user is not None
+        user.avatar_url = url
+        await session.commit()

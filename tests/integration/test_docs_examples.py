@@ -9,7 +9,8 @@ Every ``.. code-block:: console`` of a guide page is read. Within it:
 * ``$ NAME=$(curl ... | jq -r .field)`` runs the request (2xx expected) and keeps the field
   (``.a.b``, ``.[0].id``).
 * ``$ curl -D - -o FILE ...`` documents the status line and headers (as ``-i`` does) and keeps
-  the body as ``FILE``, not compared (a download: a zip...).
+  the body as ``FILE``, not compared (a download: a zip...); ``$ unzip -Z1 FILE`` then lists
+  the names in that zip, compared line by line.
 * ``$ NAME=value`` sets a variable; ``CONFIRM_TOKEN``, ``RESET_TOKEN`` and
   ``EMAIL_CHANGE_TOKEN`` are instead read from the last mail written to the log, the way a
   reader copies them.
@@ -30,10 +31,12 @@ naming the route.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
 import re
 import urllib.parse
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -410,6 +413,7 @@ def jq_path(value: Any, path: str) -> Any:
 
 
 _ASSIGN = re.compile(r"^(\w+)=(\S+)$")
+_UNZIP_LIST = re.compile(r"^unzip -Z1 (\S+)$")
 
 
 def _plan(examples: list[Example], files: dict[str, bytes]) -> list[tuple[str, str]]:
@@ -475,6 +479,11 @@ async def _run(
                 env[name] = await mail.last(FROM_MAIL[name], client)
             else:
                 env[name] = shell_words(m.group(2), env)[0]
+            continue
+        if m := _UNZIP_LIST.match(command):
+            # The names in a zip a curl example downloaded (-o), one a line.
+            with zipfile.ZipFile(io.BytesIO(files[m.group(1)])) as archive:
+                assert archive.namelist() == example.output, f"{example.where()}: {archive.namelist()}"
             continue
         if not command.startswith("curl "):
             continue

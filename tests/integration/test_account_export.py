@@ -44,6 +44,7 @@ def archive(response: Any) -> zipfile.ZipFile:
         response.headers["content-disposition"] == f'attachment; filename="contacts-api-export-{today}.zip"'
     )
     assert response.headers["cache-control"] == "no-store"
+    assert "content-length" not in response.headers  # streamed: its length is known only at the end
     zipped = zipfile.ZipFile(io.BytesIO(response.content))
     assert zipped.testzip() is None  # every member's CRC checks out
     return zipped

@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 import shutil
+import time
 import tracemalloc
 import zipfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -14,6 +15,7 @@ from typing import Any
 from uuid import UUID
 
 import anyio
+import httpx
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
@@ -27,6 +29,7 @@ from app.users.app_passwords import AppPasswordService
 from app.users.deps import user_service_on
 from app.users.models import User
 from tests import images, s3
+from tests.browser.conftest import live_server  # noqa: F401 - the fixture: the app on a real socket
 from tests.conftest import TestUser
 
 PATH = "/api/users/me/export"
@@ -341,3 +344,36 @@ async def _set_avatar_url(app: Litestar, user_id: UUID, url: str) -> None:
         assert user is not None
         user.avatar_url = url
         await session.commit()
+
+
+async def test_over_a_socket_the_first_bytes_come_long_before_the_last(
+    live_server: Any,  # noqa: F811 - the fixture imported above
+    user_factory: UserFactory,
+) -> None:
+    user = await user_factory()
+    async with httpx.AsyncClient(base_url=live_server.url, timeout=60) as http:
+        lines = ["first_name,last_name,email,phone_number"] + [
+            f"N{i},L{i},n{i}@example.com,+38050{i:07d}" for i in range(5000)
+        ]
+        imported = await http.post(
+            "/api/contacts/import",
+            files={"file": ("book.csv", "\n".join(lines).encode(), "text/csv")},
+            headers=user.headers,
+        )
+        assert imported.status_code == 200, imported.text
+        arrivals: list[tuple[float, int]] = []
+        started = time.monotonic()
+        async with http.stream("GET", PATH, headers=user.headers) as response:
+            assert response.status_code == 200
+            assert response.headers["transfer-encoding"] == "chunked"
+            body = bytearray()
+            async for piece in response.aiter_raw():
+                arrivals.append((time.monotonic() - started, len(piece)))
+                body += piece
+
+    zipped = zipfile.ZipFile(io.BytesIO(bytes(body)))
+    assert zipped.read("contacts.vcf").count(b"BEGIN:VCARD") == 5000
+    # The archive came in many pieces, the first of them while most of it was still being made.
+    assert len(arrivals) >= 10, arrivals
+    first, last = arrivals[0][0], arrivals[-1][0]
+    assert first < last / 2, arrivals

@@ -50,7 +50,11 @@ _SESSION_LEFT_OUT = frozenset({"refresh_token_hash", "user_id"})
 
 
 def _session_row(row: UserSession) -> dict[str, Any]:
-    """A session row as exported: every mapped column (those other helpers add too) but a hash."""
+    """A session row as exported: every mapped column (device, network, last use...) but the hash.
+
+    Read from the mapping, so that a column added to sessions later is exported too; a column
+    holding a secret must be named in :data:`_SESSION_LEFT_OUT`.
+    """
     return {
         attribute.key: getattr(row, attribute.key)
         for attribute in inspect(type(row)).column_attrs

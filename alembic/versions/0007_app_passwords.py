@@ -1,7 +1,7 @@
 """app passwords: HTTP Basic credentials for CardDAV clients, stored as SHA-256 digests
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 Create Date: 2026-12-07 02:40:00.000000
 
 See ``app/users/models.py`` (``AppPassword``) and ``app/users/app_passwords.py``.
@@ -13,7 +13,7 @@ from advanced_alchemy.types import GUID, DateTimeUTC
 from alembic import op
 
 revision = "0007"
-down_revision = "0005"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 

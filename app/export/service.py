@@ -5,7 +5,7 @@ The archive holds
 * ``account.json``: the user, every session row (live and ended; never a token's hash) and
   the app passwords' names (never their secrets);
 * ``contacts.vcf`` and ``contacts.csv``: the address book as ``GET /api/contacts/export``
-  writes it (:func:`app.contacts.exchange.export_text`);
+  writes it (:func:`app.contacts.exchange.export_text`): the full cards, and the JSON fields;
 * ``avatar.<ext>``: the avatar file when the service stores it (local files or S3); a Gravatar
   or Cloudinary avatar is a URL, shown in ``account.json``.
 
@@ -85,7 +85,7 @@ class AccountExport:
         async for out in archive.member("account.json", one(self.account)):
             yield out
         for name, export_format in (("contacts.vcf", "vcard"), ("contacts.csv", "csv")):
-            text = exchange.export_text(self.contacts.export_batches(self.owner_id), export_format)
+            text = exchange.export_text(self.contacts, self.owner_id, export_format)
             async for out in archive.member(name, text, large=True):
                 yield out
         if self.avatar is not None:

@@ -77,9 +77,10 @@ class ExportController(Controller):
     ) -> Stream:
         """Everything the service keeps about you, streamed as a zip.
 
-        Sent as ``application/zip``; as ``application/octet-stream`` to a client whose ``Accept``
-        prefers that (the bytes are the same). ``account.json`` (your user, your sessions, your app passwords' names), ``contacts.vcf``
-        (vCard 4.0), ``contacts.csv`` and, when the service stores your avatar, ``avatar.<ext>``.
+        ``account.json`` (your user, your sessions, your app passwords' names), ``contacts.vcf``
+        (every contact's full card, vCard 4.0), ``contacts.csv`` (the JSON fields) and, when the
+        service stores your avatar, ``avatar.<ext>``. Sent as ``application/zip``; as
+        ``application/octet-stream`` to a client whose ``Accept`` prefers that (the same bytes).
         """
         service = ExportService(
             users=user_service_on(db_session, request.app),

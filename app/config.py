@@ -61,6 +61,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     confirm_token_hours: int = 24
     #: Lifetime of password reset links, in minutes (at most 60).
     reset_token_minutes: int = 30
+    #: Lifetime of email change links, in hours (at most 24).
+    email_change_token_hours: int = 24
     #: bcrypt cost factor for password hashes.
     bcrypt_rounds: int = 12
     #: How long a cached user snapshot lives in the store, in seconds.
@@ -133,6 +135,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     rate_limit_auth_per_minute: int = 10
     #: Contact imports per minute per user.
     rate_limit_import_per_minute: int = 5
+    #: Data exports (``GET /api/users/me/export``) per hour per user.
+    rate_limit_export_per_hour: int = 5
     #: Comma-separated proxy addresses whose ``X-Forwarded-For`` is trusted to name the client.
     trusted_proxies: tuple[str, ...] = ()
     #: Comma-separated origins allowed by CORS; empty disables CORS.
@@ -255,6 +259,7 @@ def _check(settings: Settings) -> None:
         "refresh_token_days",
         "confirm_token_hours",
         "reset_token_minutes",
+        "email_change_token_hours",
         "user_cache_ttl",
         "avatar_max_bytes",
         "avatar_max_pixels",
@@ -265,6 +270,7 @@ def _check(settings: Settings) -> None:
         "rate_limit_me_per_minute",
         "rate_limit_auth_per_minute",
         "rate_limit_import_per_minute",
+        "rate_limit_export_per_hour",
         "session_max_days",
         "fuzz_examples",
         "mail_retry_hours",
@@ -288,6 +294,9 @@ def _check(settings: Settings) -> None:
         raise SettingsError(msg)
     if settings.reset_token_minutes > 60:
         msg = f"RESET_TOKEN_MINUTES: must be at most 60 (got {settings.reset_token_minutes})"
+        raise SettingsError(msg)
+    if settings.email_change_token_hours > 24:
+        msg = f"EMAIL_CHANGE_TOKEN_HOURS: must be at most 24 (got {settings.email_change_token_hours})"
         raise SettingsError(msg)
     if not 4 <= settings.bcrypt_rounds <= 16:
         msg = f"BCRYPT_ROUNDS: must be between 4 and 16 (got {settings.bcrypt_rounds})"

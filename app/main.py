@@ -18,7 +18,7 @@ from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.template import TemplateConfig
 
 from app import __version__, cache, metrics
-from app.auth.controller import AuthController, PasswordController
+from app.auth.controller import AuthController, EmailChangeController, PasswordController
 from app.auth.deps import resolve_account_request
 from app.compression import GzipMiddleware
 from app.config import Settings, get_settings
@@ -27,6 +27,7 @@ from app.contacts.store import purge_tombstones
 from app.dav.routes import DAV_ROUTES
 from app.db import DirectPool, make_db_config, migrate_on_startup
 from app.errors import EXCEPTION_HANDLERS
+from app.export.controller import ExportController
 from app.health.controller import HealthController
 from app.health.probes import drain_on_sigterm, livez, mark_draining, readyz
 from app.http import require_declared_body
@@ -92,7 +93,9 @@ def route_handlers() -> list[ControllerRouterHandler]:
         UsersController,
         SessionsController,
         PasswordController,
+        EmailChangeController,
         AppPasswordController,
+        ExportController,
         ContactController,
     ]
     return handlers

@@ -10,6 +10,7 @@ the handlers that name it, so adding a route never means editing a path list her
 * :data:`AUTH_PER_USER`: the same number per authenticated user, so spreading the guesses at
   one account's current password over many addresses does not help;
 * :data:`IMPORT`: contact imports per user (``RATE_LIMIT_IMPORT_PER_MINUTE``);
+* :data:`EXPORT`: data exports per user, per hour (``RATE_LIMIT_EXPORT_PER_HOUR``);
 * :data:`BASIC`: HTTP Basic credentials checked against the database (``/dav/``), per client,
   at the login rate. It is no middleware: the code that checks them counts the attempt
   (:func:`count_attempt`), so a request answered from a verified credential is not counted.
@@ -74,14 +75,16 @@ RATE_LIMIT_OPT = "rate_limit"
 
 @dataclass(frozen=True)
 class Limit:
-    """One rate limit: a counter per client or per user, at a per-minute rate from the settings."""
+    """One rate limit: a counter per client or per user, at a rate from the settings."""
 
     #: Counter namespace; also what handlers name in their ``opt``.
     name: str
-    #: The :class:`~app.config.Settings` field holding the requests allowed per minute.
+    #: The :class:`~app.config.Settings` field holding the requests allowed per :attr:`unit`.
     setting: str
     #: ``client`` (address) or ``user`` (the authenticated user; needs a protected route).
     per: Literal["client", "user"]
+    #: The window the counter counts in.
+    unit: Literal["minute", "hour"] = "minute"
 
 
 #: ``GET /api/users/me``, per client.
@@ -92,8 +95,10 @@ AUTH = Limit("auth", "rate_limit_auth_per_minute", "client")
 AUTH_PER_USER = Limit("auth-user", "rate_limit_auth_per_minute", "user")
 #: Contact imports, per user.
 IMPORT = Limit("import", "rate_limit_import_per_minute", "user")
+#: Data exports (a zip of the whole account), per user and per hour: each one reads every contact.
+EXPORT = Limit("export", "rate_limit_export_per_hour", "user", unit="hour")
 #: Every limit the service knows, in the order their middleware runs.
-LIMITS = (ME, AUTH, AUTH_PER_USER, IMPORT)
+LIMITS = (ME, AUTH, AUTH_PER_USER, IMPORT, EXPORT)
 #: HTTP Basic credentials checked against the database, per client (counted by :func:`count_attempt`).
 BASIC = Limit("basic", "rate_limit_auth_per_minute", "client")
 
@@ -265,7 +270,7 @@ class UserIdentifier:
 def _config(limit: Limit, settings: Settings) -> _LimitConfig:
     clients = ClientIdentifier(limit.name, settings.trusted_proxies)
     return _LimitConfig(
-        rate_limit=("minute", getattr(settings, limit.setting)),
+        rate_limit=(limit.unit, getattr(settings, limit.setting)),
         identifier_for_request=UserIdentifier(limit.name, clients) if limit.per == "user" else clients,
         middleware_class=_RetryAfterRateLimitMiddleware,
         store=cache.RATE_LIMIT,

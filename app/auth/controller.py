@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 from uuid import UUID
 
 import msgspec
@@ -39,6 +39,7 @@ from litestar.status_codes import (
 
 from app.auth.deps import provide_auth_service
 from app.auth.schemas import (
+    EmailChange,
     EmailRequest,
     LoginForm,
     Message,
@@ -56,6 +57,7 @@ from app.ratelimit import AUTH, AUTH_PER_USER, limited
 from app.security.password_policy import MAX_LENGTH, MIN_LENGTH
 from app.users.devices import request_device
 from app.users.schemas import CurrentUser, UserRead
+from app.users.service import UserExistsError
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +69,11 @@ CONFIRMATION_QUEUED = (
 RESET_QUEUED = "If an account with this email exists, a password reset link was sent."
 RESET_LINK_VALID = "The link is valid: POST the new password to this address."
 PASSWORD_RESET = "Your password was changed. Log in with the new one."  # noqa: S105 - a message
+EMAIL_CHANGE_QUEUED = (
+    "If the new address can be used, a confirmation link was sent to it. "
+    "Your email changes when that link is confirmed."
+)
+EMAIL_CHANGE_LINK_VALID = "The link is valid: POST to this address to change your email."
 FORM_PASSWORD_RULE = f"The new password must be {MIN_LENGTH} to {MAX_LENGTH} characters long."
 
 
@@ -151,16 +158,51 @@ def _reset_form_error_page(request: Request[Any, Any, Any], exc: AppError) -> Te
     return _reset_form(request.url.path, HTTP_400_BAD_REQUEST, exc.detail, exc.field or "password")
 
 
+def _email_change_error_page(request: Request[Any, Any, Any], exc: AppError) -> Template | None:
+    """The page of an email change link that cannot be used, or came too late, for a browser."""
+    if not (wants_html(request) or is_form(request)):
+        return None
+    if isinstance(exc, InvalidLink):
+        return _page(
+            "auth/email_change_result.html",
+            HTTP_400_BAD_REQUEST,
+            ok=False,
+            taken=False,
+            title="Link not valid",
+            message=exc.detail,
+        )
+    if isinstance(exc, UserExistsError):
+        return _page(
+            "auth/email_change_result.html",
+            HTTP_409_CONFLICT,
+            ok=False,
+            taken=True,
+            title="Address taken",
+            message="This address belongs to another account now.",
+        )
+    return None
+
+
 @dataclass
 class _PageOperation(Operation):
     """Documents that the ``200`` and ``400`` answers may also be an HTML page (for a browser)."""
 
+    #: The status codes whose answer may be a page.
+    page_codes: ClassVar[tuple[str, ...]] = ("200", "400")
+
     def __post_init__(self) -> None:
         page = OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING, description="An HTML page"))
-        for code in ("200", "400"):
+        for code in self.page_codes:
             response = (self.responses or {}).get(code)
             if isinstance(response, OpenAPIResponse):
                 response.content = {**(response.content or {}), MediaType.HTML: page}
+
+
+@dataclass
+class _EmailChangePageOperation(_PageOperation):
+    """The email change confirmation: its ``409`` may be a page as well."""
+
+    page_codes: ClassVar[tuple[str, ...]] = ("200", "400", "409")
 
 
 @dataclass
@@ -401,6 +443,103 @@ class AuthController(Controller):
         if is_form(request) or wants_html(request):
             return _page("auth/reset_done.html", message=PASSWORD_RESET)
         return Response(Message(message=PASSWORD_RESET))
+
+    @get(
+        "/confirm_email_change/{token:str}",
+        exclude_from_auth=True,
+        operation_class=_PageOperation,
+        operation_id="check_email_change",
+        opt={ERROR_PAGE: _email_change_error_page},
+        summary="Check an email change link",
+        description="The link mailed to the new address by `POST /api/users/me/email`. Changes nothing: "
+        "a browser (`Accept: text/html`) gets a page whose button POSTs to this address; a JSON "
+        "client gets a message.",
+        responses=_BAD_LINK_RESPONSES,
+    )
+    async def check_email_change(
+        self, request: Request, token: FromPath[str], auth_service: NamedDependency[AuthService]
+    ) -> Response[Message]:
+        """Check an email change token; show the confirmation button to a browser."""
+        _user, new_email = await auth_service.check_email_change_token(token)
+        if wants_html(request):
+            return _page("auth/email_change_form.html", action=request.url.path, new_email=new_email)
+        return Response(Message(message=EMAIL_CHANGE_LINK_VALID))
+
+    @post(
+        "/confirm_email_change/{token:str}",
+        exclude_from_auth=True,
+        status_code=HTTP_200_OK,
+        opt={**limited(AUTH), ERROR_PAGE: _email_change_error_page},
+        operation_class=_EmailChangePageOperation,
+        operation_id="confirm_email_change",
+        summary="Confirm an email change",
+        description="Takes no body (the page's button posts an empty form). Changes the account's email "
+        "to the address the link was mailed to; `confirmed` stays. Every session but the one that "
+        "asked for the change ends, and the former address gets a notice. The link works once, "
+        "expires, and dies when the password or the email changes.",
+        responses={
+            **_BAD_LINK_RESPONSES,
+            HTTP_409_CONFLICT: ResponseSpec(
+                data_container=ErrorBody,
+                description="Another account took the address since the link was sent "
+                "(an HTML page for a browser)",
+                generate_examples=False,
+            ),
+            **_THROTTLED,
+        },
+    )
+    async def confirm_email_change(
+        self, request: Request, token: FromPath[str], auth_service: NamedDependency[AuthService]
+    ) -> Response[Message]:
+        """Change the email to the one the link was mailed to."""
+        user = await auth_service.confirm_email_change(token)
+        message = f"Your email is now {user.email}."
+        if is_form(request) or wants_html(request):
+            return _page(
+                "auth/email_change_result.html", ok=True, taken=False, title="Email changed", message=message
+            )
+        return Response(Message(message=message))
+
+
+class EmailChangeController(Controller):
+    """The logged-in user's email address."""
+
+    path = "/api/users/me/email"
+    tags = ["users"]
+    dependencies = {"auth_service": Provide(provide_auth_service)}
+
+    @post(
+        "/",
+        opt=limited(AUTH, AUTH_PER_USER),
+        status_code=HTTP_202_ACCEPTED,
+        summary="Change my email",
+        description="Needs the account password. Mails a link to `/api/auth/confirm_email_change/{token}` "
+        "to the new address (it works once, for `EMAIL_CHANGE_TOKEN_HOURS`) and a notice to the current "
+        "one; the email changes only when the link is confirmed. The answer is the same whether or not "
+        "another account has the new address (then no link is sent).",
+        responses={
+            HTTP_400_BAD_REQUEST: error_response(
+                "Wrong password, a malformed address, or the address the account has already"
+            ),
+            HTTP_401_UNAUTHORIZED: error_response("Missing, invalid or expired access token"),
+            HTTP_415_UNSUPPORTED_MEDIA_TYPE: error_response("The body is not JSON"),
+            HTTP_429_TOO_MANY_REQUESTS: error_response(
+                "Too many attempts from this client or on this account; see Retry-After"
+            ),
+        },
+    )
+    async def change_email(
+        self,
+        request: Request[CurrentUser, Any, Any],
+        data: JSONBody[EmailChange],
+        auth_service: NamedDependency[AuthService],
+    ) -> Response[Message]:
+        """Start changing the email of the current user."""
+        sid = request.auth.extras.get("sid")
+        await auth_service.request_email_change(
+            request.user.id, UUID(sid) if sid else None, data.password, data.new_email
+        )
+        return Response(Message(message=EMAIL_CHANGE_QUEUED), status_code=HTTP_202_ACCEPTED)
 
 
 class PasswordController(Controller):

@@ -33,10 +33,10 @@ async def resolve_account_request(
         app: The application (its stores and settings).
         session: The runner's session for this row (committed by the service with the mail).
         email: The address the client sent.
-        params: The row's params (``mail``: which mail was asked for).
+        params: The row's params (``mail``: which mail was asked for, and what that mail needs).
 
     Returns:
         Whether a mail was queued.
     """
     service = AuthService(users=user_service_on(session, app), settings=app.state.settings)
-    return await service.resolve_account_request(email, params["mail"])
+    return await service.resolve_account_request(email, params)

@@ -89,6 +89,17 @@ class PasswordChange(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     new_password: Password
 
 
+class EmailChange(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """An email change by a logged-in user: the new address and the account password."""
+
+    new_email: Email
+    password: PasswordText
+
+    def __post_init__(self) -> None:
+        """Keep the new address in its one normalised form."""
+        self.new_email = email_field(self.new_email, "new_email")
+
+
 class LoginForm(msgspec.Struct, kw_only=True):
     """The OAuth2 password grant form. ``username`` is the email or the username.
 

@@ -49,6 +49,9 @@ logger = logging.getLogger(__name__)
 #: The mails an account request (:meth:`AuthService.queue_account_request`) may ask for.
 CONFIRM_EMAIL = "confirm_email"
 RESET_PASSWORD = "reset_password"  # noqa: S105 - a mail kind, not a password
+#: The link of an email change, written as an account request: the job runner mails it to the new
+#: address only if no account has that address (:meth:`AuthService.resolve_email_change`).
+CONFIRM_EMAIL_CHANGE = "confirm_email_change"
 
 
 class AuthError(AppError):
@@ -94,6 +97,12 @@ class InvalidResetLink(InvalidLink):
     detail = "This password reset link is invalid, expired or already used."
 
 
+class InvalidEmailChangeLink(InvalidLink):
+    """An email change link that cannot be used (used, expired, or the password changed since)."""
+
+    detail = "This email change link is invalid, expired or already used."
+
+
 class WeakPassword(AuthError):
     """The new password breaks the policy: ``400`` naming the body field."""
 
@@ -111,10 +120,18 @@ class WrongPassword(AuthError):
     field = "current_password"
 
 
+class SameEmail(AuthError):
+    """An email change to the address the account already has: ``400`` on ``new_email``."""
+
+    detail = "This is already your email address"
+    field = "new_email"
+
+
 #: The error of an unusable link token, by the token's purpose.
 _INVALID_LINK: dict[Purpose, type[InvalidLink]] = {
     Purpose.CONFIRM_EMAIL: InvalidConfirmationLink,
     Purpose.RESET_PASSWORD: InvalidResetLink,
+    Purpose.EMAIL_CHANGE: InvalidEmailChangeLink,
 }
 
 
@@ -142,8 +159,20 @@ async def dummy_hash(rounds: int) -> str:
 
 
 def reset_state(user: User) -> str:
-    """The fingerprint bound into reset tokens: changes whenever the password does."""
-    return fingerprint(user.id, user.password_hash, user.password_version)
+    """The fingerprint bound into reset tokens: changes whenever the password or the email does.
+
+    The email counts so that a reset link mailed to an address the account has left stops working.
+    """
+    return fingerprint(user.id, user.password_hash, user.password_version, user.email)
+
+
+def email_change_state(user: User) -> str:
+    """The fingerprint bound into email change tokens: changes with the email and with the password.
+
+    A link stops working once any email change is confirmed (single use) or the password changes
+    (the owner's way to cancel a change they did not ask for).
+    """
+    return fingerprint(Purpose.EMAIL_CHANGE, user.id, user.email, user.password_hash, user.password_version)
 
 
 def check_password(password: str, field: str = "password") -> None:
@@ -237,6 +266,33 @@ class AuthService:
         """Queue the "your password was changed" notice."""
         add_mail(self.session, "password_changed", user.email, username=user.username)
 
+    def email_change_request(self, user: User, new_email: str, keep_session: UUID | None) -> None:
+        """Queue the email change link for ``new_email`` (as an account request) and the notice to the current address.
+
+        The link is an account request row, not a mail: the job runner mails it only if no
+        account has ``new_email`` by then (:meth:`resolve_email_change`), so the request itself
+        does the same work whether the address is taken or not.
+        """
+        claims = token_claims(
+            Purpose.EMAIL_CHANGE,
+            str(user.id),
+            timedelta(hours=self.settings.email_change_token_hours),
+            ne=new_email,
+            st=email_change_state(user),
+            ks=str(keep_session) if keep_session else None,
+        )
+        add_mail(
+            self.session,
+            ACCOUNT_REQUEST,
+            new_email,
+            mail=CONFIRM_EMAIL_CHANGE,
+            username=user.username,
+            claims=claims,
+        )
+        add_mail(
+            self.session, "email_change_requested", user.email, username=user.username, new_email=new_email
+        )
+
     # ------------------------------------------------------------------ registration
 
     async def register(self, *, username: str, email: str, password: str) -> User:
@@ -294,10 +350,18 @@ class AuthService:
         add_mail(self.session, ACCOUNT_REQUEST, email, mail=mail)
         await self.session.commit()
 
-    async def resolve_account_request(self, email: str, mail: str) -> bool:
-        """Queue the mail an account request asked for, if the account calls for it; whether it did."""
+    async def resolve_account_request(self, email: str, params: dict[str, Any]) -> bool:
+        """Queue the mail an account request asked for, if the account calls for it; whether it did.
+
+        Args:
+            email: The address the request names.
+            params: The row's params: ``mail`` (which mail), and what that mail needs.
+        """
+        mail = params["mail"]
         if mail == RESET_PASSWORD:
             return await self.request_reset(email)
+        if mail == CONFIRM_EMAIL_CHANGE:
+            return await self.resolve_email_change(email, params["username"], params["claims"])
         return await self.request_confirmation(email)
 
     async def request_confirmation(self, email: str) -> bool:
@@ -500,6 +564,107 @@ class AuthService:
         self.password_changed_mail(user)
         await self.users.save(user.id)
         audit("password_changed", user.id, session_id=session_id)
+
+    # ------------------------------------------------------------------ email change
+
+    async def request_email_change(
+        self, user_id: UUID, session_id: UUID | None, password: str, new_email: str
+    ) -> None:
+        """Start an email change: the link to ``new_email`` and a notice to the current address.
+
+        The answer is the same whether ``new_email`` is taken: the link is written as an
+        account request that the job runner resolves (:meth:`resolve_email_change`), so this
+        request never looks the address up.
+
+        Args:
+            user_id: The logged-in user.
+            session_id: The session asking (kept alive when the change is confirmed).
+            password: The account password, checked again.
+            new_email: The new address (normalised by the request schema).
+
+        Raises:
+            WrongPassword: ``password`` is wrong (``400`` on ``password``).
+            SameEmail: ``new_email`` is the account's address already.
+        """
+        user = await self.users.get(user_id)
+        # Hand the connection back during bcrypt, as login does.
+        await self.session.commit()
+        if not await verify_password(password, user.password_hash):
+            raise WrongPassword("The password is wrong", field="password")
+        if new_email == user.email:
+            raise SameEmail
+        self.email_change_request(user, new_email, session_id)
+        await self.session.commit()
+        audit("email_change_requested", user.id)
+
+    async def resolve_email_change(self, email: str, username: str, claims: dict[str, Any]) -> bool:
+        """Mail the email change link to ``email`` unless an account has that address; whether it did.
+
+        Nothing goes to a taken address: its owner did not ask for anything, and the requester
+        learns nothing either way. A request whose link is dead already (the user is gone, or
+        changed their email or password since) sends nothing.
+        """
+        if await self.users.get_by_email(email) is not None:
+            return False
+        user = await self.users.get_one_or_none(id=UUID(claims["sub"]))
+        if user is None or claims.get("st") != email_change_state(user):
+            return False
+        add_mail(
+            self.session, "confirm_email_change", email, username=username, new_email=email, claims=claims
+        )
+        await self.session.commit()
+        return True
+
+    async def check_email_change_token(self, token: str) -> tuple[User, str]:
+        """The user an email change token is valid for, and the address it changes to.
+
+        Args:
+            token: The token from the mail.
+
+        Returns:
+            The user and the new address.
+
+        Raises:
+            InvalidLink: Invalid, expired, of another purpose, already used (the email changed
+                since), or the password changed since.
+        """
+        user, claims = await self._email_change_of(token)
+        return user, claims["ne"]
+
+    async def confirm_email_change(self, token: str) -> User:
+        """Change the email to the one an email change token names; other sessions end.
+
+        The session that asked for the change stays; every other one ends at once (the cached
+        user is dropped by :meth:`UserService.save`). The former address gets a notice.
+
+        Args:
+            token: The token from the mail.
+
+        Returns:
+            The user, with the new email.
+
+        Raises:
+            InvalidLink: The token cannot be used.
+            UserExistsError: Another account took the address since the link was sent (``409``).
+        """
+        user, claims = await self._email_change_of(token)
+        try:
+            keep = UUID(str(claims["ks"])) if claims.get("ks") else None
+        except ValueError:
+            keep = None
+        old_email = user.email
+        ended = await self.users.change_email(user, claims["ne"], keep_session=keep)
+        add_mail(self.session, "email_changed", old_email, username=user.username, new_email=user.email)
+        await self.users.save(user.id)
+        audit("email_changed", user.id, sessions_ended=ended)
+        return user
+
+    async def _email_change_of(self, token: str) -> tuple[User, dict[str, Any]]:
+        """The user of a live email change token and its claims (``ne``: a string)."""
+        user, claims = await self._user_of(token, Purpose.EMAIL_CHANGE)
+        if claims.get("st") != email_change_state(user) or not isinstance(claims.get("ne"), str):
+            raise InvalidEmailChangeLink
+        return user, claims
 
     # ------------------------------------------------------------------ helpers
 

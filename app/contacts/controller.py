@@ -6,7 +6,6 @@ method. A malformed contact id is a ``404`` like any id that names none of the u
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 from uuid import UUID
@@ -316,23 +315,14 @@ class ContactController(Controller):
         vCard export writes each contact's full card (every property it holds), as vCard 4.0;
         CSV has the JSON fields.
         """
-        store = contact_store(state)
-
-        async def body() -> AsyncIterator[str]:
-            if export_format == "csv":
-                yield exchange.csv_header()
-                async for batch in store.export_batches(request.user.id):
-                    yield exchange.csv_rows(batch)
-            else:
-                async for cards in store.card_batches(request.user.id):
-                    yield exchange.vcards(card.card for card in cards)
+        body = exchange.export_text(contact_store(state), request.user.id, export_format)
 
         # Litestar appends "; charset=utf-8" to text/* types itself.
         media_type, name = (
             ("text/csv", "contacts.csv") if export_format == "csv" else ("text/vcard", "contacts.vcf")
         )
         return Stream(
-            body(), media_type=media_type, headers={"Content-Disposition": f'attachment; filename="{name}"'}
+            body, media_type=media_type, headers={"Content-Disposition": f'attachment; filename="{name}"'}
         )
 
     @get(

@@ -95,6 +95,46 @@ def password_changed(settings: Settings, *, to: str, username: str) -> EmailMess
     )
 
 
+def confirm_email_change(
+    settings: Settings, *, to: str, username: str, new_email: str, token: str
+) -> EmailMessage:
+    """The "confirm your new address" mail, sent to the new address with the email change link."""
+    return render(
+        "confirm_email_change",
+        settings,
+        to=to,
+        subject="Confirm your new email for Contacts API",
+        username=username,
+        new_email=new_email,
+        link=link(settings, f"/api/auth/confirm_email_change/{token}"),
+        hours=settings.email_change_token_hours,
+    )
+
+
+def email_change_requested(settings: Settings, *, to: str, username: str, new_email: str) -> EmailMessage:
+    """The notice to the current address that a change to ``new_email`` was asked for."""
+    return render(
+        "email_change_requested",
+        settings,
+        to=to,
+        subject="A change of your Contacts API email was requested",
+        username=username,
+        new_email=new_email,
+    )
+
+
+def email_changed(settings: Settings, *, to: str, username: str, new_email: str) -> EmailMessage:
+    """The notice to the former address that the account's email is now ``new_email``."""
+    return render(
+        "email_changed",
+        settings,
+        to=to,
+        subject="Your Contacts API email was changed",
+        username=username,
+        new_email=new_email,
+    )
+
+
 def account_deleted(settings: Settings, *, to: str, username: str, by_admin: bool = False) -> EmailMessage:
     """The goodbye notice: the account and its data were erased (by its owner or an admin)."""
     return render(
@@ -112,6 +152,9 @@ KINDS = {
     "confirm_email": confirm_email,
     "reset_password": reset_password,
     "password_changed": password_changed,
+    "confirm_email_change": confirm_email_change,
+    "email_change_requested": email_change_requested,
+    "email_changed": email_changed,
     "account_deleted": account_deleted,
 }
 

@@ -32,6 +32,7 @@ class Purpose(StrEnum):
     REFRESH = "refresh"
     CONFIRM_EMAIL = "confirm_email"
     RESET_PASSWORD = "reset_password"  # noqa: S105 - a purpose name, not a secret
+    EMAIL_CHANGE = "email_change"
 
 
 class InvalidToken(AppError):

@@ -19,7 +19,7 @@ import re
 import secrets
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 from urllib.parse import urlparse
 
 import cloudinary.uploader
@@ -28,6 +28,7 @@ from litestar.datastructures import CacheControlHeader
 from litestar.exceptions import NotFoundException
 from litestar.static_files import create_static_files_router
 from litestar.status_codes import HTTP_502_BAD_GATEWAY
+from obstore.exceptions import NotFoundError
 from obstore.store import S3Store
 
 from app.errors import AppError, file_not_found_handler
@@ -69,6 +70,17 @@ class AvatarStorage(Protocol):
     async def discard(self, url: str) -> None:
         """Forget a previous avatar URL (remove the file if this storage owns it)."""
         ...
+
+    async def read(self, url: str) -> StoredFile | None:
+        """The file behind an avatar URL if this storage keeps it (``None``: not ours, or gone)."""
+        ...
+
+
+class StoredFile(NamedTuple):
+    """An avatar file this service keeps: its server-made name and its bytes."""
+
+    name: str
+    data: bytes
 
 
 class StorageError(AppError):
@@ -128,6 +140,10 @@ class CloudinaryStorage:
     async def discard(self, url: str) -> None:
         """Nothing to do: the upload overwrote the same public id."""
 
+    async def read(self, url: str) -> StoredFile | None:
+        """Nothing: Cloudinary serves the image itself (its URL is in the user record)."""
+        return None
+
 
 class LocalStorage:
     """Avatars as files under ``MEDIA_DIR``, served at ``/media``."""
@@ -175,6 +191,24 @@ class LocalStorage:
             await asyncio.to_thread(path.unlink, missing_ok=True)
         except OSError as exc:  # a leftover file is not worth failing the request for
             logger.warning("could not remove old avatar %s (%s)", path.name, type(exc).__name__)
+
+    async def read(self, url: str) -> StoredFile | None:
+        """The file behind one of our URLs (``None`` for another URL or a missing file).
+
+        Raises:
+            StorageError: The file is there but cannot be read.
+        """
+        path = self.path_of(url)
+        if path is None:
+            return None
+        try:
+            data = await asyncio.to_thread(path.read_bytes)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            logger.warning("could not read avatar %s (%s)", path.name, type(exc).__name__)
+            raise StorageError("The avatar could not be read") from exc
+        return StoredFile(path.name, data)
 
 
 class S3Storage:
@@ -261,6 +295,25 @@ class S3Storage:
             await obstore.delete_async(self.store, key)
         except Exception as exc:  # a leftover object is not worth failing the request for
             logger.warning("could not remove old avatar %s (%s)", key, type(exc).__name__)
+
+    async def read(self, url: str) -> StoredFile | None:
+        """The object behind one of our URLs (``None`` for another URL or a missing object).
+
+        Raises:
+            StorageError: The bucket could not be reached or refused the read.
+        """
+        key = self.key_of(url)
+        if key is None:
+            return None
+        try:
+            result = await obstore.get_async(self.store, key)
+            data = await result.bytes_async()
+        except NotFoundError:
+            return None
+        except Exception as exc:
+            logger.warning("s3 read failed (%s: %s)", type(exc).__name__, str(exc).split("\n", 1)[0][:200])
+            raise StorageError("The avatar could not be read") from exc
+        return StoredFile(key.removeprefix(S3_PREFIX), bytes(data))
 
 
 def s3_public_url(settings: Settings) -> str:

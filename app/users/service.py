@@ -16,6 +16,7 @@ from advanced_alchemy.exceptions import NotFoundError
 from advanced_alchemy.filters import LimitOffset
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 from litestar.status_codes import HTTP_409_CONFLICT
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
 
 from app.audit import audit
@@ -195,6 +196,37 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
         if commit:
             await self.save(user.id)
 
+    async def change_email(self, user: User, email: str, *, keep_session: UUID | None = None) -> int:
+        """Give the user a new email address and end their other sessions; the caller commits (:meth:`save`).
+
+        ``confirmed`` stays as it is: the new address was proven by the link that leads here.
+        An avatar that is the Gravatar of the old address becomes the new address's Gravatar.
+
+        Args:
+            user: The user, loaded in this service's session.
+            email: The new address (a valid one; stored normalised).
+            keep_session: The session that asked for the change, kept alive; ``None`` ends them all.
+
+        Returns:
+            How many sessions were ended.
+
+        Raises:
+            UserExistsError: Another account has the address (also when one takes it concurrently:
+                the unique index refuses the second write).
+        """
+        email = normalize_email(email)
+        if await self.repository.get_by_email(email) is not None:
+            raise UserExistsError("email")
+        if user.avatar_url == gravatar_url(user.email):
+            user.avatar_url = gravatar_url(email)
+        user.email = email
+        ended = await self.sessions.revoke(user.id, keep=keep_session)
+        try:
+            await self.repository.session.flush()
+        except IntegrityError:
+            raise UserExistsError("email") from None
+        return ended
+
     async def set_role(self, user_id: UUID, role: str, *, by: UUID | None = None) -> User:
         """Give a user a role; demoting the last admin is refused. A change is audited.
 
@@ -354,6 +386,14 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
             )
         )
         await self.repository.session.commit()
+
+    async def sessions_of(self, user_id: UUID) -> list[UserSession]:
+        """Every session row of a user, live or ended, newest first (what the data export shows)."""
+        return list(
+            await self.sessions.list(
+                UserSession.user_id == user_id, order_by=[("created_at", True), ("id", True)]
+            )
+        )
 
     async def get_session(self, session_id: UUID, user_id: UUID) -> UserSession | None:
         """The session ``session_id`` of ``user_id`` (live or not), or ``None``."""

@@ -263,7 +263,11 @@ async def test_a_deleted_users_tokens_and_links_are_dead_and_the_email_is_free(
     tokens = await _login(client, user.email)
     assert (await client.get(ME, headers=_bearer(tokens["access_token"]))).status_code == 200  # cached
     reset = create_token(
-        SECRET, Purpose.RESET_PASSWORD, uid, timedelta(minutes=30), st=fingerprint(uid, PASSWORD_HASH, 0)
+        SECRET,
+        Purpose.RESET_PASSWORD,
+        uid,
+        timedelta(minutes=30),
+        st=fingerprint(uid, PASSWORD_HASH, 0, user.email),
     )[0]
     confirm = create_token(SECRET, Purpose.CONFIRM_EMAIL, uid, timedelta(hours=1), em=user.email)[0]
     reset_path = f"/api/auth/confirm_update_password/{reset}"

@@ -6,9 +6,14 @@ Every ``.. code-block:: console`` of a guide page is read. Within it:
   ``$``) are the documented output: with ``-i`` a status line (``HTTP/1.1 201 Created``),
   optional headers, a blank line and the body; without ``-i`` only the body (and a 2xx is
   expected).
-* ``$ NAME=$(curl ... | jq -r .field)`` runs the request (2xx expected) and keeps the field.
-* ``$ NAME=value`` sets a variable; ``CONFIRM_TOKEN`` and ``RESET_TOKEN`` are instead read
-  from the last mail written to the log, the way a reader copies them.
+* ``$ NAME=$(curl ... | jq -r .field)`` runs the request (2xx expected) and keeps the field
+  (``.a.b``, ``.[0].id``).
+* ``$ curl -D - -o FILE ...`` documents the status line and headers (as ``-i`` does) and keeps
+  the body as ``FILE``, not compared (a download: a zip...); ``$ unzip -Z1 FILE`` then lists
+  the names in that zip, compared line by line.
+* ``$ NAME=value`` sets a variable; ``CONFIRM_TOKEN``, ``RESET_TOKEN`` and
+  ``EMAIL_CHANGE_TOKEN`` are instead read from the last mail written to the log, the way a
+  reader copies them.
 * Any other ``$`` command (``uv run ...``, ``docker compose ...``) is not run.
 
 A documented JSON body must match the answer: objects may list a subset of the keys,
@@ -26,10 +31,12 @@ naming the route.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
 import re
 import urllib.parse
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +47,7 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
-PAGES = ["overview", "quickstart", "authentication", "contacts"]
+PAGES = ["overview", "quickstart", "authentication", "contacts", "account"]
 BASE_URL = "http://127.0.0.1:8000"
 #: Keys whose value changes from run to run: only their presence and JSON type are checked.
 VOLATILE = {"id", "created_at", "updated_at", "access_token", "refresh_token", "next_birthday", "avatar_url"}
@@ -48,6 +55,7 @@ VOLATILE = {"id", "created_at", "updated_at", "access_token", "refresh_token", "
 FROM_MAIL = {
     "CONFIRM_TOKEN": re.compile(r"/api/auth/confirmed_email/([A-Za-z0-9._~-]+)"),
     "RESET_TOKEN": re.compile(r"/api/auth/confirm_update_password/([A-Za-z0-9._~-]+)"),
+    "EMAIL_CHANGE_TOKEN": re.compile(r"/api/auth/confirm_email_change/([A-Za-z0-9._~-]+)"),
 }
 ELLIPSIS = "…"
 
@@ -254,6 +262,9 @@ def parse_curl(words: list[str], files: dict[str, bytes]) -> Call:
             form[name] = (filename, files[filename], kind or "application/octet-stream")
         elif arg in {"-o", "--output"}:
             output_file = next(args)
+        elif arg in {"-D", "--dump-header"}:
+            assert next(args) == "-", "only -D - (the headers to the terminal) is supported"
+            call_include = True
         elif arg.startswith("-"):
             pytest.fail(f"curl option {arg!r} is not understood by the docs test")
         else:
@@ -391,8 +402,18 @@ def _route_matcher(app: Litestar) -> Callable[[str, str], bool]:
     return exists
 
 
-_ASSIGN_CURL = re.compile(r"^(\w+)=\$\((curl\s.*?)\s*\|\s*jq -r '?\.([\w.]+)'?\s*\)$", re.DOTALL)
+_ASSIGN_CURL = re.compile(r"^(\w+)=\$\((curl\s.*?)\s*\|\s*jq -r '?(\.[\w.\[\]]+)'?\s*\)$", re.DOTALL)
+
+
+def jq_path(value: Any, path: str) -> Any:
+    """What ``jq -r PATH`` picks from ``value``: ``.a.b`` and ``.[0].id`` forms."""
+    for key, index in re.findall(r"\.(\w+)|\[(\d+)\]", path):
+        value = value[int(index)] if index else value[key]
+    return value
+
+
 _ASSIGN = re.compile(r"^(\w+)=(\S+)$")
+_UNZIP_LIST = re.compile(r"^unzip -Z1 (\S+)$")
 
 
 def _plan(examples: list[Example], files: dict[str, bytes]) -> list[tuple[str, str]]:
@@ -407,6 +428,16 @@ def _plan(examples: list[Example], files: dict[str, bytes]) -> list[tuple[str, s
             call = parse_curl(shell_words(command, env), files)
             out.append((call.method, call.path))
     return out
+
+
+class _Headers:
+    """An answer with its body hidden: what ``curl -D - -o FILE`` shows."""
+
+    def __init__(self, response: Any) -> None:
+        self.status_code = response.status_code
+        self.headers = response.headers
+        self.is_success = response.is_success
+        self.text = ""
 
 
 class _PlaceholderEnv(dict[str, str]):
@@ -449,6 +480,11 @@ async def _run(
             else:
                 env[name] = shell_words(m.group(2), env)[0]
             continue
+        if m := _UNZIP_LIST.match(command):
+            # The names in a zip a curl example downloaded (-o), one a line.
+            with zipfile.ZipFile(io.BytesIO(files[m.group(1)])) as archive:
+                assert archive.namelist() == example.output, f"{example.where()}: {archive.namelist()}"
+            continue
         if not command.startswith("curl "):
             continue
         call = parse_curl(shell_words(command, env), files)
@@ -458,13 +494,12 @@ async def _run(
         ran += 1
         if keep:
             assert response.is_success, f"{example.where()}: got {response.status_code}: {response.text}"
-            value: Any = response.json()
-            for part in keep[1].split("."):
-                value = value[part]
-            env[keep[0]] = str(value)
+            env[keep[0]] = str(jq_path(response.json(), keep[1]))
         elif call.output_file:
             files[call.output_file] = response.content
             assert response.is_success, f"{example.where()}: got {response.status_code}: {response.text}"
+            if call.include:  # -D -: the status and headers are documented, the body is the file
+                check_output(example, call, _Headers(response))
         else:
             check_output(example, call, response)
     assert ran, "a guide page in PAGES has no curl example"
@@ -501,6 +536,15 @@ def test_curl_translation() -> None:
     assert (upload.method, upload.files) == ("POST", {"file": ("c.csv", b"x", "text/csv")})
     with pytest.raises(pytest.fail.Exception):
         parse_curl(["curl", "--insecure", f"{BASE_URL}/"], {})
+    download = parse_curl(["curl", "-sS", "-D", "-", "-o", "a.zip", f"{BASE_URL}/x"], {})
+    assert (download.include, download.output_file) == (True, "a.zip")
+
+
+def test_jq_paths() -> None:
+    value = {"a": {"b": 1}, "items": [{"id": "x"}, {"id": "y"}]}
+    assert jq_path(value, ".a.b") == 1
+    assert jq_path(value, ".items[1].id") == jq_path(value["items"], ".[1].id") == "y"
+    assert _ASSIGN_CURL.match("S=$(curl -s x | jq -r '.[0].id')").group(3) == ".[0].id"  # type: ignore[union-attr]
 
 
 def test_json_matching_is_strict_where_it_documents() -> None:

@@ -167,7 +167,8 @@ async def test_asvs_9_2_1_token_missing_a_required_claim_is_refused(client, user
 
 
 @pytest.mark.parametrize(
-    "purpose", [Purpose.REFRESH, Purpose.CONFIRM_EMAIL, Purpose.RESET_PASSWORD, "admin", ""]
+    "purpose",
+    [Purpose.REFRESH, Purpose.CONFIRM_EMAIL, Purpose.RESET_PASSWORD, Purpose.EMAIL_CHANGE, "admin", ""],
 )
 async def test_asvs_9_2_2_token_of_another_purpose_is_refused_as_bearer(client, user, purpose):
     await assert_refused(client, jwt.encode(claims_for(user, pur=str(purpose)), SECRET, algorithm=ALGORITHM))

@@ -39,6 +39,7 @@ DOMAINS = (
     "app.users",
     "app.auth",
     "app.contacts",
+    "app.export",
     "app.dav",
     "app.admin",
     "app.health",

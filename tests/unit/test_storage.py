@@ -160,3 +160,43 @@ async def test_s3_discard_touches_only_its_own_objects() -> None:
     ):
         assert storage.key_of(url) is None
         await storage.discard(url)  # no request made: nothing listens on port 9 anyway
+
+
+# --------------------------------------------------------------------------- reading (the data export)
+
+
+async def test_local_reads_its_own_files_only(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path / "media", "http://x")
+    data = images.png()
+    url = await storage.save(USER_ID, data, inspect_image(data, 100))
+    stored = await storage.read(url)
+    assert stored is not None
+    assert stored.data == data
+    assert stored.name.endswith(".png")
+    (tmp_path / "media" / "notes.txt").write_text("keep me")
+    assert await storage.read("http://x/media/notes.txt") is None  # not a name this service makes
+    assert await storage.read("https://www.gravatar.com/avatar/abc") is None
+    await storage.discard(url)
+    assert await storage.read(url) is None  # gone: nothing to export
+
+
+async def test_local_read_failure_is_a_storage_error(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path, "http://x")
+    name = f"{USER_ID}-0123456789abcdef.png"
+    (tmp_path / name).mkdir()  # reading a directory fails
+    with pytest.raises(StorageError):
+        await storage.read(f"http://x/media/{name}")
+
+
+async def test_cloudinary_and_foreign_s3_urls_read_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cloudinary.uploader, "upload", None)  # any SDK call would fail
+    assert await CloudinaryStorage(CLOUDINARY_URL).read("https://res.cloudinary.com/x.png") is None
+    storage = make_avatar_storage(_settings(**S3_ENV, S3_ENDPOINT_URL="http://127.0.0.1:9"))
+    assert await storage.read("https://www.gravatar.com/avatar/x") is None  # no request made
+
+
+async def test_an_unreachable_bucket_is_a_storage_error() -> None:
+    storage = make_avatar_storage(_settings(**S3_ENV, S3_ENDPOINT_URL="http://127.0.0.1:9"))
+    assert isinstance(storage, S3Storage)
+    with pytest.raises(StorageError):
+        await storage.read(f"{storage.base_url}avatars/{USER_ID}-0123456789abcdef.png")

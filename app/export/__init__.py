@@ -1,0 +1,1 @@
+"""The account's data export (``GET /api/users/me/export``)."""

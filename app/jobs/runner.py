@@ -239,6 +239,9 @@ class JobRunner:
         if error is None:
             row.status, row.sent_at, row.last_error = SENT, now, None
             if row.kind in self.resolvers:
+                # A done request keeps no address and no parameters: the mail it made (if any)
+                # is a row of its own, and nothing needs to know who asked.
+                row.recipient, row.params = "", {}
                 logger.info("request %s (%s) done", row.id, row.kind)
                 return
             metrics.mail_result(sent=True)
@@ -248,7 +251,8 @@ class JobRunner:
         deadline = row.created_at + timedelta(hours=self.settings.mail_retry_hours)
         if is_permanent(error) or now >= deadline:
             row.status = DEAD
-            metrics.mail_result(sent=False)
+            if row.kind not in self.resolvers:  # a request is not a mail
+                metrics.mail_result(sent=False)
             logger.error(
                 "mail %s (%s) is dead after %d attempt(s): %s", row.id, row.kind, row.attempts, row.last_error
             )

@@ -1012,14 +1012,21 @@ def run_overhead(args: argparse.Namespace) -> None:
     """The hot reads with each variant, pairs back to back, the order rotating each round."""
     secret = secrets.token_urlsafe(48)
     nonce = secrets.token_hex(4)
-    variants = [v for v in OVERHEAD_VARIANTS if v not in TRACE_SHARES or _tracing_installed()]
-    if len(variants) < len(OVERHEAD_VARIANTS):
+    chosen = args.variants.split(",") if args.variants else OVERHEAD_VARIANTS
+    variants = [v for v in chosen if v not in TRACE_SHARES or _tracing_installed()]
+    if len(variants) < len(chosen):
         print("  ! tracing not measured: the `otel` extra is not installed", file=sys.stderr)
     sink = OtlpSink()
     servers: dict[str, Server] = {}
     # Same pools for every variant, and small: three services share the PostgreSQL server.
     base = {**service_env(secret), "DB_POOL_SIZE": str(args.overhead_pool)}
-    envs = {"off": base, "metrics+logs": {**base, **OBSERVABILITY_ENV}}
+    envs = {
+        "off": base,
+        "metrics+logs": {**base, **OBSERVABILITY_ENV},
+        # Each half alone, to tell their costs apart (--variants off,metrics,logs,metrics+logs).
+        "metrics": {**base, **OBSERVABILITY_ENV, "LOG_LEVEL": "WARNING"},
+        "logs": {**base, "LOG_LEVEL": "INFO", "LOG_FORMAT": "json"},
+    }
     for name, share in TRACE_SHARES.items():
         envs[name] = {
             **base,
@@ -1411,6 +1418,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--overhead-pool", type=int, default=10, help="DB_POOL_SIZE of each --overhead service"
+    )
+    parser.add_argument(
+        "--variants",
+        default="",
+        help="--overhead variants, comma-separated (default: off, metrics+logs and the two traced ones;"
+        " also: metrics, logs)",
     )
     args = parser.parse_args()
     OBSERVABILITY = args.observability

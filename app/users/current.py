@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import msgspec
 from sqlalchemy import select
 
-from app import cache
+from app import cache, metrics
 from app.users.models import User, UserSession
 from app.users.schemas import CurrentUser
 
@@ -143,6 +143,7 @@ async def get_current_user(
         except Exception as exc:
             logger.warning("user cache unavailable, reading the database (%s)", type(exc).__name__)
             store_ok = False
+        metrics.user_cache_reads[raw is not None] += 1
     if raw is not None:
         try:
             return _decoder.decode(raw)

@@ -32,6 +32,9 @@ COLUMNS = (
     "version",
     "created_at",
     "updated_at",
+    "card",
+    "uid",
+    "dav_name",
 )
 
 
@@ -42,8 +45,12 @@ def _records(owner: uuid.UUID, count: int, tag: str):
         born = start + timedelta(days=(i * 37) % 20000)
         first = f"Zyxw{i}" if i % 20000 == 7 else f"{tag}first{i}"
         last = f"{tag}last{i}"
+        contact_id = uuid.uuid4()
+        card = (
+            f"BEGIN:VCARD\r\nVERSION:4.0\r\nUID:urn:uuid:{contact_id}\r\nFN:{first} {last}\r\nEND:VCARD\r\n"
+        )
         yield (
-            uuid.uuid4(),
+            contact_id,
             owner,
             first,
             last,
@@ -57,6 +64,9 @@ def _records(owner: uuid.UUID, count: int, tag: str):
             1,
             now,
             now,
+            card,
+            f"urn:uuid:{contact_id}",
+            f"{contact_id}.vcf",
         )
 
 

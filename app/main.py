@@ -23,6 +23,7 @@ from app.auth.deps import resolve_account_request
 from app.compression import GzipMiddleware
 from app.config import Settings, get_settings
 from app.contacts.controller import ContactController, contacts_import_router
+from app.dav.routes import DAV_ROUTES
 from app.db import DirectPool, make_db_config, migrate_on_startup
 from app.errors import EXCEPTION_HANDLERS
 from app.health.controller import HealthController
@@ -48,6 +49,7 @@ from app.security.headers import make_security_headers
 from app.server import ServerCLIPlugin
 from app.storage.adapters import make_avatar_storage, media_route_handlers
 from app.tracing import setup_tracing
+from app.users.app_passwords_controller import AppPasswordController
 from app.users.cli import UsersCLIPlugin
 from app.users.controller import UsersController, avatar_router
 from app.users.current import load_request_user
@@ -87,6 +89,7 @@ def route_handlers() -> list[ControllerRouterHandler]:
         AuthController,
         UsersController,
         PasswordController,
+        AppPasswordController,
         ContactController,
     ]
     return handlers
@@ -163,6 +166,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             *media_route_handlers(avatar_storage),
             static_files_router(),
             scalar_bundle,
+            *DAV_ROUTES,
             *handlers,
         ],
         plugins=[SQLAlchemyPlugin(config=db_config), UsersCLIPlugin(), ServerCLIPlugin(), JobsCLIPlugin()],

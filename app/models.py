@@ -4,9 +4,9 @@ from advanced_alchemy.base import orm_registry
 
 from app.contacts.models import ContactCount, ContactRow
 from app.jobs.models import OutboxMail
-from app.users.models import User, UserSession
+from app.users.models import AppPassword, User, UserSession
 
 #: The metadata of every table (Alembic's target).
 metadata = orm_registry.metadata
 
-__all__ = ("ContactCount", "ContactRow", "OutboxMail", "User", "UserSession", "metadata")
+__all__ = ("AppPassword", "ContactCount", "ContactRow", "OutboxMail", "User", "UserSession", "metadata")

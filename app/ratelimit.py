@@ -9,7 +9,10 @@ the handlers that name it, so adding a route never means editing a path list her
   client, one counter for all of them (``RATE_LIMIT_AUTH_PER_MINUTE``);
 * :data:`AUTH_PER_USER`: the same number per authenticated user, so spreading the guesses at
   one account's current password over many addresses does not help;
-* :data:`IMPORT`: contact imports per user (``RATE_LIMIT_IMPORT_PER_MINUTE``).
+* :data:`IMPORT`: contact imports per user (``RATE_LIMIT_IMPORT_PER_MINUTE``);
+* :data:`BASIC`: HTTP Basic credentials checked against the database (``/dav/``), per client,
+  at the login rate. It is no middleware: the code that checks them counts the attempt
+  (:func:`count_attempt`), so a request answered from a verified credential is not counted.
 
 A client is its socket peer address, unless that peer is one of ``TRUSTED_PROXIES``: then
 the nearest untrusted address in ``X-Forwarded-For`` names it (a client cannot spoof its
@@ -24,6 +27,7 @@ in-memory store, where one process and its lock see every request anyway.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import math
@@ -33,15 +37,18 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from litestar.exceptions import TooManyRequestsException
 from litestar.middleware.rate_limit import DURATION_VALUES, CacheObject, RateLimitConfig, RateLimitMiddleware
+from litestar.status_codes import HTTP_429_TOO_MANY_REQUESTS
 from litestar.stores.redis import RedisStore
 
 from app import cache
+from app.errors import AppError
 
 logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
+    from litestar import Litestar
     from litestar.connection import Request
     from litestar.middleware.base import DefineMiddleware
     from litestar.types import ASGIApp, Receive, Scope, Send
@@ -87,6 +94,8 @@ AUTH_PER_USER = Limit("auth-user", "rate_limit_auth_per_minute", "user")
 IMPORT = Limit("import", "rate_limit_import_per_minute", "user")
 #: Every limit the service knows, in the order their middleware runs.
 LIMITS = (ME, AUTH, AUTH_PER_USER, IMPORT)
+#: HTTP Basic credentials checked against the database, per client (counted by :func:`count_attempt`).
+BASIC = Limit("basic", "rate_limit_auth_per_minute", "client")
 
 
 def limited(*limits: Limit) -> dict[str, Any]:
@@ -279,3 +288,58 @@ def rate_limit_middleware(settings: Settings) -> list[DefineMiddleware]:
     if not settings.rate_limit_enabled:
         return []
     return [_config(limit, settings).middleware for limit in LIMITS]
+
+
+class TooManyAttempts(AppError):
+    """Past a limit counted by :func:`count_attempt`: ``429`` with ``Retry-After``."""
+
+    status_code = HTTP_429_TOO_MANY_REQUESTS
+    detail = "Too many attempts from this client; see Retry-After"
+
+
+#: ``app.state`` key of the lock that makes an in-memory counter update (a read, then a write) whole.
+_MEMORY_LOCK = "rate_limit_attempts_lock"
+
+
+async def count_attempt(app: Litestar, limit: Limit, scope: Scope) -> None:
+    """Count one attempt of the client of ``scope`` against ``limit``; refuse it past the limit.
+
+    For checks that are not a whole route (a route is limited by its middleware): the same
+    fixed one-minute window, client identification and store as the middleware, and the same
+    atomic script on Redis. A store outage lets the attempt through (logged), as there.
+
+    Args:
+        app: The application (its settings and ``rate_limit`` store).
+        limit: A per-client :class:`Limit`.
+        scope: The request's ASGI scope (its peer and ``X-Forwarded-For``).
+
+    Raises:
+        TooManyAttempts: The client made more than the limit's attempts in this window.
+    """
+    settings: Settings = app.state.settings
+    if not settings.rate_limit_enabled:
+        return
+    allowed = getattr(settings, limit.setting)
+    client = ClientIdentifier(limit.name, settings.trusted_proxies)(app.request_class(scope))
+    store = app.stores.get(cache.RATE_LIMIT)
+    key = f"attempts::{client}"
+    window = DURATION_VALUES["minute"]
+    try:
+        if isinstance(store, RedisStore):
+            script = store._redis.register_script(COUNT_SCRIPT)
+            count, left_ms = await script(keys=[store._make_key(key)], args=[window * 1000])
+            left = math.ceil(int(left_ms) / 1000)
+        else:
+            lock = app.state.get(_MEMORY_LOCK)
+            if lock is None:
+                lock = app.state[_MEMORY_LOCK] = asyncio.Lock()  # the app's loop is this one
+            async with lock:
+                raw = await store.get(key)
+                count = int(raw or 0) + 1
+                left = (await store.expires_in(key) or window) if raw is not None else window
+                await store.set(key, str(count), expires_in=max(1, left))
+    except Exception as exc:
+        logger.warning("rate limit store unavailable, not limiting (%s)", type(exc).__name__)
+        return
+    if int(count) > allowed:
+        raise TooManyAttempts(headers={"Retry-After": str(max(1, left))})

@@ -3,6 +3,7 @@
     uv run python bench/run.py [--contacts 10000] [--duration 10] [--connections 32]
     uv run python bench/run.py --scale [--scale-sizes 1000,10000,100000]
     uv run python bench/run.py --overhead [--rounds 3] [--duration 10]
+    uv run python bench/run.py --dav [--dav-cards 5000]
 
 The full run creates a fresh PostgreSQL database, flushes Redis db 7, starts the service
 with uvicorn (one worker, uvloop + the service's bounded httptools protocol, no access log, rate limits off), seeds one
@@ -1091,6 +1092,166 @@ def run_scale(args: argparse.Namespace) -> None:
         print(f"| {name} | " + " | ".join(cells) + f" | {growth} |")
 
 
+# --------------------------------------------------------------------------- CardDAV
+
+DAV_SYNC = (
+    '<?xml version="1.0"?><D:sync-collection xmlns:D="DAV:"><D:sync-token>{token}</D:sync-token>'
+    "<D:sync-level>1</D:sync-level><D:prop><D:getetag/></D:prop></D:sync-collection>"
+)
+DAV_PROPFIND = '<?xml version="1.0"?><D:propfind xmlns:D="DAV:"><D:prop><D:getetag/></D:prop></D:propfind>'
+
+
+def dav_request(
+    url: str, method: str, auth: str, body: str | None = None, depth: str = "0"
+) -> tuple[int, bytes]:
+    """One WebDAV request with Basic credentials; returns (status, body)."""
+    request = urllib.request.Request(url, method=method, data=body.encode() if body else None)
+    request.add_header("Authorization", auth)
+    request.add_header("Depth", depth)
+    request.add_header("Content-Type", "application/xml; charset=utf-8")
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def _timed(call: Any, rounds: int) -> tuple[float, Any]:
+    """The median wall time (ms) of ``rounds`` calls, and the last call's result."""
+    times = []
+    result = None
+    for _ in range(rounds):
+        started = time.perf_counter()
+        result = call()
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times), result
+
+
+def _sync_token(body: bytes) -> str:
+    from defusedxml.ElementTree import fromstring
+
+    return fromstring(body).findtext("{DAV:}sync-token") or ""
+
+
+async def _count_dav_sql(secret: str, book: str, auth: str, token: str) -> list[str]:
+    """The SQL statements of one incremental sync, counted in-process on the same database."""
+    from litestar.testing import AsyncTestClient
+
+    from app.config import load_settings
+    from app.main import create_app
+
+    env = {**service_env(secret), "AUTO_MIGRATE": "false", "JOBS_IN_PROCESS": "false", "APP_ENV": "test"}
+    app = create_app(load_settings(env, env_file=None))
+    statements: list[str] = []
+    async with AsyncTestClient(app, base_url="http://127.0.0.1") as client:
+        headers = {"Authorization": auth, "Depth": "0", "Content-Type": "application/xml"}
+        body = DAV_SYNC.format(token=token)
+        await client.request("REPORT", book, content=body, headers=headers)  # credential cached, pool warm
+
+        def log(record: Any) -> None:
+            statements.append(record.query)
+
+        await asyncio.to_thread(client.blocking_portal.call, _add_logger, app, log)
+        response = await client.request("REPORT", book, content=body, headers=headers)
+        assert response.status_code == 207, response.text
+        await asyncio.to_thread(client.blocking_portal.call, _remove_logger, app, log)
+    return statements
+
+
+async def _add_logger(app: Any, log: Any) -> None:
+    app.state.direct_pool.add_query_logger(log)
+
+
+async def _remove_logger(app: Any, log: Any) -> None:
+    app.state.direct_pool.remove_query_logger(log)
+
+
+def run_dav(args: argparse.Namespace) -> None:
+    """Initial and incremental ``sync-collection`` of a ``--dav-cards`` book, a depth-1 PROPFIND, and their SQL.
+
+    Issue 15's targets: the incremental sync after one change touches O(1) rows and answers
+    within 2x a single-contact ``GET``; a depth-1 PROPFIND of the whole book streams (the
+    server's RSS does not grow with the book).
+    """
+    import base64
+
+    secret = secrets.token_urlsafe(48)
+    server, (user,) = start_service(secret, [args.dav_cards])
+    try:
+        status, body = http(server.url + "/api/users/me", token=user.token)
+        user_id = json.loads(body)["id"]
+        status, body = http(
+            server.url + "/api/users/me/app-passwords/",
+            "POST",
+            user.token,
+            json.dumps({"name": "bench"}).encode(),
+            "application/json",
+        )
+        if status != 201:
+            sys.exit(f"app password: {status} {body[:200]!r}")
+        password = json.loads(body)["password"]
+        auth = "Basic " + base64.b64encode(f"{user.email}:{password}".encode()).decode()
+        book = f"/dav/addressbooks/{user_id}/contacts/"
+        url = server.url + book
+
+        rss_start = server.rss_mb()
+        propfind_ms, (status, listing) = _timed(
+            lambda: dav_request(url, "PROPFIND", auth, DAV_PROPFIND, "1"), 3
+        )
+        assert status == 207, listing[:300]
+        rss_propfind = server.rss_mb()
+        initial_ms, (status, first) = _timed(
+            lambda: dav_request(url, "REPORT", auth, DAV_SYNC.format(token="")), 5
+        )
+        assert status == 207, first[:300]
+        token = _sync_token(first)
+
+        contact_id = user.first_contact[0] if user.first_contact else None
+        status, _ = http(
+            f"{server.url}/api/contacts/{contact_id}",
+            "PATCH",
+            user.token,
+            json.dumps({"first_name": "Changed"}).encode(),
+            "application/json",
+        )
+        assert status == 200, status
+        incremental_ms, (status, delta) = _timed(
+            lambda: dav_request(url, "REPORT", auth, DAV_SYNC.format(token=token)), 21
+        )
+        assert status == 207, delta[:300]
+        get_ms, _ = _timed(lambda: http(f"{server.url}/api/contacts/{contact_id}", token=user.token), 51)
+        statements = asyncio.run(_count_dav_sql(secret, book, auth, token))
+        rss_end = server.rss_mb()
+    finally:
+        server.stop()
+    n = args.dav_cards
+    print()
+    print(
+        f"CardDAV, {n:,} cards, sequential requests over loopback, medians; {datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
+    )
+    print()
+    print("| request | median ms | answer | responses |")
+    print("|---|---:|---:|---:|")
+    print(
+        f"| PROPFIND depth 1 (getetag) | {propfind_ms:.1f} | {len(listing) / 1024:.0f} KiB | {listing.count(b'<D:response>')} |"
+    )
+    print(
+        f"| sync-collection, initial | {initial_ms:.1f} | {len(first) / 1024:.0f} KiB | {first.count(b'<D:response>')} |"
+    )
+    print(
+        f"| sync-collection, after one change | {incremental_ms:.2f} | {len(delta)} B | {delta.count(b'<D:response>')} |"
+    )
+    print(f"| JSON GET of one contact | {get_ms:.2f} | | |")
+    print()
+    print(f"incremental / single GET: {incremental_ms / get_ms:.2f}x (target <= 2x)")
+    print(
+        f"server RSS: {rss_start:.0f} MB before, {rss_propfind:.0f} MB after the PROPFINDs, {rss_end:.0f} MB at the end"
+    )
+    print(f"SQL statements of one incremental sync: {len(statements)}")
+    for statement in statements:
+        print("    " + " ".join(statement.split())[:200])
+
+
 def main() -> None:
     global OBSERVABILITY, DB_NAME, REDIS_URL
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -1104,6 +1265,8 @@ def main() -> None:
         "--scale-sizes", default="1000,10000,100000", help="contacts per user in the scale check"
     )
     parser.add_argument("--scale-duration", type=int, default=5, help="seconds per scale measurement")
+    parser.add_argument("--dav", action="store_true", help="CardDAV sync of a --dav-cards book instead")
+    parser.add_argument("--dav-cards", type=int, default=5_000, help="cards of the --dav book")
     parser.add_argument(
         "--observability",
         action="store_true",
@@ -1131,7 +1294,9 @@ def main() -> None:
     if not Path(WRK).exists():
         sys.exit(f"{WRK} is missing (Debian package wrk)")
     sys.path.insert(0, str(ROOT))
-    if args.scale:
+    if args.dav:
+        run_dav(args)
+    elif args.scale:
         run_scale(args)
     elif args.outbox:
         run_outbox(args)

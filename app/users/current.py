@@ -68,7 +68,7 @@ async def load_current_user(session: AsyncSession, user_id: UUID) -> CurrentUser
 
 
 async def invalidate_user(store: Store, user_id: UUID | str) -> None:
-    """Drop a user's cached snapshot; called by every code path that changes a user.
+    """Drop a user's cached snapshot (or another key of the store); called by every code path that changes a user.
 
     A store outage is logged, not raised: the entry expires on its own (TTL) and the
     write that triggered this must not fail because of the cache.
@@ -81,6 +81,35 @@ async def invalidate_user(store: Store, user_id: UUID | str) -> None:
         await store.delete(str(user_id))
     except Exception as exc:
         logger.warning("user cache: could not invalidate (%s)", type(exc).__name__)
+
+
+#: ``Session.info`` key of the cache keys to drop once the session's transaction is committed.
+_DROP_AFTER_COMMIT = "user_cache_drop_after_commit"
+
+
+def drop_after_commit(session: AsyncSession, *keys: str) -> None:
+    """Have ``keys`` of the ``user_cache`` store dropped once ``session`` commits.
+
+    For a change that makes cached entries wrong and joins a transaction someone else commits
+    (a password change revoking the app passwords): dropped before the commit, an entry could
+    be cached again from the old rows. :meth:`app.users.service.UserService.save` drops them.
+
+    Args:
+        session: The unit of work's database session.
+        *keys: The store keys.
+    """
+    session.info.setdefault(_DROP_AFTER_COMMIT, []).extend(keys)
+
+
+async def drop_committed(session: AsyncSession, store: Store) -> None:
+    """Drop the keys :func:`drop_after_commit` noted on ``session`` (call it after the commit).
+
+    Args:
+        session: The session just committed.
+        store: The ``user_cache`` store.
+    """
+    for key in session.info.pop(_DROP_AFTER_COMMIT, ()):
+        await invalidate_user(store, key)
 
 
 async def get_current_user(

@@ -1,4 +1,4 @@
-"""The ``users`` and ``user_sessions`` tables."""
+"""The ``users``, ``user_sessions`` and ``app_passwords`` tables."""
 
 from __future__ import annotations
 
@@ -50,3 +50,20 @@ class UserSession(UUIDv7AuditBase):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
 
     user: Mapped[User] = relationship(back_populates="sessions", lazy="noload")
+
+
+class AppPassword(UUIDv7AuditBase):
+    """A password for one client that cannot log in with JWTs (a CardDAV address book).
+
+    Only the SHA-256 of the secret is stored: it is 160 random bits, like a refresh token, so
+    a fast hash is enough (nobody can guess it back from the digest) and it can be looked up
+    by its digest. It works only as HTTP Basic credentials (see :mod:`app.users.app_passwords`).
+    """
+
+    __tablename__ = "app_passwords"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(50))
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    #: When it last opened a request; written at most once a minute.
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)

@@ -20,7 +20,8 @@ from sqlalchemy.orm.attributes import set_committed_value
 from app.errors import AppError
 from app.input import normalize_email, normalize_username
 from app.security.passwords import hash_password
-from app.users.current import invalidate_user
+from app.users.app_passwords import revoke_all_app_passwords
+from app.users.current import drop_committed, invalidate_user
 from app.users.models import User, UserSession
 from app.users.repository import MAX_OFFSET, UserRepository, UserSessionRepository
 
@@ -106,6 +107,7 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
         await self.repository.session.commit()
         for user_id in user_ids:
             await invalidate_user(self.user_cache, user_id)
+        await drop_committed(self.repository.session, self.user_cache)
 
     async def create_user(self, *, username: str, email: str, password: str, commit: bool = True) -> User:
         """Create an unconfirmed account with the ``user`` role.
@@ -159,7 +161,7 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
     async def set_password(
         self, user: User, password: str, *, keep_session: UUID | None = None, commit: bool = True
     ) -> None:
-        """Replace the password, end sessions and kill outstanding reset links.
+        """Replace the password, end sessions, revoke every app password and kill outstanding reset links.
 
         Args:
             user: The user, loaded in this service's session.
@@ -171,6 +173,7 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
         user.password_hash = await hash_password(password, self.bcrypt_rounds)
         user.password_version += 1  # reset tokens carry a fingerprint of the old state
         await self.sessions.revoke(user.id, keep=keep_session)
+        await revoke_all_app_passwords(self.repository.session, user.id)
         if commit:
             await self.save(user.id)
 

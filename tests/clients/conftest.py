@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import socket
@@ -94,7 +95,10 @@ class OurBook:
 
     async def create(self, first_name: str, last_name: str, email: str, phone: str | None = None) -> str:
         body = {"first_name": first_name, "last_name": last_name, "email": email, "phone_number": phone}
-        response = await self.http.post("/api/contacts/", json=body)
+        # A contact needs only a name now: the fields not given are left out.
+        response = await self.http.post(
+            "/api/contacts/", json={k: v for k, v in body.items() if v is not None}
+        )
         assert response.status_code == 201, response.text
         return response.json()["id"]
 
@@ -143,6 +147,10 @@ async def our_book(
     """A confirmed user's book on the live service, with an app password for the clients."""
     if not await dav_is_served(live_server.url):
         pytest.skip("this build serves no CardDAV at /dav/ yet")
+    if importlib.util.find_spec("app.dav._standin") is not None:
+        pytest.skip(
+            "/dav/ still runs on its in-memory stand-in store, not the contacts' cards (branch cards)"
+        )
     user = await user_factory()
     password = await make_app_password(live_server.url, user)
     if password is None:

@@ -23,6 +23,7 @@ from app.auth.deps import resolve_account_request
 from app.compression import GzipMiddleware
 from app.config import Settings, get_settings
 from app.contacts.controller import ContactController, contacts_import_router
+from app.contacts.store import purge_tombstones
 from app.dav.routes import DAV_ROUTES
 from app.db import DirectPool, make_db_config, migrate_on_startup
 from app.errors import EXCEPTION_HANDLERS
@@ -127,7 +128,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         make_db_config(settings).get_engine(),
         mailer,
         settings,
-        housekeeping=[("sessions", delete_finished_sessions)],
+        housekeeping=[("sessions", delete_finished_sessions), ("contact_tombstones", purge_tombstones)],
         # `app` is the application built below, bound by the time the runner runs.
         resolvers={
             ACCOUNT_REQUEST: lambda session, to, params: resolve_account_request(app, session, to, params)

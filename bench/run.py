@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import json
 import os
@@ -41,6 +42,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -306,7 +308,7 @@ async def seed_user(conn: Any, secret: str, password_hash: str, n: int, name: st
 
     ids_file = RESULTS / f"ids-{name}.txt"
     table = metadata.tables.get("contacts")
-    if table is None:
+    if table is None or n == 0:
         ids_file.write_text("")
         return SeededUser(email=email, token=token, contacts=0, ids_file=ids_file)
     owner = next(
@@ -1116,6 +1118,26 @@ def dav_request(
         return exc.code, exc.read()
 
 
+def _put_card(url: str, auth: str, i: int) -> int:
+    """PUT the ``i``-th card of the benchmark book; returns the status."""
+    first = FIRST_NAMES[i % len(FIRST_NAMES)]
+    last = LAST_NAMES[(i // len(FIRST_NAMES)) % len(LAST_NAMES)]
+    text = (
+        f"BEGIN:VCARD\r\nVERSION:3.0\r\nUID:bench-{i}\r\nFN:{first} {last}\r\nN:{last};{first};;;\r\n"
+        f"EMAIL;TYPE=work:c{i}@example.com\r\nTEL;TYPE=cell:+38050{i:07d}\r\n"
+        f"ORG:Bench Ltd\r\nNOTE:card {i}\r\nEND:VCARD\r\n"
+    )
+    request = urllib.request.Request(f"{url}bench-{i}.vcf", method="PUT", data=text.encode())
+    request.add_header("Authorization", auth)
+    request.add_header("Content-Type", "text/vcard; charset=utf-8")
+    request.add_header("If-None-Match", "*")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
 def _timed(call: Any, rounds: int) -> tuple[float, Any]:
     """The median wall time (ms) of ``rounds`` calls, and the last call's result."""
     times = []
@@ -1176,7 +1198,8 @@ def run_dav(args: argparse.Namespace) -> None:
     import base64
 
     secret = secrets.token_urlsafe(48)
-    server, (user,) = start_service(secret, [args.dav_cards])
+    # The book is filled through CardDAV itself (PUT), as a phone's first upload would.
+    server, (user,) = start_service(secret, [0])
     try:
         status, body = http(server.url + "/api/users/me", token=user.token)
         user_id = json.loads(body)["id"]
@@ -1193,6 +1216,14 @@ def run_dav(args: argparse.Namespace) -> None:
         auth = "Basic " + base64.b64encode(f"{user.email}:{password}".encode()).decode()
         book = f"/dav/addressbooks/{user_id}/contacts/"
         url = server.url + book
+        started = time.monotonic()
+        with ThreadPoolExecutor(4) as pool:
+            statuses = list(pool.map(lambda i: _put_card(url, auth, i), range(args.dav_cards)))
+        if set(statuses) != {201}:
+            sys.exit(f"PUT of the cards: {collections.Counter(statuses)}")
+        print(f"PUT {args.dav_cards} cards in {time.monotonic() - started:.1f} s", file=sys.stderr)
+        status, body = http(server.url + "/api/contacts/?limit=1", token=user.token)
+        contact_id = json.loads(body)["items"][0]["id"]
 
         rss_start = server.rss_mb()
         propfind_ms, (status, listing) = _timed(
@@ -1206,7 +1237,6 @@ def run_dav(args: argparse.Namespace) -> None:
         assert status == 207, first[:300]
         token = _sync_token(first)
 
-        contact_id = user.first_contact[0] if user.first_contact else None
         status, _ = http(
             f"{server.url}/api/contacts/{contact_id}",
             "PATCH",

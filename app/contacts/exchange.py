@@ -1,13 +1,12 @@
 """vCard and CSV: writing the export, reading an import.
 
-The export writes vCard 4.0 (RFC 6350) by hand: the format is a handful of escaped, folded
-lines, and writing them directly keeps the stream cheap (``vobject`` takes ~0.3 ms a card,
-which a streamed export of a large book would spend on the event loop). Every text value is
-escaped (:func:`_escape`), so no stored character can end a line or a card. Imports are read
-with ``vobject``, card by card, so one broken card is reported on its line and the others are
-still taken; it reads the vCard 3.0 that phones and Google Contacts export, and 4.0.
+The vCard export writes each contact's stored card (``app.contacts.cards``), in vCard 4.0.
+Imports are split into cards here and each card is read with :func:`app.contacts.cards.parse_card`
+when the iterator reaches it, so one broken card is reported on its line and the others are
+still taken; the vCard 3.0 that phones and Google Contacts export is read as well as 4.0, and
+each card is kept whole. CSV carries the JSON fields only.
 
-Reading is CPU work (~0.3 ms a card): callers run :func:`read_entries` in a worker thread.
+Reading is CPU work: callers run :func:`read_entries` in a worker thread.
 """
 
 from __future__ import annotations
@@ -16,12 +15,11 @@ import csv
 import io
 import re
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import UTC, date
 from typing import Any
 
-import vobject
 from litestar.status_codes import HTTP_413_REQUEST_ENTITY_TOO_LARGE
 
+from app.contacts.cards import Card, CardError, parse_card, serialize_card
 from app.contacts.schemas import Contact, ContactCreate
 from app.errors import AppError
 
@@ -37,19 +35,15 @@ CSV_COLUMNS = (
     "created_at",
     "updated_at",
 )
-CSV_REQUIRED = ("first_name", "last_name", "email", "phone_number")
-#: The year Apple uses for a birthday without one (``X-APPLE-OMIT-YEAR=1604``); used for
-#: year-less vCard birthdays (``--MMDD``) too.
-NO_YEAR = 1604
+CSV_REQUIRED = ("first_name",)
 
 _FIELDS = ContactCreate.__struct_fields__
-_BDAY = re.compile(r"^(?:(\d{4})-?|--)(\d{2})-?(\d{2})$")
 #: The line breaks of a vCard file (CRLF, and the bare CR or LF some writers use). Not
 #: ``str.splitlines``: that also breaks at VT, FF, U+001C-U+001E, U+0085 and U+2028/9, which
 #: may stand inside a value.
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
-#: One entry of an import: its fields (still to be validated) or why it cannot be read.
-Entry = dict[str, Any] | str
+#: One entry of an import: a card, a CSV row's fields (still to be validated), or why it cannot be read.
+Entry = Card | dict[str, Any] | str
 
 
 class UnreadableFileError(AppError):
@@ -80,57 +74,16 @@ class TooManyEntriesError(AppError):
 # --------------------------------------------------------------------------- writing
 
 
-def _escape(value: str) -> str:
-    r"""A text value escaped per RFC 6350 3.4: ``\\``, ``\,``, ``\;``, and ``\n`` for every line break.
-
-    A bare CR counts as a line break too: written raw it would end the content line (and a
-    value holding ``END:VCARD`` would end the card) for readers that accept CR line endings.
-    """
-    value = value.replace("\\", "\\\\").replace(",", "\\,").replace(";", "\\;")
-    return _LINE_BREAK.sub("\\\\n", value)
-
-
-def _fold(line: str) -> str:
-    """Fold a content line at 75 octets without splitting a UTF-8 character (RFC 6350 3.2)."""
-    encoded = line.encode()
-    if len(encoded) <= 75:
-        return line + "\r\n"
-    parts, current, size, limit = [], [], 0, 75
-    for char in line:
-        width = len(char.encode())
-        if size + width > limit:
-            parts.append("".join(current))
-            current, size, limit = [], 0, 74  # continuation lines start with a space
-        current.append(char)
-        size += width
-    parts.append("".join(current))
-    return "\r\n ".join(parts) + "\r\n"
-
-
-def vcard(contact: Contact) -> str:
-    """One contact as a vCard 4.0.
+def vcards(texts: Iterable[str]) -> str:
+    """Stored cards as one vCard 4.0 stream (3.0 cards converted).
 
     Args:
-        contact: The contact.
+        texts: The stored cards.
 
     Returns:
-        The card, CRLF line endings.
+        The cards, CRLF line endings.
     """
-    lines = [
-        "BEGIN:VCARD",
-        "VERSION:4.0",
-        f"UID:urn:uuid:{contact.id}",
-        f"FN:{_escape(f'{contact.first_name} {contact.last_name}')}",
-        f"N:{_escape(contact.last_name)};{_escape(contact.first_name)};;;",
-        f"EMAIL:{_escape(contact.email)}",
-        f"TEL;VALUE=uri;TYPE=cell:tel:{contact.phone_number}",
-    ]
-    if contact.birthday is not None:
-        lines.append(f"BDAY:{contact.birthday:%Y%m%d}")
-    if contact.additional_data:
-        lines.append(f"NOTE:{_escape(contact.additional_data)}")
-    lines += [f"REV:{contact.updated_at.astimezone(UTC):%Y%m%dT%H%M%SZ}", "END:VCARD"]
-    return "".join(_fold(line) for line in lines)
+    return "".join(serialize_card(text, "4.0") for text in texts)
 
 
 #: A cell starting with one of these is a formula to a spreadsheet (CSV injection, OWASP).
@@ -175,9 +128,9 @@ def csv_rows(contacts: Iterable[Contact]) -> str:
             (
                 c.id,
                 _defused(c.first_name),
-                _defused(c.last_name),
-                _defused(c.email),
-                c.phone_number,
+                _defused(c.last_name or ""),
+                _defused(c.email or ""),
+                c.phone_number or "",
                 c.birthday.isoformat() if c.birthday else "",
                 _defused(c.additional_data or ""),
                 c.created_at.isoformat(),
@@ -207,8 +160,8 @@ def read_entries(content: bytes, max_entries: int | None = None) -> Iterator[tup
         max_entries: The most entries (cards, non-blank CSV rows) a file may hold.
 
     Returns:
-        ``(line, fields)`` for an entry that could be read (``fields`` still to be
-        validated), or ``(line, message)`` for one that could not.
+        ``(line, card)`` for a vCard, ``(line, fields)`` for a CSV row (``fields`` still to
+        be validated), or ``(line, message)`` for an entry that could not be read.
 
     Raises:
         UnreadableFileError: Not UTF-8, or neither vCard nor CSV with the required columns.
@@ -222,7 +175,7 @@ def read_entries(content: bytes, max_entries: int | None = None) -> Iterator[tup
     if text.lstrip().upper().startswith("BEGIN:VCARD"):
         cards = _split_vcards(text)
         _check_count(len(cards), max_entries)
-        return ((line, _vcard_fields(card) if complete else card) for line, card, complete in cards)
+        return ((line, _read_card(card) if complete else card) for line, card, complete in cards)
     header, records = _csv_records(text)
     _check_count(len(records), max_entries)
     return ((line, _csv_fields(header, record)) for line, record in records)
@@ -255,6 +208,8 @@ def _csv_fields(header: Sequence[str], record: Sequence[str]) -> Entry:
         return f"expected {len(header)} columns, found {len(record)}"
     row = dict(zip(header, record, strict=False))
     fields: dict[str, Any] = {}
+    if row.get("id"):
+        fields["id"] = row["id"]  # the export's id: a row of the owner's own contact is skipped
     for name in _FIELDS:
         if name not in row:
             continue
@@ -263,6 +218,9 @@ def _csv_fields(header: Sequence[str], record: Sequence[str]) -> Entry:
             fields[name] = value.strip() or None
         elif name == "additional_data":
             # Kept as written (the API keeps a note's spaces); only a blank one is none.
+            fields[name] = value if value.strip() else None
+        elif name != "first_name":
+            # An empty cell of an optional field is no value (a contact needs only a first name).
             fields[name] = value if value.strip() else None
         else:
             fields[name] = value
@@ -290,63 +248,9 @@ def _split_vcards(text: str) -> list[tuple[int, str, bool]]:
     return cards
 
 
-def _preferred(lines: list[Any], *types: str) -> Any:
-    """The line typed ``pref`` (or with a ``PREF`` parameter), else the first of ``types``, else the first."""
-
-    def kinds(line: Any) -> set[str]:
-        return {value.lower() for value in line.params.get("TYPE", [])}
-
-    for line in lines:
-        if "pref" in kinds(line) or "PREF" in line.params:
-            return line
-    for wanted in types:
-        for line in lines:
-            if wanted in kinds(line):
-                return line
-    return lines[0]
-
-
-def _text(value: Any) -> str:
-    return " ".join(value).strip() if isinstance(value, list) else str(value or "").strip()
-
-
-def _vcard_fields(card: str) -> dict[str, Any] | str:
-    """The contact fields of one vCard, or why it cannot be read."""
+def _read_card(text: str) -> Card | str:
+    """One card of an import file, or why it cannot be taken."""
     try:
-        component = vobject.readOne(card)
-        contents = component.contents
-        fields: dict[str, Any] = {}
-        if "n" in contents:
-            name = contents["n"][0].value
-            fields["first_name"], fields["last_name"] = _text(name.given), _text(name.family)
-        if not fields.get("first_name") and not fields.get("last_name") and "fn" in contents:
-            first, _, last = _text(contents["fn"][0].value).partition(" ")
-            fields["first_name"], fields["last_name"] = first, last.strip()
-        for key in ("first_name", "last_name"):
-            if not fields.get(key):
-                fields.pop(key, None)
-        if "email" in contents:
-            fields["email"] = _text(_preferred(contents["email"], "internet").value)
-        if "tel" in contents:
-            number = _text(_preferred(contents["tel"], "cell", "mobile").value)
-            number = number.removeprefix("tel:").split(";")[0]
-            fields["phone_number"] = re.sub(r"[./]", " ", number).strip()
-        if "bday" in contents:
-            fields["birthday"] = _birthday(_text(contents["bday"][0].value))
-        if "note" in contents:
-            note = contents["note"][0].value
-            # Kept as written (the API keeps a note's spaces); only a blank one is none.
-            fields["additional_data"] = note if isinstance(note, str) and note.strip() else None
-    except Exception as exc:  # vobject raises many kinds: each means a bad card
-        return f"cannot read this vCard: {exc}".strip()
-    return fields
-
-
-def _birthday(value: str) -> str:
-    """A vCard ``BDAY`` (``1990-05-17``, ``19900517``, ``--0517``, with or without a time) as ISO."""
-    match = _BDAY.match(value.split("T")[0].strip())
-    if match is None:
-        msg = f"unreadable BDAY {value!r}"
-        raise ValueError(msg)
-    year, month, day = match.groups()
-    return date(int(year or NO_YEAR), int(month), int(day)).isoformat()
+        return parse_card(text)
+    except CardError as exc:
+        return f"cannot read this vCard: {exc.detail}"

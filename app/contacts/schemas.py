@@ -81,21 +81,24 @@ class _ContactFields(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """The writable fields, all present (create and full replace)."""
 
     first_name: Name
-    last_name: Name
-    email: Email
-    phone_number: Phone
+    last_name: Name | None = None
+    email: Email | None = None
+    phone_number: Phone | None = None
     birthday: date | None = None
     additional_data: Note | None = None
 
     def __post_init__(self) -> None:
         self.first_name = normalize_name("first_name", self.first_name)
-        self.last_name = normalize_name("last_name", self.last_name)
-        self.email = email_field(self.email)
+        if self.last_name is not None:
+            self.last_name = normalize_name("last_name", self.last_name)
+        if self.email is not None:
+            self.email = email_field(self.email)
 
 
 class ContactCreate(_ContactFields, forbid_unknown_fields=True, kw_only=True):
     """A new contact (``POST``), also the body of a full replace (``PUT``).
 
+    Only ``first_name`` is required; a ``PUT`` without an optional field clears it.
     ``phone_number`` is normalised by the service (the default region is a setting).
     """
 
@@ -104,9 +107,9 @@ class ContactUpdate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """A partial update (``PATCH``): only the fields present change; ``null`` clears an optional one."""
 
     first_name: Name | msgspec.UnsetType = msgspec.UNSET
-    last_name: Name | msgspec.UnsetType = msgspec.UNSET
-    email: Email | msgspec.UnsetType = msgspec.UNSET
-    phone_number: Phone | msgspec.UnsetType = msgspec.UNSET
+    last_name: Name | msgspec.UnsetType | None = msgspec.UNSET
+    email: Email | msgspec.UnsetType | None = msgspec.UNSET
+    phone_number: Phone | msgspec.UnsetType | None = msgspec.UNSET
     birthday: date | msgspec.UnsetType | None = msgspec.UNSET
     additional_data: Note | msgspec.UnsetType | None = msgspec.UNSET
 
@@ -114,9 +117,9 @@ class ContactUpdate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         """Normalise the fields present, as the contract stores them."""
         if self.first_name is not msgspec.UNSET:
             self.first_name = normalize_name("first_name", self.first_name)
-        if self.last_name is not msgspec.UNSET:
+        if self.last_name is not msgspec.UNSET and self.last_name is not None:
             self.last_name = normalize_name("last_name", self.last_name)
-        if self.email is not msgspec.UNSET:
+        if self.email is not msgspec.UNSET and self.email is not None:
             self.email = email_field(self.email)
 
 
@@ -125,9 +128,9 @@ class Contact(msgspec.Struct, kw_only=True):
 
     id: UUID
     first_name: str
-    last_name: str
-    email: str
-    phone_number: str
+    last_name: str | None
+    email: str | None
+    phone_number: str | None
     birthday: date | None
     additional_data: str | None
     created_at: datetime
@@ -162,3 +165,16 @@ class ImportResult(msgspec.Struct, kw_only=True):
     created: int
     skipped: int
     errors: list[ImportRowError]
+
+
+class ContactChanges(msgspec.Struct, kw_only=True):
+    """What changed in the address book after a sync token (the changes feed)."""
+
+    #: Contacts created or changed after the token, each once, in its latest state.
+    changed: list[Contact]
+    #: Ids of contacts deleted after the token.
+    deleted: list[UUID]
+    #: The token to ask with next time (or for the next page while ``more``).
+    next: str
+    #: More changes wait: ask again with ``next`` at once.
+    more: bool

@@ -21,8 +21,14 @@ from uuid import UUID
 import anyio
 import anyio.to_thread
 import msgspec
+from advanced_alchemy.exceptions import IntegrityError
 from advanced_alchemy.mixins.uuid import uuid7
-from litestar.status_codes import HTTP_404_NOT_FOUND, HTTP_412_PRECONDITION_FAILED
+from litestar.status_codes import (
+    HTTP_404_NOT_FOUND,
+    HTTP_409_CONFLICT,
+    HTTP_410_GONE,
+    HTTP_412_PRECONDITION_FAILED,
+)
 from sqlalchemy import (
     TypeDecorator,
     and_,
@@ -41,7 +47,17 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from app.contacts import exchange
-from app.contacts.models import SEARCH_TEXT, ContactCount, ContactRow, derived_columns, fold
+from app.contacts.cards import Card, apply_fields, content_uid, new_card, parse_card, uid_of
+from app.contacts.models import (
+    SEARCH_TEXT,
+    TOMBSTONES_KEPT,
+    ContactCount,
+    ContactRow,
+    ContactSync,
+    ContactTombstone,
+    derived_columns,
+    fold,
+)
 from app.contacts.schemas import (
     Contact,
     ContactBirthday,
@@ -58,6 +74,7 @@ from app.input import explain
 
 if TYPE_CHECKING:
     from sqlalchemy import ColumnElement
+    from sqlalchemy.ext.asyncio import AsyncSession
 
     from app.config import Settings
     from app.db import DirectPool
@@ -95,6 +112,69 @@ class StaleContactError(AppError):
     detail = "The contact has changed since this ETag: fetch it again"
 
 
+class EmailTakenError(InvalidContactError):
+    """A card's email is another contact's already (a ``409``, like the JSON API's duplicate)."""
+
+    status_code = HTTP_409_CONFLICT
+
+    def __init__(self) -> None:
+        """Name the field."""
+        super().__init__("email", "You already have a contact with this email")
+
+
+class UidConflictError(AppError):
+    """A card's ``UID`` is another resource's already, or a write would change a resource's ``UID``."""
+
+    status_code = HTTP_409_CONFLICT
+    detail = "Another card of the address book has this UID"
+
+    def __init__(self, href_name: str) -> None:
+        """Name the resource (``href_name``) that holds the UID."""
+        super().__init__()
+        self.href_name = href_name
+
+
+class SyncTokenExpiredError(AppError):
+    """The sync token is older than the kept deletions (or newer than the book): start over."""
+
+    status_code = HTTP_410_GONE
+    detail = "This sync token has expired: sync again without one"
+
+
+class StoredCard(msgspec.Struct, kw_only=True):
+    """A contact as CardDAV sees it: its resource name, UID, ETag and stored vCard."""
+
+    id: UUID
+    #: The resource name, e.g. ``"abc.vcf"``.
+    name: str
+    uid: str
+    #: Strong and quoted: the same value as the JSON API's ``ETag`` of the contact.
+    etag: str
+    card: str
+    sync_seq: int
+
+
+class Deleted(msgspec.Struct, kw_only=True):
+    """A contact deleted after a sync token: its id and its resource name."""
+
+    id: UUID
+    name: str
+
+
+class Changes(msgspec.Struct, kw_only=True):
+    """What changed after a sync token, oldest change first (see :meth:`ContactStore.changes`)."""
+
+    #: Contacts created or changed, each once, in its latest state.
+    changed: list[StoredCard]
+    #: The same contacts in the JSON view, in the same order.
+    contacts: list[Contact]
+    deleted: list[Deleted]
+    #: The token after these changes.
+    next: int
+    #: More changes wait after ``next``.
+    more: bool
+
+
 # --------------------------------------------------------------------------- statements
 
 #: The columns a response is built from, in the order of the ``Contact`` Struct, then the version.
@@ -121,6 +201,8 @@ ORDER_COLUMNS: dict[str, Any] = {
 
 #: Offsets beyond this match nothing (and would overflow a 64-bit SQL integer).
 MAX_OFFSET = 2**62
+#: Tries of a JSON write whose card changed under it before it gives up (a ``412``).
+UPDATE_ATTEMPTS = 5
 #: If-Match may name at most this many of a contact's versions.
 MAX_IF_MATCH_VERSIONS = 32
 #: Contacts read per statement while exporting.
@@ -176,8 +258,8 @@ ONE = CompiledStatement(select(*COLUMNS).where(_ID, _OWNER))
 EXISTS = CompiledStatement(select(ContactRow.id).where(_ID, _OWNER))
 #: Delete one contact of an owner, returning its id.
 DELETE = CompiledStatement(delete(ContactRow).where(_ID, _OWNER).returning(ContactRow.id))
-#: Every email of an owner's contacts (the import's de-duplication).
-EMAILS = CompiledStatement(select(ContactRow.email).where(_OWNER))
+#: Every email and id of an owner's contacts (the import's de-duplication).
+EMAILS = CompiledStatement(select(ContactRow.email, ContactRow.id).where(_OWNER))
 #: The owner's next ``limit`` contacts by id after ``after`` (the export's keyset paging).
 BATCH_AFTER = CompiledStatement(
     select(*COLUMNS)
@@ -187,6 +269,95 @@ BATCH_AFTER = CompiledStatement(
 )
 #: Below every id: the ``after`` of the export's first batch.
 _FIRST_ID = UUID(int=0)
+
+#: The columns of a :class:`StoredCard` (``etag`` from the version).
+CARD_COLUMNS = (
+    ContactRow.id,
+    ContactRow.dav_name,
+    ContactRow.uid,
+    ContactRow.version,
+    ContactRow.card,
+    ContactRow.sync_seq,
+)
+_NAME = ContactRow.dav_name == bindparam("name")
+#: One card of an owner by resource name.
+CARD_BY_NAME = CompiledStatement(select(*CARD_COLUMNS).where(_OWNER, _NAME))
+#: The owner's next ``limit`` cards by id after ``after`` (streams the book).
+CARDS_AFTER = CompiledStatement(
+    select(*CARD_COLUMNS)
+    .where(_OWNER, ContactRow.id > bindparam("after", type_=ContactRow.id.type))
+    .order_by(ContactRow.id)
+    .limit(bindparam("limit"))
+)
+#: A contact's card and version (the JSON writes rewrite the card).
+CARD_OF = CompiledStatement(select(ContactRow.card, ContactRow.version).where(_ID, _OWNER))
+#: What a CardDAV ``PUT`` must know: the resource of that name and the one holding that UID.
+CARD_SLOTS = CompiledStatement(
+    select(ContactRow.id, ContactRow.dav_name, ContactRow.uid, ContactRow.version).where(
+        _OWNER, or_(_NAME, ContactRow.uid == bindparam("uid"))
+    )
+)
+#: A contact's sequence number (SQLite's RETURNING shows it from before the triggers).
+SEQ_OF = CompiledStatement(select(ContactRow.sync_seq).where(_ID, _OWNER))
+#: The owner's change counter and the newest purged tombstone.
+SYNC_STATE = CompiledStatement(
+    select(ContactSync.seq, ContactSync.purged_seq).where(ContactSync.owner_id == bindparam("owner_id"))
+)
+_SEQ_RANGE = (ContactRow.sync_seq > bindparam("since"), ContactRow.sync_seq <= bindparam("upto"))
+#: Contacts changed in a sequence range, oldest change first (index ``(owner_id, sync_seq)``).
+CHANGED = CompiledStatement(
+    select(*COLUMNS, ContactRow.dav_name, ContactRow.uid, ContactRow.card, ContactRow.sync_seq)
+    .where(_OWNER, *_SEQ_RANGE)
+    .order_by(ContactRow.sync_seq)
+    .limit(bindparam("limit"))
+)
+_T_OWNER = ContactTombstone.owner_id == bindparam("owner_id")
+#: Contacts deleted in a sequence range, oldest first (the tombstones' primary key).
+DELETED = CompiledStatement(
+    select(ContactTombstone.contact_id, ContactTombstone.dav_name, ContactTombstone.sync_seq)
+    .where(
+        _T_OWNER,
+        ContactTombstone.sync_seq > bindparam("since"),
+        ContactTombstone.sync_seq <= bindparam("upto"),
+    )
+    .order_by(ContactTombstone.sync_seq)
+    .limit(bindparam("limit"))
+)
+#: Names per statement of :meth:`ContactStore.cards_by_names` (statements exist for powers of two).
+NAMES_BATCH = 64
+
+
+@functools.cache
+def cards_by_names_statement(count: int) -> CompiledStatement:
+    """The owner's cards among ``count`` names (bound ``n0``, ``n1``...)."""
+    names = [bindparam(f"n{i}") for i in range(count)]
+    return CompiledStatement(select(*CARD_COLUMNS).where(_OWNER, ContactRow.dav_name.in_(names)))
+
+
+@functools.cache
+def delete_card_statement(versions: int | None) -> CompiledStatement:
+    """Delete a card by name, at one of ``versions`` versions (``v0``...; ``None``: any), returning its id."""
+    where = [_OWNER, _NAME]
+    if versions is not None:
+        where.append(ContactRow.version.in_([bindparam(f"v{i}") for i in range(versions)]))
+    return CompiledStatement(delete(ContactRow).where(*where).returning(ContactRow.id))
+
+
+@functools.cache
+def reserve_seq_statement(dialect_name: str) -> CompiledStatement:
+    """Move the owner's counter on by ``count`` numbers (creating it), returning the last one.
+
+    The row stays locked until the transaction ends: the numbers commit in order.
+    """
+    dialect_insert = postgresql.insert if dialect_name == "postgresql" else sqlite_insert
+    statement = dialect_insert(ContactSync).values(
+        owner_id=bindparam("owner_id"), seq=bindparam("count"), purged_seq=0
+    )
+    return CompiledStatement(
+        statement.on_conflict_do_update(
+            index_elements=[ContactSync.owner_id], set_={"seq": ContactSync.seq + statement.excluded.seq}
+        ).returning(ContactSync.seq)
+    )
 
 
 @functools.cache
@@ -240,10 +411,20 @@ def _birthdays_statement(ranges: int) -> CompiledStatement:
 #: Contacts with a birthday in one or in two month-day ranges (a window over the new year).
 BIRTHDAYS = {1: _birthdays_statement(1), 2: _birthdays_statement(2)}
 
-#: The columns a write may set: the fields of a new contact, then the ones derived from them.
-VALUE_COLUMNS = (*ContactCreate.__struct_fields__, "first_name_search", "last_name_search", "birthday_md")
-#: Every column of a new row: ids, timestamps and version are made by the store.
-NEW_COLUMNS = ("id", "owner_id", "created_at", "updated_at", "version", *VALUE_COLUMNS)
+#: The columns a write may set: the fields of a new contact, its card, then the columns derived from them.
+VALUE_COLUMNS = (
+    *ContactCreate.__struct_fields__,
+    "card",
+    "uid",
+    "first_name_search",
+    "last_name_search",
+    "birthday_md",
+)
+#: Every column of a new row: ids, timestamps and version are made by the store. ``sync_seq``
+#: is left out: the database stamps the row (migration 0006).
+NEW_COLUMNS = ("id", "owner_id", "created_at", "updated_at", "version", "dav_name", *VALUE_COLUMNS)
+#: The import's rows carry their sequence numbers, reserved for the whole file at once.
+IMPORT_COLUMNS = (*NEW_COLUMNS, "sync_seq")
 
 
 def _bound(name: str, key: str | None = None) -> Any:
@@ -254,6 +435,10 @@ def _bound(name: str, key: str | None = None) -> Any:
 #: A new contact, returning it.
 INSERT = CompiledStatement(
     insert(ContactRow).values({name: _bound(name) for name in NEW_COLUMNS}).returning(*COLUMNS)
+)
+#: A new contact, returning it as a card.
+INSERT_CARD = CompiledStatement(
+    insert(ContactRow).values({name: _bound(name) for name in NEW_COLUMNS}).returning(*CARD_COLUMNS)
 )
 
 
@@ -281,25 +466,32 @@ def insert_new_statement(dialect_name: str) -> CompiledStatement:
     """
     if dialect_name != "postgresql":
         return CompiledStatement(sqlite_insert(ContactRow).on_conflict_do_nothing().returning(ContactRow.id))
-    rows = func.unnest(*(_array_of(name) for name in NEW_COLUMNS)).table_valued(*NEW_COLUMNS).render_derived()
+    rows = (
+        func.unnest(*(_array_of(name) for name in IMPORT_COLUMNS))
+        .table_valued(*IMPORT_COLUMNS)
+        .render_derived()
+    )
     return CompiledStatement(
         postgresql.insert(ContactRow)
-        .from_select(NEW_COLUMNS, select(*rows.c))
+        .from_select(IMPORT_COLUMNS, select(*rows.c))
         .on_conflict_do_nothing()
         .returning(ContactRow.id)
     )
 
 
 @functools.cache
-def update_statement(columns: frozenset[str], versions: int | None) -> CompiledStatement:
+def update_statement(
+    columns: frozenset[str], versions: int | None, as_card: bool = False
+) -> CompiledStatement:
     """The conditional ``UPDATE`` of ``columns``, for ``versions`` accepted versions (``None``: any).
 
     Args:
         columns: The columns set (names of :data:`VALUE_COLUMNS`; bound as ``set_<name>``).
         versions: How many versions ``If-Match`` accepts (bound as ``v0``, ``v1``...), or ``None``.
+        as_card: Return ``CARD_COLUMNS`` instead of ``COLUMNS``.
 
     Returns:
-        The statement, returning ``COLUMNS``.
+        The statement.
     """
     # An UPDATE reserves its columns' names for the SET clause: every value is bound as "set_<name>".
     where = [ContactRow.id == bindparam("set_contact_id"), ContactRow.owner_id == bindparam("set_owner_id")]
@@ -310,7 +502,7 @@ def update_statement(columns: frozenset[str], versions: int | None) -> CompiledS
         update(ContactRow)
         .where(*where)
         .values(version=ContactRow.version + 1, updated_at=_bound("updated_at", "set_updated_at"), **values)
-        .returning(*COLUMNS)
+        .returning(*(CARD_COLUMNS if as_card else COLUMNS))
     )
 
 
@@ -615,7 +807,7 @@ class ContactStore:
             for field in data.__struct_fields__
             if (value := getattr(data, field)) is not msgspec.UNSET
         }
-        if "phone_number" in values:
+        if values.get("phone_number") is not None:
             values["phone_number"] = self._phone(values["phone_number"])
         if "birthday" in values:
             self._check_birthday(values["birthday"], None)
@@ -642,30 +834,34 @@ class ContactStore:
     async def _update(
         self, owner_id: UUID, contact_id: UUID, values: dict[str, Any], if_match: str | None
     ) -> tuple[Contact, str]:
-        """Change a contact in one conditional ``UPDATE``: with ``If-Match`` only at a version it names.
+        """Change the fields in ``values`` and the card properties behind them; keep the rest of the card.
 
-        Two writers holding the same ETag cannot both win. When nothing changed, a stale ETag
-        is told apart from a missing contact by a second statement.
+        The card is read, rewritten and written back with ``UPDATE ... WHERE version = :read``:
+        a write in between makes the ``UPDATE`` miss, and then (without ``If-Match``) the
+        change is made again on the newer card; with ``If-Match`` it is a ``412``.
         """
         versions = parse_if_match(if_match)
         if versions is not None and len(versions) > MAX_IF_MATCH_VERSIONS:
             raise TooManyVersionsError
-        rows: Sequence[Sequence[Any]] = ()
-        if versions is None or versions:  # an empty set: If-Match named none of ours
-            changes = derived_columns(dict(values))
-            statement = update_statement(frozenset(changes), None if versions is None else len(versions))
-            changes.update(owner_id=owner_id, contact_id=contact_id, updated_at=datetime.now(UTC))
-            params = {f"set_{name}": value for name, value in changes.items()}
-            for i, version in enumerate(sorted(versions or ())):
-                params[f"v{i}"] = version
-            rows = await self.pool.write(statement, **params)
-        if not rows:
-            if versions is not None and await self.pool.fetch(
-                EXISTS, owner_id=owner_id, contact_id=contact_id
-            ):
+        for _attempt in range(UPDATE_ATTEMPTS):
+            found = await self.pool.fetch(CARD_OF, owner_id=owner_id, contact_id=contact_id)
+            if not found:
+                raise ContactNotFoundError
+            text, version = found[0]
+            if versions is not None and version not in versions:
                 raise StaleContactError
-            raise ContactNotFoundError
-        return _to_contact(rows[0]), etag(rows[0][-1])
+            changes = derived_columns(dict(values))
+            now = datetime.now(UTC)
+            changes["card"] = apply_fields(parse_card(text), values, now).text()
+            statement = update_statement(frozenset(changes), 1)
+            changes.update(owner_id=owner_id, contact_id=contact_id, updated_at=now)
+            params = {f"set_{name}": value for name, value in changes.items()}
+            rows = await self.pool.write(statement, v0=version, **params)
+            if rows:
+                return _to_contact(rows[0]), etag(rows[0][-1])
+            if versions is not None:
+                raise StaleContactError
+        raise StaleContactError
 
     # ------------------------------------------------------------------ rules of a contact's values
 
@@ -685,18 +881,59 @@ class ContactStore:
             "first_name": plain_line_breaks(data.first_name),
             "last_name": plain_line_breaks(data.last_name),
             "email": data.email,
-            "phone_number": self._phone(data.phone_number),
+            "phone_number": None if data.phone_number is None else self._phone(data.phone_number),
             "birthday": data.birthday,
             "additional_data": plain_line_breaks(data.additional_data),
         }
 
+    def _card_values(self, card: Card, today: date | None = None) -> dict[str, Any]:
+        """The JSON view of ``card``, checked by the JSON API's rules.
+
+        Raises:
+            InvalidContactError: A field breaks a rule (too long, not an email...).
+        """
+        fields = {name: value for name, value in card.fields().items() if value is not None}
+        try:
+            data = msgspec.convert(fields, ContactCreate)
+        except msgspec.ValidationError as exc:
+            field, _, message = _row_error(exc).partition(": ")
+            raise InvalidContactError(field, message) from None
+        return self._values(data, today)
+
     @staticmethod
-    def _new_row(owner_id: UUID, values: dict[str, Any], now: datetime | None = None) -> dict[str, Any]:
-        """Every column of a new row (:data:`NEW_COLUMNS`) from a contact's ``values``."""
+    def _new_row(
+        owner_id: UUID,
+        values: dict[str, Any],
+        now: datetime | None = None,
+        card: Card | None = None,
+        name: str | None = None,
+        uid: str | None = None,
+    ) -> dict[str, Any]:
+        """Every column of a new row (:data:`NEW_COLUMNS`) from a contact's ``values``.
+
+        Without ``card`` the row gets a new vCard 4.0 of ``values`` (``UID``: ``uid``, else
+        made from its id); a ``card`` without ``UID`` is given ``uid`` or that one. ``name``
+        is the CardDAV resource name (``<id>.vcf`` when absent).
+        """
         now = now or datetime.now(UTC)
+        contact_id = uuid7()
+        uid = uid or uid_of(contact_id)
         row = dict.fromkeys(VALUE_COLUMNS)
         row.update(derived_columns(dict(values)))
-        row.update(id=uuid7(), owner_id=owner_id, created_at=now, updated_at=now, version=1)
+        if card is None:
+            row.update(card=new_card(uid, values, now), uid=uid)
+        else:
+            if card.uid is None:
+                card.set_uid(uid)
+            row.update(card=card.text(), uid=card.uid)
+        row.update(
+            id=contact_id,
+            owner_id=owner_id,
+            created_at=now,
+            updated_at=now,
+            version=1,
+            dav_name=name or f"{contact_id}.vcf",
+        )
         return row
 
     # ------------------------------------------------------------------ exchange
@@ -710,9 +947,10 @@ class ContactStore:
     ) -> ImportResult:
         """Import contacts from a vCard (3.0/4.0) or CSV file, in one transaction.
 
-        Bad entries are reported by line and the good ones kept. An entry whose email the
-        owner already has (or that an earlier entry of the file used, or a concurrent import
-        has just added) is skipped, so importing the same file again creates nothing. The
+        Bad entries are reported by line and the good ones kept; a vCard is kept whole. An
+        entry whose email or ``UID`` the owner already has (or that an earlier entry of the
+        file used, or a concurrent import has just added) is skipped, so importing the same
+        file again creates nothing. The
         file is read and checked in a worker thread (CPU work), so the event loop keeps
         serving other requests meanwhile.
 
@@ -730,7 +968,9 @@ class ContactStore:
             exchange.TooManyEntriesError: More than ``IMPORT_MAX_CARDS`` entries.
         """
         today = today or self.today()
-        known = {row[0] for row in await self.pool.fetch(EMAILS, owner_id=owner_id)}
+        rows = await self.pool.fetch(EMAILS, owner_id=owner_id)
+        # Emails and ids in one set: an email never looks like a UUID's text.
+        known = {row[0] for row in rows if row[0] is not None} | {str(row[1]) for row in rows}
         fresh, skipped, errors = await anyio.to_thread.run_sync(
             self._read_import, owner_id, content, known, today, limiter=limiter
         )
@@ -738,11 +978,18 @@ class ContactStore:
         if fresh:
             statement = insert_new_statement(self.pool.dialect_name)
             async with self.pool.transaction() as transaction:
+                # One block of sequence numbers for the file (a trigger would bump once per row).
+                reserved = await transaction.fetch(
+                    reserve_seq_statement(self.pool.dialect_name), owner_id=owner_id, count=len(fresh)
+                )
+                first_seq = reserved[0][0] - len(fresh) + 1
+                for offset, row in enumerate(fresh):
+                    row["sync_seq"] = first_seq + offset
                 for first in range(0, len(fresh), IMPORT_BATCH):
                     created += len(
                         await transaction.insert_rows(statement, fresh[first : first + IMPORT_BATCH])
                     )
-        # A row the database passed over (ON CONFLICT) took an email added since ``known``.
+        # A row the database passed over (ON CONFLICT) took an email or a UID the owner has.
         return ImportResult(created=created, skipped=skipped + len(fresh) - created, errors=errors)
 
     def _read_import(
@@ -761,19 +1008,31 @@ class ContactStore:
             if isinstance(entry, str):
                 errors.append(ImportRowError(line=line, detail=entry))
                 continue
+            card = entry if isinstance(entry, Card) else None
             try:
-                values = self._values(msgspec.convert(entry, ContactCreate), today)
+                if card is not None:
+                    values = self._card_values(card, today)
+                else:
+                    fields = {name: value for name, value in entry.items() if name != "id"}
+                    values = self._values(msgspec.convert(fields, ContactCreate), today)
             except msgspec.ValidationError as exc:
                 errors.append(ImportRowError(line=line, detail=_row_error(exc)))
                 continue
             except InvalidContactError as exc:
                 errors.append(ImportRowError(line=line, detail=f"{exc.field}: {exc.detail}"))
                 continue
-            if values["email"] in known:
-                skipped += 1
+            if (values["email"] is not None and values["email"] in known) or (
+                isinstance(entry, dict) and str(entry.get("id", "")).strip() in known
+            ):
+                skipped += 1  # a known email, or a CSV row of one of the owner's contacts
                 continue
-            known.add(values["email"])
-            fresh.append(self._new_row(owner_id, values, now))
+            if values["email"] is not None:
+                known.add(values["email"])
+            # An entry without UID gets one made from its content: imported again, it is skipped.
+            uid = None
+            if card is None or card.uid is None:
+                uid = content_uid(card.text() if card is not None else repr(sorted(values.items())))
+            fresh.append(self._new_row(owner_id, values, now, card, uid=uid))
         return fresh, skipped, errors
 
     async def export_batches(
@@ -796,3 +1055,254 @@ class ContactStore:
             if len(rows) < batch:
                 return
             after = rows[-1][0]
+
+    # ------------------------------------------------------------------ cards (CardDAV, export)
+
+    async def card_batches(
+        self, owner_id: UUID, batch: int = EXPORT_BATCH
+    ) -> AsyncIterator[list[StoredCard]]:
+        """The owner's cards in batches, by id (one statement each; the book is never loaded whole).
+
+        Args:
+            owner_id: The owner.
+            batch: Cards per statement.
+
+        Yields:
+            Batches of cards.
+        """
+        after = _FIRST_ID
+        while True:
+            rows = await self.pool.fetch(CARDS_AFTER, owner_id=owner_id, after=after, limit=batch)
+            if rows:
+                yield [_to_card(row) for row in rows]
+            if len(rows) < batch:
+                return
+            after = rows[-1][0]
+
+    async def iter_cards(self, owner_id: UUID, batch: int = EXPORT_BATCH) -> AsyncIterator[StoredCard]:
+        """The owner's cards one by one, read ``batch`` at a time.
+
+        Args:
+            owner_id: The owner.
+            batch: Cards per statement.
+
+        Yields:
+            The cards.
+        """
+        async for cards in self.card_batches(owner_id, batch):
+            for card in cards:
+                yield card
+
+    async def card_by_name(self, owner_id: UUID, name: str) -> StoredCard | None:
+        """The owner's card of resource name ``name``, or ``None``."""
+        rows = await self.pool.fetch(CARD_BY_NAME, owner_id=owner_id, name=name)
+        return _to_card(rows[0]) if rows else None
+
+    async def cards_by_names(self, owner_id: UUID, names: Sequence[str]) -> list[StoredCard]:
+        """The owner's cards among ``names`` (missing ones left out), in no particular order.
+
+        Names go :data:`NAMES_BATCH` to a statement; a statement exists for each power of
+        two up to it (a short batch repeats its last name), so few are ever prepared.
+        """
+        unique = list(dict.fromkeys(names))
+        found: list[StoredCard] = []
+        for first in range(0, len(unique), NAMES_BATCH):
+            chunk = unique[first : first + NAMES_BATCH]
+            size = 1 << (len(chunk) - 1).bit_length()
+            padded = chunk + [chunk[-1]] * (size - len(chunk))
+            params = {f"n{i}": name for i, name in enumerate(padded)}
+            rows = await self.pool.fetch(cards_by_names_statement(size), owner_id=owner_id, **params)
+            found.extend(_to_card(row) for row in rows)
+        return found
+
+    async def put_card(
+        self, owner_id: UUID, name: str, text: str, *, if_match: str | None, if_none_match_any: bool
+    ) -> tuple[StoredCard, bool]:
+        """Create or replace the card of resource name ``name`` (CardDAV ``PUT``).
+
+        The card is kept whole (a ``UID`` is added when it has none: the existing one's, or
+        the new contact's id); its JSON view is checked by the JSON API's rules.
+
+        Args:
+            owner_id: The owner.
+            name: The resource name.
+            text: The vCard.
+            if_match: The ``If-Match`` header (``None``: no condition).
+            if_none_match_any: ``If-None-Match: *`` was sent (only create).
+
+        Returns:
+            The stored card and whether it was created.
+
+        Raises:
+            CardError: Not a usable vCard (see :func:`app.contacts.cards.parse_card`).
+            InvalidContactError: A field breaks a rule of the JSON API.
+            EmailTakenError: Another contact has the card's email.
+            UidConflictError: Another resource has the card's ``UID``, or the card would change
+                the ``UID`` of the resource it replaces.
+            StaleContactError: A condition failed.
+        """
+        card = parse_card(text)
+        values = self._card_values(card)
+        versions = parse_if_match(if_match)
+        if versions is not None and len(versions) > MAX_IF_MATCH_VERSIONS:
+            raise TooManyVersionsError
+        slots = await self.pool.fetch(CARD_SLOTS, owner_id=owner_id, name=name, uid=card.uid or "")
+        current = next((slot for slot in slots if slot[1] == name), None)
+        holder = next((slot for slot in slots if slot[1] != name), None)
+        if (current is not None and if_none_match_any) or (
+            versions is not None and (current is None or current[3] not in versions)
+        ):
+            raise StaleContactError
+        if holder is not None:
+            raise UidConflictError(holder[1])
+        if current is not None and card.uid is not None and card.uid != current[2]:
+            raise UidConflictError(name)
+        try:
+            if current is None:
+                row = self._new_row(owner_id, values, card=card, name=name)
+                written = await self.pool.write(INSERT_CARD, **row)
+            else:
+                if card.uid is None:
+                    card.set_uid(current[2])
+                changes = derived_columns(dict(values))
+                changes.update(card=card.text(), uid=card.uid)
+                statement = update_statement(frozenset(changes), 1, as_card=True)
+                changes.update(owner_id=owner_id, contact_id=current[0], updated_at=datetime.now(UTC))
+                params = {f"set_{key}": value for key, value in changes.items()}
+                written = await self.pool.write(statement, v0=current[3], **params)
+        except IntegrityError:  # DuplicateKeyError, or a unique index SQLite reports plainly
+            raise await self._put_conflict(owner_id, name, card, values) from None
+        if not written:
+            raise StaleContactError  # changed or deleted since it was read
+        stored = _to_card(written[0])
+        if self.pool.dialect_name != "postgresql":
+            # SQLite's RETURNING shows the row from before its AFTER triggers stamped it.
+            stored.sync_seq = (await self.pool.fetch(SEQ_OF, owner_id=owner_id, contact_id=stored.id))[0][0]
+        return stored, current is None
+
+    async def _put_conflict(self, owner_id: UUID, name: str, card: Card, values: dict[str, Any]) -> AppError:
+        """Why a ``PUT`` hit a unique index: the UID or the name taken meanwhile, else the email."""
+        slots = await self.pool.fetch(CARD_SLOTS, owner_id=owner_id, name=name, uid=card.uid or "")
+        holder = next((slot for slot in slots if slot[1] != name and slot[2] == card.uid), None)
+        if holder is not None:
+            return UidConflictError(holder[1])
+        if any(slot[1] == name for slot in slots) or values.get("email") is None:
+            return StaleContactError()
+        return EmailTakenError()
+
+    async def delete_card(self, owner_id: UUID, name: str, *, if_match: str | None) -> None:
+        """Delete the card of resource name ``name`` (CardDAV ``DELETE``).
+
+        Raises:
+            ContactNotFoundError: No such card among the owner's.
+            StaleContactError: ``If-Match`` does not name its current version.
+        """
+        versions = parse_if_match(if_match)
+        if versions is not None and len(versions) > MAX_IF_MATCH_VERSIONS:
+            raise TooManyVersionsError
+        params: dict[str, Any] = {f"v{i}": version for i, version in enumerate(sorted(versions or ()))}
+        rows: Sequence[Sequence[Any]] = ()
+        if versions is None or versions:
+            statement = delete_card_statement(None if versions is None else len(versions))
+            rows = await self.pool.write(statement, owner_id=owner_id, name=name, **params)
+        if not rows:
+            if versions is not None and await self.card_by_name(owner_id, name) is not None:
+                raise StaleContactError
+            raise ContactNotFoundError
+
+    # ------------------------------------------------------------------ sync
+
+    async def sync_token(self, owner_id: UUID) -> int:
+        """The owner's current change sequence (0 for a book never changed): the sync token and ctag."""
+        rows = await self.pool.fetch(SYNC_STATE, owner_id=owner_id)
+        return rows[0][0] if rows else 0
+
+    async def changes(self, owner_id: UUID, since: int | None, limit: int) -> Changes:
+        """What changed after the token ``since`` (every contact when ``None``), oldest change first.
+
+        The counter is read first: every number up to it is committed (numbers commit in
+        order), so the two range reads that follow, bounded by it, miss nothing. Each reads
+        ``(owner_id, sync_seq)`` by index from ``since`` on: the work is the number of
+        changes, not the size of the book. A contact changed twice shows once, as it is now.
+
+        Args:
+            owner_id: The owner.
+            since: A token from an earlier answer, or ``None``.
+            limit: Changes (contacts and deletions together) at most.
+
+        Returns:
+            The changes; while ``more``, ``next`` is the token for the rest.
+
+        Raises:
+            SyncTokenExpiredError: ``since`` is older than the kept tombstones, or newer
+                than the book.
+        """
+        state = await self.pool.fetch(SYNC_STATE, owner_id=owner_id)
+        current, purged = state[0] if state else (0, 0)
+        if since is not None and not purged <= since <= current:
+            raise SyncTokenExpiredError
+        window = {"owner_id": owner_id, "since": since or 0, "upto": current, "limit": limit + 1}
+        changed = await self.pool.fetch(CHANGED, **window) if current > (since or 0) else []
+        deleted = await self.pool.fetch(DELETED, **window) if since is not None and current > since else []
+        merged = sorted(
+            [(row[-1], True, row) for row in changed] + [(row[-1], False, row) for row in deleted],
+            key=lambda item: item[0],
+        )
+        more = len(merged) > limit
+        taken = merged[:limit]
+        result = Changes(
+            changed=[], contacts=[], deleted=[], next=taken[-1][0] if more else current, more=more
+        )
+        for _seq, is_contact, row in taken:
+            if is_contact:
+                result.contacts.append(_to_contact(row))
+                result.changed.append(
+                    StoredCard(
+                        id=row[0],
+                        name=row[10],
+                        uid=row[11],
+                        etag=etag(row[9]),
+                        card=row[12],
+                        sync_seq=row[13],
+                    )
+                )
+            else:
+                result.deleted.append(Deleted(id=row[0], name=row[1]))
+        return result
+
+
+def _to_card(row: Sequence[Any]) -> StoredCard:
+    """The :class:`StoredCard` of a row of ``CARD_COLUMNS``."""
+    return StoredCard(
+        id=row[0], name=row[1], uid=row[2], etag=etag(row[3]), card=row[4], sync_seq=row[5] or 0
+    )
+
+
+async def purge_tombstones(session: AsyncSession, now: datetime) -> int:
+    """Delete the tombstones older than :data:`~app.contacts.models.TOMBSTONES_KEPT` at ``now``.
+
+    A housekeeping task of the job runner. Each owner's ``purged_seq`` first moves to the
+    newest tombstone purged, so a sync token from before it gets a ``410`` instead of an
+    answer that misses deletions.
+
+    Args:
+        session: The runner's database session (the caller commits).
+        now: The reference time.
+
+    Returns:
+        How many tombstones were deleted.
+    """
+    cutoff = now - TOMBSTONES_KEPT
+    old = ContactTombstone.deleted_at < cutoff
+    newest = (
+        select(func.max(ContactTombstone.sync_seq))
+        .where(ContactTombstone.owner_id == ContactSync.owner_id, old)
+        .scalar_subquery()
+    )
+    await session.execute(
+        update(ContactSync)
+        .where(ContactSync.owner_id.in_(select(ContactTombstone.owner_id).where(old)))
+        .values(purged_seq=newest)
+    )
+    result = await session.execute(delete(ContactTombstone).where(old))
+    return int(result.rowcount)  # type: ignore[attr-defined]

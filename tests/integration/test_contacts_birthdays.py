@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
+from app.contacts.cards import new_card
 from app.contacts.models import ContactRow, derived_columns
 from app.contacts.store import ContactStore
 from app.db import DirectPool
@@ -194,6 +195,9 @@ class Book:
                                 "email": f"{i}@example.com",
                                 "phone_number": "+380501234567",
                                 "birthday": born,
+                                "card": new_card(f"urn:uuid:{cid}", {"first_name": f"F{i}"}),
+                                "uid": str(cid),
+                                "dav_name": f"{cid}.vcf",
                             }
                         )
                     )

@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from app.contacts.cards import new_card
 from app.contacts.models import ContactCount, ContactRow, derived_columns
 from app.users.models import User
 from tests.conftest import ON_POSTGRES
@@ -81,6 +82,12 @@ def row(owner: uuid.UUID, n: int) -> dict:
         "birthday": None,
         "created_at": now,
         "updated_at": now,
+    }
+    contact_id = values["id"]
+    values |= {
+        "card": new_card(f"urn:uuid:{contact_id}", values),
+        "uid": str(contact_id),
+        "dav_name": f"{contact_id}.vcf",
     }
     return derived_columns(values)
 

@@ -5,15 +5,16 @@
 * ``ours``: the whole application served by uvicorn (the browser tests' ``live_server``, on the
   backend under test), a confirmed user and an app password made through
   ``POST /api/users/me/app-passwords``. The server side of a test goes through the JSON API.
+  The clients are given the server's root URL and find ``/dav/`` by themselves.
 * ``radicale``: the reference CardDAV server, run only where a ``radicale`` executable is given
   (``RADICALE=/path/to/radicale``) or on ``PATH``; it is no dependency of the project and the
-  gate does not install it, so there these are skipped. The server side goes through plain CardDAV requests. It shows that the harness (the
-  clients' configs, what vdirsyncer does in a conflict, how khard is driven) is right on its own.
+  gate does not install it, so there these are skipped. The server side goes through plain
+  CardDAV requests. It shows that the harness (the clients' configs, what vdirsyncer does in a
+  conflict, how khard is driven) is right on its own.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import socket
@@ -122,21 +123,12 @@ class OurBook:
                 return found
 
 
-async def make_app_password(base_url: str, user: TestUser) -> str | None:
-    """A new app password of ``user``, or ``None`` when this build has no such route."""
+async def make_app_password(base_url: str, user: TestUser) -> str:
+    """A new app password of ``user``, made through the API as a person would."""
     async with httpx.AsyncClient(base_url=base_url, headers=user.headers, trust_env=False) as http:
         response = await http.post("/api/users/me/app-passwords", json={"name": "vdirsyncer"})
-    if response.status_code in (404, 405):
-        return None
     assert response.status_code == 201, response.text
     return response.json()["password"]
-
-
-async def dav_is_served(base_url: str) -> bool:
-    """Whether this build serves CardDAV at ``/dav/`` (an unauthenticated PROPFIND must ask for credentials)."""
-    async with httpx.AsyncClient(base_url=base_url, trust_env=False) as http:
-        response = await http.request("PROPFIND", "/dav/", headers={"Depth": "0"})
-    return response.status_code == 401
 
 
 @pytest.fixture
@@ -145,16 +137,8 @@ async def our_book(
     user_factory: Callable[..., Awaitable[TestUser]],
 ) -> AsyncIterator[OurBook]:
     """A confirmed user's book on the live service, with an app password for the clients."""
-    if not await dav_is_served(live_server.url):
-        pytest.skip("this build serves no CardDAV at /dav/ yet")
-    if importlib.util.find_spec("app.dav._standin") is not None:
-        pytest.skip(
-            "/dav/ still runs on its in-memory stand-in store, not the contacts' cards (branch cards)"
-        )
     user = await user_factory()
     password = await make_app_password(live_server.url, user)
-    if password is None:
-        pytest.skip("this build has no app passwords (POST /api/users/me/app-passwords) yet")
     book = OurBook(live_server.url, user, password)
     yield book
     await book.http.aclose()

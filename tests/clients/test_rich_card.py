@@ -286,7 +286,6 @@ async def test_a_rich_card_survives_carddav_patch_export_and_import(
 
     # And that account's CardDAV client gets it whole as well.
     other_password = await make_app_password(our_book.base_url, other)
-    assert other_password is not None
     other_sync = Vdirsyncer(
         binaries["vdirsyncer"],
         tmp_path / "other",

@@ -51,6 +51,7 @@ class Book(Protocol):
 
     name: str
     url: str
+    documented_url: str
     username: str
     password: str
 
@@ -88,6 +89,8 @@ class OurBook:
 
     def __init__(self, base_url: str, user: TestUser, password: str) -> None:
         self.url = f"{base_url}/"
+        #: The server URL docs/sync.rst gives to people.
+        self.documented_url = f"{base_url}/dav/"
         self.base_url = base_url
         self.username = user.email
         self.password = password
@@ -163,6 +166,7 @@ class RadicaleBook:
 
     def __init__(self, base_url: str, username: str, password: str) -> None:
         self.url = f"{base_url}/"
+        self.documented_url = self.url
         self.username = username
         self.password = password
         self.collection = f"/{username}/contacts/"

@@ -91,7 +91,15 @@ class Vdirsyncer:
     """One vdirsyncer pair ``book``: a local vdir (``a``) and a CardDAV address book (``b``)."""
 
     def __init__(
-        self, binary: str, root: Path, *, url: str, username: str, password: str, conflict: str = "a wins"
+        self,
+        binary: str,
+        root: Path,
+        *,
+        url: str,
+        username: str,
+        password: str,
+        conflict: str = "a wins",
+        collections: str = '["from b"]',
     ) -> None:
         self.binary = binary
         self.root = root
@@ -107,7 +115,7 @@ class Vdirsyncer:
             "[pair book]\n"
             'a = "local"\n'
             'b = "remote"\n'
-            'collections = ["from b"]\n'
+            f"collections = {collections}\n"
             f'conflict_resolution = "{conflict}"\n\n'
             "[storage local]\n"
             'type = "filesystem"\n'

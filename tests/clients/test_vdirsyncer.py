@@ -41,14 +41,29 @@ async def _synced(binaries: dict[str, str], book: Book, root: Path, conflict: st
     return sync
 
 
+@pytest.mark.parametrize("config", ["server root", "as documented"])
 async def test_discover_and_first_sync_bring_the_whole_book(
-    binaries: dict[str, str], book: Book, tmp_path: Path
+    binaries: dict[str, str], book: Book, tmp_path: Path, config: str
 ) -> None:
+    """From the server's root (found through /.well-known/carddav), or as docs/sync.rst says."""
     ada, alan = _email("ada"), _email("alan")
     await book.create("Ada", "Lovelace", ada, "+44 20 7946 0000")
     await book.create("Alan", "Turing", alan)
 
-    sync = await _synced(binaries, book, tmp_path)
+    if config == "server root":
+        sync = await _synced(binaries, book, tmp_path)
+    else:
+        sync = Vdirsyncer(
+            binaries["vdirsyncer"],
+            tmp_path,
+            url=book.documented_url,
+            username=book.username,
+            password=book.password,
+            conflict="b wins",
+            collections='["from a", "from b"]',
+        )
+        await sync.discover()
+        await sync.sync()
 
     folder = sync.collection()
     cards = local_cards(folder)

@@ -128,7 +128,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     rate_limit_me_per_minute: int = 120
     #: Requests per minute per client to the routes that check or hash a password or send account
     #: mail (login, register, request_email, update_password, reset confirm, password change); the
-    #: password change is also counted per user at this rate.
+    #: password change is also counted per user at this rate. App password checks on ``/dav/`` that
+    #: no cached verification answers are counted per client at this rate too, on their own counter.
     rate_limit_auth_per_minute: int = 10
     #: Contact imports per minute per user.
     rate_limit_import_per_minute: int = 5

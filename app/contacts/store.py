@@ -174,6 +174,15 @@ class Changes(msgspec.Struct, kw_only=True):
     #: More changes wait after ``next``.
     more: bool
 
+    def gone_names(self) -> list[str]:
+        """The resource names deleted and not made again within this answer (CardDAV's 404s).
+
+        A name deleted and then used by a new card shows in ``deleted`` (the old contact's id,
+        which JSON clients need) and in ``changed``; a CardDAV client is told about the card.
+        """
+        live = {card.name for card in self.changed}
+        return [gone.name for gone in self.deleted if gone.name not in live]
+
 
 # --------------------------------------------------------------------------- statements
 

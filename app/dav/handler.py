@@ -628,9 +628,10 @@ class CardDav:
             )
         if isinstance(report, xml.SyncCollection):
             depth = (header(scope, b"depth") or "0").strip()
-            if depth != "0":
-                # RFC 6578, section 3.2: the report is only defined for Depth 0 (the level is
-                # the sync-level element); as sabre/dav (Nextcloud) answers.
+            if report.level and depth != "0":
+                # RFC 6578, section 3.2: the report is only defined for Depth 0, the level being
+                # the sync-level element. A client of the earlier drafts sends no sync-level and
+                # its Depth is the level, as sabre/dav (Nextcloud) reads it: taken as it is.
                 raise DavError("sync-collection is only defined with Depth: 0")
             await self.sync_collection(store, target.user_id, report, send)
         elif isinstance(report, xml.Multiget):

@@ -244,7 +244,7 @@ class Query:
 
 @dataclass
 class SyncCollection:
-    """A ``sync-collection`` report (RFC 6578, section 3.2)."""
+    """A ``sync-collection`` report (RFC 6578, section 3.2); ``level`` is ``""`` when the client sent none."""
 
     props: PropRequest
     token: str
@@ -349,12 +349,14 @@ def parse_report(root: Element | None) -> Multiget | Query | SyncCollection:
     if name == (DAV, "sync-collection"):
         token = _child(root, (DAV, "sync-token"))
         level = _child(root, (DAV, "sync-level"))
-        if level is None or (level.text or "").strip() not in ("1", "infinite"):
-            raise bad_xml("sync-collection needs a sync-level of 1")
+        # No sync-level: a client of the drafts before RFC 6578 (sabre/dav takes them too).
+        level_text = (level.text or "").strip() if level is not None else ""
+        if level is not None and level_text not in ("1", "infinite"):
+            raise bad_xml("sync-level must be 1 (or infinite: this book has no sub-collections)")
         return SyncCollection(
             props=parse_props(root),
             token=(token.text or "").strip() if token is not None else "",
-            level=(level.text or "").strip(),
+            level=level_text,
             limit=_limit(root, (DAV, "limit")),
         )
     raise DavError(

@@ -321,7 +321,7 @@ class AppPasswordService:
         audit("app_password_created", user_id, app_password_id=row.id)
         return AppPasswordCreated(id=row.id, name=row.name, password=secret, created_at=row.created_at)
 
-    async def list(self, user_id: UUID) -> list[AppPasswordRead]:
+    async def list_of(self, user_id: UUID) -> list[AppPasswordRead]:
         """The user's app passwords, newest first, without their secrets."""
         rows = await self.repository.of_user(user_id)
         return [

@@ -102,7 +102,7 @@ class AppPasswordController(Controller):
         self, request: Request[CurrentUser, Any, Any], app_passwords: NamedDependency[AppPasswordService]
     ) -> list[AppPasswordRead]:
         """The current user's app passwords."""
-        return await app_passwords.list(request.user.id)
+        return await app_passwords.list_of(request.user.id)
 
     @delete(
         "/{app_password_id:str}",

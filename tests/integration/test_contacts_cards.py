@@ -378,6 +378,19 @@ async def test_changes_show_each_contact_once_in_its_latest_state(run, store, us
     assert later.next == await run(store.sync_token, user.id)
 
 
+async def test_a_name_deleted_and_used_again_is_not_gone_for_carddav(run, store, user):
+    first, _ = await put(run, store, user, "same.vcf", card_text(uid="one"))
+    token = await run(store.sync_token, user.id)
+    await run(store.delete_card, user.id, "same.vcf", if_match=None)
+    second, _ = await put(run, store, user, "same.vcf", card_text(given="New", uid="two"))
+    await put(run, store, user, "other.vcf", card_text(given="Other"))
+    await run(store.delete_card, user.id, "other.vcf", if_match=None)
+    changes = await run(store.changes, user.id, token, 100)
+    assert [d.id for d in changes.deleted] == [first.id, changes.deleted[1].id]
+    assert [c.id for c in changes.changed] == [second.id]
+    assert changes.gone_names() == ["other.vcf"]
+
+
 async def test_changes_come_in_pages(run, store, user, client):
     for n in range(5):
         await client.post(f"{BASE}/", json={"first_name": f"P{n}"}, headers=user.headers)
@@ -497,3 +510,32 @@ async def test_deleting_the_account_leaves_no_sync_rows(run, store, user, client
     async with db.connect() as conn:
         for model in (ContactRow, ContactSync, ContactTombstone):
             assert (await conn.execute(select(func.count()).select_from(model))).scalar_one() == 0
+
+
+async def test_a_rich_card_survives_patch_export_and_import(run, store, user, user_factory, client):
+    stored, _ = await put(run, store, user, "ada.vcf", RICH)
+    patched = await client.patch(f"{BASE}/{stored.id}", json={"first_name": "Augusta"}, headers=user.headers)
+    assert patched.status_code == 200
+    exported = await client.get(f"{BASE}/export", headers=user.headers)
+    assert exported.content.count(b"BEGIN:VCARD") == 1
+    other = await user_factory()
+    imported = await client.post(
+        f"{BASE}/import", files={"file": ("c.vcf", exported.content, "text/vcard")}, headers=other.headers
+    )
+    assert imported.json() == {"created": 1, "skipped": 0, "errors": []}
+    (card,) = await run(collect, store, other.id, 10)
+    expected = [p for p in props(RICH) if p[0] not in {"N", "FN"}]
+    assert [p for p in props(card.card) if p[0] not in {"N", "FN"}] == expected
+    assert parse_card(card.card).names() == ("Augusta", "Lovelace")
+    again = await client.post(
+        f"{BASE}/import", files={"file": ("c.vcf", exported.content, "text/vcard")}, headers=user.headers
+    )
+    assert again.json() == {"created": 0, "skipped": 1, "errors": []}, "its UID is in the book"
+
+
+async def test_a_3_0_card_is_exported_as_4_0(run, store, user, client):
+    await put(run, store, user, "g.vcf", card_text(email="grace@example.com"))
+    exported = (await client.get(f"{BASE}/export", headers=user.headers)).text
+    card = parse_card(exported)
+    assert card.version == "4.0"
+    assert card.fields()["email"] == "grace@example.com"

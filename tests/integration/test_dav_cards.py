@@ -259,3 +259,16 @@ async def raw_messages(app, method, path, headers, body):
     }
     await app(scope, receive, send)
     return messages
+
+
+async def test_json_rules_still_hold_for_cards(client, me):
+    """A card whose JSON view breaks a rule of the JSON API is refused like the JSON write, nothing stored."""
+    await put(client, me, "a.vcf", vcard("a", "Ada Lovelace", "EMAIL:same@example.com"))
+    twin = await put(client, me, "b.vcf", vcard("b", "Bob Builder", "EMAIL:same@example.com"))
+    assert twin.status_code == 409
+    assert (await dav(client, "GET", me.card("b.vcf"), me)).status_code == 404
+    too_long = await put(client, me, "c.vcf", vcard("c", "A" * 300 + " Long"))
+    assert 400 <= too_long.status_code < 500
+    assert (await dav(client, "GET", me.card("c.vcf"), me)).status_code == 404
+    contacts = (await client.get("/api/contacts/", headers=me.user.headers)).json()
+    assert contacts["total"] == 1

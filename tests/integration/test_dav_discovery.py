@@ -190,3 +190,16 @@ async def test_proppatch_is_refused_per_property(client, me):
         await dav(client, "PROPFIND", me.book, me, propfind_body("D:displayname"), {"Depth": "0"})
     )
     assert after[me.book].text(f"{D}displayname") == "Contacts"
+
+
+async def test_wrong_credentials_are_rate_limited_like_login(make_client, user_factory):
+    async with make_client(rate_limit_enabled=True, rate_limit_auth_per_minute=3) as client:
+        statuses = []
+        for attempt in range(6):
+            response = await client.request(
+                "PROPFIND", "/dav/", headers={**basic("nobody@example.com", f"guess-{attempt}"), "Depth": "0"}
+            )
+            statuses.append(response.status_code)
+        assert statuses[:3] == [401, 401, 401]
+        assert statuses[-1] == 429
+        assert int(response.headers["retry-after"]) > 0

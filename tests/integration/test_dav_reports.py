@@ -243,6 +243,11 @@ async def test_an_unknown_sync_token_is_403_valid_sync_token(client, me, token):
 async def test_sync_collection_needs_depth_0(client, me):
     response = await dav(client, "REPORT", me.book, me, sync_body(), {"Depth": "1"})
     assert response.status_code == 400
+    # A client of the drafts sends no sync-level: its Depth is the level, and it is answered.
+    await put(client, me, "a.vcf", vcard("a"))
+    legacy = sync_body().replace("<D:sync-level>1</D:sync-level>", "")
+    members = multistatus(await dav(client, "REPORT", me.book, me, legacy, {"Depth": "1"}))
+    assert set(members) == {me.card("a.vcf")}
 
 
 async def test_reports_elsewhere_are_refused(client, me):

@@ -131,3 +131,101 @@ async def test_replicas_starting_together_migrate_once(empty_database_url):
     await holder.dispose()
     assert [p.returncode for p in procs] == [0, 0, 0], [r[1].decode()[-500:] for r in results]
     assert await _tables(empty_database_url) == set(metadata.tables)
+
+
+async def test_0006_gives_existing_contacts_cards_uids_names_and_sequence_numbers(empty_database_url):
+    """Rows from before the cards get a vCard of their fields, and each owner a change counter."""
+    from datetime import UTC, datetime, timedelta
+
+    import sqlalchemy as sa
+    from advanced_alchemy.types import GUID, DateTimeUTC
+
+    from app.contacts.cards import parse_card
+
+    config = make_db_config(_base_settings(database_url=empty_database_url))
+    await to_thread.run_sync(upgrade_database, config, "0005")
+    users = sa.table(
+        "users",
+        *(sa.column(name) for name in ("username", "email", "password_hash", "avatar_url")),
+        sa.column("id", GUID(length=16)),
+        sa.column("created_at", DateTimeUTC(timezone=True)),
+        sa.column("updated_at", DateTimeUTC(timezone=True)),
+    )
+    contacts = sa.table(
+        "contacts",
+        *(
+            sa.column(name)
+            for name in (
+                "first_name",
+                "last_name",
+                "email",
+                "phone_number",
+                "first_name_search",
+                "last_name_search",
+                "version",
+            )
+        ),
+        sa.column("id", GUID(length=16)),
+        sa.column("owner_id", GUID(length=16)),
+        sa.column("birthday", sa.Date),
+        sa.column("created_at", DateTimeUTC(timezone=True)),
+        sa.column("updated_at", DateTimeUTC(timezone=True)),
+    )
+    now = datetime.now(UTC)
+    owners = [uuid.uuid4(), uuid.uuid4()]
+    ids = [uuid.uuid4() for _ in range(3)]
+    engine = create_async_engine(empty_database_url)
+    async with engine.begin() as conn:
+        for n, owner in enumerate(owners):
+            await conn.execute(
+                users.insert().values(
+                    id=owner,
+                    username=f"u{n}",
+                    email=f"u{n}@example.com",
+                    password_hash="x",
+                    avatar_url="x",
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+        for n, (contact_id, owner) in enumerate(zip(ids, [owners[0], owners[0], owners[1]], strict=True)):
+            await conn.execute(
+                contacts.insert().values(
+                    id=contact_id,
+                    owner_id=owner,
+                    first_name=f"Old{n}",
+                    last_name="Row",
+                    email=f"o{n}@example.com",
+                    phone_number="+380501234567",
+                    first_name_search=f"old{n}",
+                    last_name_search="row",
+                    version=1,
+                    birthday=None if n else datetime(1990, 5, 17).date(),
+                    created_at=now + timedelta(seconds=n),
+                    updated_at=now,
+                )
+            )
+    await to_thread.run_sync(upgrade_database, config)
+    async with engine.connect() as conn:
+        rows = (
+            await conn.execute(text("SELECT card, uid, dav_name, sync_seq FROM contacts ORDER BY created_at"))
+        ).all()
+        counters = sorted(row[0] for row in (await conn.execute(text("SELECT seq FROM contact_sync"))).all())
+    await engine.dispose()
+    await config.get_engine().dispose()
+    assert [row.sync_seq for row in rows] == [1, 2, 1]
+    assert counters == [1, 2]
+    for contact_id, row in zip(ids, rows, strict=True):
+        assert row.uid == f"urn:uuid:{contact_id}"
+        assert row.dav_name == f"{contact_id}.vcf"
+        card = parse_card(row.card)
+        assert card.uid == row.uid
+        assert card.version == "4.0"
+    assert parse_card(rows[0].card).fields() == {
+        "first_name": "Old0",
+        "last_name": "Row",
+        "email": "o0@example.com",
+        "phone_number": "+380501234567",
+        "birthday": datetime(1990, 5, 17).date(),
+        "additional_data": None,
+    }

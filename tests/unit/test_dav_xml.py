@@ -130,9 +130,18 @@ def test_sync_collection_report() -> None:
     assert report.props.names == [(xml.DAV, "getetag")]
 
 
-def test_sync_collection_needs_a_level() -> None:
+def test_sync_collection_level() -> None:
+    legacy = xml.parse_report(
+        xml.parse(b"<D:sync-collection xmlns:D='DAV:'><D:sync-token/></D:sync-collection>")
+    )
+    assert isinstance(legacy, xml.SyncCollection)
+    assert legacy.level == ""
     with pytest.raises(xml.DavError):
-        xml.parse_report(xml.parse(b"<D:sync-collection xmlns:D='DAV:'><D:sync-token/></D:sync-collection>"))
+        xml.parse_report(
+            xml.parse(
+                b"<D:sync-collection xmlns:D='DAV:'><D:sync-token/><D:sync-level>2</D:sync-level></D:sync-collection>"
+            )
+        )
 
 
 def test_unknown_report_is_403_supported_report() -> None:

@@ -129,16 +129,17 @@ class Vdirsyncer:
             encoding="utf-8",
         )
 
-    async def _run(self, *args: str, stdin: str = "") -> Run:
+    async def run(self, *args: str, stdin: str = "") -> Run:
+        """Run ``vdirsyncer ARGS`` with this config, whatever its outcome."""
         return await run([self.binary, "--config", str(self.config), *args], home=self.home, stdin=stdin)
 
     async def discover(self) -> Run:
         """Find the server's address books; answer yes to creating the local collection."""
-        return (await self._run("discover", "book", stdin="y\n" * 8)).check()
+        return (await self.run("discover", "book", stdin="y\n" * 8)).check()
 
     async def sync(self) -> Run:
         """One sync of the pair, which must succeed."""
-        return (await self._run("sync")).check()
+        return (await self.run("sync")).check()
 
     def collection(self) -> Path:
         """The local folder of the one synced address book."""

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.clients.conftest import Book, by_email
+from tests.clients.conftest import Book, OurBook, by_email
 from tests.clients.harness import (
     Vdirsyncer,
     card_with_email,
@@ -187,3 +187,39 @@ async def test_a_conflict_is_settled_by_conflict_resolution_and_no_card_is_lost(
     # And the next sync finds the two sides equal.
     again = await sync.sync()
     assert "Copying" not in again.stdout + again.stderr, again.describe()
+
+
+async def test_a_revoked_app_password_or_the_account_password_gets_vdirsyncer_nowhere(
+    binaries: dict[str, str], our_book: OurBook, tmp_path: Path
+) -> None:
+    kept = _email("kept")
+    await our_book.create("Kept", "Always", kept)
+    sync = await _synced(binaries, our_book, tmp_path / "app-password")
+    folder = sync.collection()
+    before = {path.name: path.read_bytes() for path in folder.glob("*.vcf")}
+    assert len(before) == 1
+
+    listed = await our_book.http.get("/api/users/me/app-passwords")
+    assert listed.status_code == 200, listed.text
+    (entry,) = listed.json()
+    revoked = await our_book.http.delete(f"/api/users/me/app-passwords/{entry['id']}")
+    assert revoked.status_code == 204, revoked.text
+    await our_book.create("Late", "Comer", _email("late"))
+
+    refused = await sync.run("sync")
+    assert refused.returncode != 0, refused.describe()
+    assert "401" in refused.stdout + refused.stderr, refused.describe()
+    assert {path.name: path.read_bytes() for path in folder.glob("*.vcf")} == before
+
+    # The account's own password is no CardDAV credential either.
+    account = Vdirsyncer(
+        binaries["vdirsyncer"],
+        tmp_path / "account-password",
+        url=our_book.url,
+        username=our_book.username,
+        password=our_book.user.password,
+    )
+    refused = await account.run("discover", "book", stdin="y\n" * 8)
+    assert refused.returncode != 0, refused.describe()
+    assert "401" in refused.stdout + refused.stderr, refused.describe()
+    assert not any(account.vdir.iterdir())

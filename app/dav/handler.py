@@ -19,7 +19,6 @@ the store's batches, so its memory does not grow with the book.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -63,8 +62,6 @@ if TYPE_CHECKING:
     from litestar.types import Message, Receive, Scope, Send
 
     from app.contacts.store import ContactStore, StoredCard
-
-logger = logging.getLogger(__name__)
 
 #: Where the server is mounted.
 PREFIX = "/dav"
@@ -270,6 +267,10 @@ class Answer:
         self._size = 0
         message: Message = {"type": "http.response.body", "body": body, "more_body": more}
         await self._send(message)
+        if more:
+            # A long listing (cards converted to another vCard version) is CPU work: let the
+            # other requests of this process run between chunks.
+            await asyncio.sleep(0)
 
 
 async def send_whole(
@@ -731,10 +732,8 @@ class CardDav:
                         *select_props(card_props(card, version), report.props),
                     )
                 )
-            for deleted in changes.deleted:
-                await answer.write(
-                    xml.status_response(resource_path("card", user, deleted.name), HTTP_404_NOT_FOUND)
-                )
+            for name in changes.gone_names():  # a name deleted, then made again, is the new card
+                await answer.write(xml.status_response(resource_path("card", user, name), HTTP_404_NOT_FOUND))
             sent += len(changes.changed) + len(changes.deleted)
             if not changes.more:
                 break

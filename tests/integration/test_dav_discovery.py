@@ -130,6 +130,14 @@ async def test_another_users_paths_are_404_like_missing_ones(client, me, user_fa
         for method, body in (("PROPFIND", propfind_body("D:resourcetype")), ("GET", None), ("DELETE", None)):
             response = await dav(client, method, path, me, body, {"Depth": "0"})
             assert response.status_code == 404, (method, path)
+    put = await dav(
+        client, "PUT", other.card("x.vcf"), me, b"BEGIN:VCARD\r\nVERSION:3.0\r\nFN:X\r\nEND:VCARD\r\n"
+    )
+    assert put.status_code == 404
+    theirs_listing = await dav(
+        client, "PROPFIND", other.book, other, propfind_body("D:getetag"), {"Depth": "1"}
+    )
+    assert list(multistatus(theirs_listing)) == [other.book]  # nothing was written into their book
     # The same paths as a missing card of my own: no difference to see.
     mine = await dav(client, "GET", me.card("x.vcf"), me)
     theirs = await dav(client, "GET", other.card("x.vcf"), me)

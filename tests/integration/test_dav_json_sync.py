@@ -195,3 +195,21 @@ async def test_a_rich_card_round_trips_through_dav_and_a_json_patch(client, me):
     changed = expected ^ after
     assert {p[0] for p in changed} <= {"fn", "n"}  # only the name moved
     assert not [p for p in after if p[0] == "fn" and "Ada Lovelace" in p[2]]
+
+
+async def test_dav_writes_show_in_the_json_changes_feed(client, me):
+    start = await client.get("/api/contacts/changes", headers=me.user.headers)
+    assert start.status_code == 200, start.text
+    token = start.json()["next"]
+    await dav(client, "PUT", me.card("feed.vcf"), me, vcard("feed-1", "Feed Person").encode(), VCARD)
+    changed = (
+        await client.get("/api/contacts/changes", params={"since": token}, headers=me.user.headers)
+    ).json()
+    assert [c["first_name"] for c in changed["changed"]] == ["Feed"]
+    contact_id = changed["changed"][0]["id"]
+    assert (await dav(client, "DELETE", me.card("feed.vcf"), me)).status_code == 204
+    gone = (
+        await client.get("/api/contacts/changes", params={"since": changed["next"]}, headers=me.user.headers)
+    ).json()
+    assert gone["deleted"] == [contact_id]
+    assert gone["changed"] == []

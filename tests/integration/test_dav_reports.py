@@ -257,3 +257,15 @@ async def test_reports_elsewhere_are_refused(client, me):
     unknown = await dav(client, "REPORT", me.book, me, '<D:expand-property xmlns:D="DAV:"/>')
     assert unknown.status_code == 403
     assert error_condition(unknown) == f"{D}supported-report"
+
+
+async def test_a_name_deleted_and_made_again_is_reported_once_as_the_new_card(client, me):
+    await put(client, me, "a.vcf", vcard("old-uid", "Old Card"))
+    token = sync_token(await sync(client, me))
+    assert (await dav(client, "DELETE", me.card("a.vcf"), me)).status_code == 204
+    etag = await put(client, me, "a.vcf", vcard("new-uid", "New Card"))
+    response = await sync(client, me, token)
+    assert response.content.count(b"<D:response>") == 1
+    members = multistatus(response)
+    assert members[me.card("a.vcf")].status is None
+    assert members[me.card("a.vcf")].text(f"{D}getetag") == etag

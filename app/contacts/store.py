@@ -47,7 +47,16 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from app.contacts import exchange
-from app.contacts.cards import Card, apply_fields, content_uid, new_card, parse_card, uid_of
+from app.contacts.cards import (
+    MAX_UID_LENGTH,
+    Card,
+    CardError,
+    apply_fields,
+    content_uid,
+    new_card,
+    parse_card,
+    uid_of,
+)
 from app.contacts.models import (
     SEARCH_TEXT,
     TOMBSTONES_KEPT,
@@ -1143,13 +1152,17 @@ class ContactStore:
             The stored card and whether it was created.
 
         Raises:
-            CardError: Not a usable vCard (see :func:`app.contacts.cards.parse_card`).
+            CardError: Not a usable vCard (see :func:`app.contacts.cards.parse_card`), or a
+                name longer than :data:`~app.contacts.cards.MAX_UID_LENGTH`.
             InvalidContactError: A field breaks a rule of the JSON API.
             EmailTakenError: Another contact has the card's email.
             UidConflictError: Another resource has the card's ``UID``, or the card would change
                 the ``UID`` of the resource it replaces.
             StaleContactError: A condition failed.
         """
+        if not 0 < len(name) <= MAX_UID_LENGTH:
+            msg = f"A card's name has 1 to {MAX_UID_LENGTH} characters"
+            raise CardError(msg, field="name")
         card = parse_card(text)
         values = self._card_values(card)
         versions = parse_if_match(if_match)

@@ -269,6 +269,12 @@ async def test_bad_cards_are_refused_and_nothing_changes(run, store, user, db, t
     assert await run(store.sync_token, user.id) == before
 
 
+async def test_an_over_long_name_is_refused(run, store, user, db):
+    with pytest.raises(CardError):
+        await put(run, store, user, "n" * 252 + ".vcf", card_text())
+    assert await rows(db) == 0
+
+
 async def test_a_card_in_3_0_is_kept_in_3_0_and_read_in_the_json_view(run, store, user, client):
     text = (
         "BEGIN:VCARD\nVERSION:3.0\nN:Shevchenko;Taras;;;\nFN:Taras Shevchenko\n"

@@ -196,11 +196,6 @@ def parse(text: str) -> vobject.base.Component:
     return cards[0]
 
 
-def parse_all(text: str) -> list[vobject.base.Component]:
-    """Every vCard in ``text``."""
-    return list(vobject.readComponents(text))
-
-
 def local_cards(folder: Path) -> dict[str, vobject.base.Component]:
     """``{file name: card}`` of the ``.vcf`` files in a vdir collection."""
     return {path.name: parse(path.read_text(encoding="utf-8")) for path in sorted(folder.glob("*.vcf"))}

@@ -1,7 +1,8 @@
 """vdirsyncer keeps a local vdir and the server's address book in step, both ways.
 
-Each test runs against our service (server side: the JSON API) and against Radicale (the
-reference; server side: plain CardDAV), with the same client config and the same assertions.
+Each test on ``book`` runs against our service (server side: the JSON API) and against Radicale
+(the reference; server side: plain CardDAV), with the same client config and the same
+assertions; the credentials test is about our app passwords alone.
 """
 
 from __future__ import annotations

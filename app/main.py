@@ -34,7 +34,7 @@ from app.http import require_declared_body
 from app.jobs.cli import JobsCLIPlugin
 from app.jobs.outbox import ACCOUNT_REQUEST
 from app.jobs.runner import JobRunner
-from app.logs import RequestLogMiddleware, configure_logging
+from app.logs import RequestLogMiddleware, configure_logging, flush_access_lines
 from app.mail.senders import make_mailer
 from app.openapi_document import operation_id, tidy_document_hook
 from app.openapi_ui import (
@@ -151,6 +151,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         cache.close_stores,
         direct_pool.close,
         job_runner.close,
+        flush_access_lines,
     ]
     handlers: list[ControllerRouterHandler] = []
     if settings.metrics_enabled:

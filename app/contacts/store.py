@@ -1092,14 +1092,8 @@ class ContactStore:
         Yields:
             Batches of contacts.
         """
-        after = _FIRST_ID
-        while True:
-            rows = await self.pool.fetch(BATCH_AFTER, owner_id=owner_id, after=after, limit=batch)
-            if rows:
-                yield [_to_contact(row) for row in rows]
-            if len(rows) < batch:
-                return
-            after = rows[-1][0]
+        async for rows in self._keyset(BATCH_AFTER, owner_id, batch):
+            yield [_to_contact(row) for row in rows]
 
     # ------------------------------------------------------------------ cards (CardDAV, export)
 
@@ -1115,11 +1109,18 @@ class ContactStore:
         Yields:
             Batches of cards.
         """
+        async for rows in self._keyset(CARDS_AFTER, owner_id, batch):
+            yield [_to_card(row) for row in rows]
+
+    async def _keyset(
+        self, statement: CompiledStatement, owner_id: UUID, batch: int
+    ) -> AsyncIterator[Sequence[Any]]:
+        """The rows of ``statement`` in id order, ``batch`` per query (each after the last id seen)."""
         after = _FIRST_ID
         while True:
-            rows = await self.pool.fetch(CARDS_AFTER, owner_id=owner_id, after=after, limit=batch)
+            rows = await self.pool.fetch(statement, owner_id=owner_id, after=after, limit=batch)
             if rows:
-                yield [_to_card(row) for row in rows]
+                yield rows
             if len(rows) < batch:
                 return
             after = rows[-1][0]

@@ -78,16 +78,16 @@ async def test_alone_on_stderr_the_access_lines_are_written_together_and_read_li
     ours = [h for h in root.handlers if isinstance(h.formatter, JsonFormatter)]
     # What production has: our handler alone (pytest's capture handlers taken away here).
     monkeypatch.setattr(root, "handlers", ours)
-    queued: list[bytes] = []
+    queued: list[logs.AccessEntry] = []
     add = logs._access_lines.add
-    monkeypatch.setattr(logs._access_lines, "add", lambda line: (queued.append(line), add(line)))
+    monkeypatch.setattr(logs._access_lines, "add", lambda entry: (queued.append(entry), add(entry)))
     capsys.readouterr()
     await asyncio.gather(*(_serve(RequestLogMiddleware(None), f"/api/x/{n}", f"req-{n}") for n in range(3)))
     assert capsys.readouterr().err == ""  # queued, not written yet
     await asyncio.sleep(logs.ACCESS_FLUSH_SECONDS * 2)  # then written together
     lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
     assert [line["request_id"] for line in lines] == ["req-0", "req-1", "req-2"]
-    assert [json.loads(line) for line in queued] == lines  # written by the batch, not by a handler
+    assert [json.loads(logs._access_json(*entry)) for entry in queued] == lines  # by the batch, not a handler
     slow = json.loads(JsonFormatter().format(AccessRecord("GET", "/api/x/0", 204, 0.0)))
     for line in lines:
         assert line.keys() == slow.keys() | {"request_id"}
@@ -105,7 +105,7 @@ async def test_anything_else_listening_gets_the_access_record(caplog: pytest.Log
     configure_logging("INFO", "json")
     caplog.set_level(logging.INFO, logger="app.access")
     await _serve(RequestLogMiddleware(None), "/api/y", "req-y")
-    assert not logs._access_lines.lines
+    assert not logs._access_lines.entries
     (record,) = [r for r in caplog.records if r.name == "app.access"]
     assert isinstance(record, AccessRecord)
     assert record.fields["path"] == "/api/y"

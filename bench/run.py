@@ -92,6 +92,10 @@ REFERENCE_TARGETS = {
     "update": 0.70,
     "delete": 0.70,
 }
+#: Contacts of the user whose book the delete scenario empties: more than a run deletes.
+DELETE_VICTIMS = 40_000
+#: Of them, how many the delete scenario's warm-up may take (the rest is measured).
+DELETE_WARMUP = 4_000
 #: Issue 18: a single contact's p99 at most this multiple of one-row's.
 CONTACT_P99_VS_ONE_ROW = 1.5
 P99_CACHED_MS = 15.0
@@ -298,8 +302,13 @@ def contact_row(i: int, n: int, owner: Any, today: date, now: datetime) -> dict[
     }
 
 
-async def seed_user(conn: Any, secret: str, password_hash: str, n: int, name: str) -> SeededUser:
-    """Insert a confirmed user, one live session and ``n`` contacts; return a ready token."""
+async def seed_user(
+    conn: Any, secret: str, password_hash: str, n: int, name: str, every_id: bool = False
+) -> SeededUser:
+    """Insert a confirmed user, one live session and ``n`` contacts; return a ready token.
+
+    The user's ids file lists 1000 contacts spread over the book, or every one (``every_id``).
+    """
     from app.models import metadata
     from app.security.tokens import Purpose, create_token, token_hash
 
@@ -357,8 +366,9 @@ async def seed_user(conn: Any, secret: str, password_hash: str, n: int, name: st
             row["dav_name"] = f"{row['id']}.vcf"
             row["card"] = new_card(row["uid"], row, now)
     await _copy(conn, table, rows)
-    # Single reads and updates rotate over 1000 contacts spread over the whole table.
-    stride = max(1, n // 1000)
+    # Single reads and updates rotate over 1000 contacts spread over the whole table; the delete
+    # scenario takes every contact of its own user once.
+    stride = 1 if every_id else max(1, n // 1000)
     ids_file.write_text("".join(f"{rows[i]['id']} {i}\n" for i in range(0, n, stride)))
     return SeededUser(
         email=email,
@@ -380,14 +390,17 @@ async def _copy(conn: Any, table: Any, rows: list[dict[str, Any]]) -> None:
     )
 
 
-async def seed(secret: str, sizes: list[int]) -> list[SeededUser]:
-
+async def seed(secret: str, sizes: list[int], every_id: int | None = None) -> list[SeededUser]:
+    """One user per size (``every_id``: the index of the one whose ids file lists every contact)."""
     from app.security.passwords import hash_password_sync
 
     password_hash = hash_password_sync(PASSWORD, 12)  # once, at the service's default cost
     conn = await connect(PG_ADMIN_DSN.rsplit("/", 1)[0] + f"/{DB_NAME}")
     try:
-        users = [await seed_user(conn, secret, password_hash, n, f"bench{n}") for n in sizes]
+        users = [
+            await seed_user(conn, secret, password_hash, n, f"bench{n}", every_id=i == every_id)
+            for i, n in enumerate(sizes)
+        ]
         # As autovacuum would have by now: planner statistics and the visibility map.
         await conn.execute("VACUUM ANALYZE")
     finally:
@@ -458,9 +471,11 @@ class Scenario:
     args: list[str]
     probe: tuple[str, str, bytes | None, str]  # method, path, body, content type
     timeout: str = "5s"
+    #: The warm-up's arguments when they must differ (deletes take other contacts).
+    warmup: list[str] | None = None
 
 
-def scenarios(user: SeededUser, nonce: str) -> list[Scenario]:
+def scenarios(user: SeededUser, nonce: str, victims: SeededUser | None = None) -> list[Scenario]:
     token = user.token
     first_id = user.first_contact[0] if user.first_contact else "00000000-0000-0000-0000-000000000000"
     body = json.dumps(
@@ -508,6 +523,7 @@ def scenarios(user: SeededUser, nonce: str) -> list[Scenario]:
             ["update", "/api/contacts/", token, ids],
             ("PUT", f"/api/contacts/{first_id}", put_body, json_type),
         ),
+        *([delete_scenario(victims)] if victims is not None else []),
         Scenario(
             "login",
             ["login", "/api/auth/login", "-", form],
@@ -515,6 +531,21 @@ def scenarios(user: SeededUser, nonce: str) -> list[Scenario]:
             timeout="30s",
         ),
     ]
+
+
+def delete_scenario(victims: SeededUser) -> Scenario:
+    """``DELETE /api/contacts/{id}``, each request another of ``victims``' contacts."""
+    ids = victims.ids_file.read_text().splitlines()
+    warm, measured = RESULTS / "ids-delete-warmup.txt", RESULTS / "ids-delete.txt"
+    warm.write_text("".join(f"{line}\n" for line in ids[1 : DELETE_WARMUP + 1]))
+    measured.write_text("".join(f"{line}\n" for line in ids[DELETE_WARMUP + 1 :]))
+    probe_id = ids[0].split()[0]
+    return Scenario(
+        "delete",
+        ["delete", "/api/contacts/", victims.token, str(measured)],
+        ("DELETE", f"/api/contacts/{probe_id}", None, ""),
+        warmup=["delete", "/api/contacts/", victims.token, str(warm)],
+    )
 
 
 def probe(url: str, scenario: Scenario, token: str) -> int:
@@ -619,14 +650,16 @@ def service_env(secret: str) -> dict[str, str]:
     return {**env, **OBSERVABILITY_ENV} if OBSERVABILITY else env
 
 
-def start_service(secret: str, sizes: list[int]) -> tuple[Server, list[SeededUser]]:
+def start_service(
+    secret: str, sizes: list[int], every_id: int | None = None
+) -> tuple[Server, list[SeededUser]]:
     asyncio.run(reset_database())
     asyncio.run(flush_redis())
     print(f"starting the service on a fresh database {DB_NAME!r} and Redis {REDIS_URL} ...", file=sys.stderr)
     server = Server("app.main:app", service_env(secret), "/api/healthchecker", "service")
     started = time.monotonic()
     try:
-        users = asyncio.run(seed(secret, sizes))
+        users = asyncio.run(seed(secret, sizes, every_id))
     except BaseException:
         server.stop()
         raise
@@ -643,10 +676,12 @@ def run_full(args: argparse.Namespace) -> None:
         # The ceiling is measured before and after the scenarios and the higher figure is
         # used: on a shared machine that keeps the ratios conservative.
         ceiling_before = measure_ceiling(ceiling_server, args)
-        server, (user, writer) = start_service(secret, [args.contacts, 0])
+        server, (user, writer, victims) = start_service(
+            secret, [args.contacts, 0, DELETE_VICTIMS], every_id=2
+        )
         references = measure_references(user, writer, nonce, args)
         sessions_before = asyncio.run(db_sessions())
-        results = run_scenarios(server, user, nonce, args)
+        results = run_scenarios(server, user, nonce, args, victims)
         rss = server.rss
         print(
             f"database sessions opened during the run: {asyncio.run(db_sessions()) - sessions_before}",
@@ -713,20 +748,22 @@ def measure_references(
     return measured
 
 
-def run_scenarios(server: Server, user: SeededUser, nonce: str, args: argparse.Namespace) -> list[Result]:
+def run_scenarios(
+    server: Server, user: SeededUser, nonce: str, args: argparse.Namespace, victims: SeededUser | None = None
+) -> list[Result]:
     results: list[Result] = []
     rss_before = server.rss_mb()
     wanted = set(args.only.split(",")) if args.only else None
-    for scenario in scenarios(user, nonce):
+    for scenario in scenarios(user, nonce, victims):
         if wanted and scenario.name not in wanted:
             continue
-        status = probe(server.url, scenario, user.token)
+        status = probe(server.url, scenario, scenario.args[2])
         if status in (0, 404, 405):
             results.append(Result(scenario.name, note=f"n/a ({status or 'probe timed out'})"))
             continue
         print(f"  {scenario.name} ...", file=sys.stderr)
         common = {"connections": args.connections, "timeout": scenario.timeout}
-        wrk(scenario.name, server.url, scenario.args, duration=1, **common)  # warm-up
+        wrk(scenario.name, server.url, scenario.warmup or scenario.args, duration=1, **common)  # warm-up
         results.append(
             wrk(scenario.name, server.url, scenario.args, duration=args.duration, server=server, **common)
         )

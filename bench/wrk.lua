@@ -1,11 +1,13 @@
 -- One wrk script for every scenario of bench/run.py.
 --
 -- Arguments (after `--` on the wrk command line):
---   mode      get | create | update | login | register | json
+--   mode      get | create | update | delete | login | register | json
 --   path      request path (for update: the prefix, the contact id is appended)
 --   token     bearer token, or "-" for none
 --   extra     get/update: a file of "id index" lines to rotate over ("-" for none; the
 --             token "{id}" in the path is replaced by the next id);
+--             delete: such a file, each id taken once, in order (a missing id once they
+--             run out, so that a run longer than the file shows as 404s);
 --             create, register: a nonce that keeps emails (and usernames) unique across runs;
 --             login: the urlencoded form body;
 --             json: the JSON body sent with every request
@@ -45,7 +47,7 @@ function init(args)
     headers["Authorization"] = "Bearer " .. args[3]
   end
   local extra = args[4] or "-"
-  if (mode == "get" or mode == "update") and extra ~= "-" then
+  if (mode == "get" or mode == "update" or mode == "delete") and extra ~= "-" then
     ids = read_ids(extra)
   elseif mode == "create" or mode == "register" then
     -- The warm-up and the measurement share the arguments: a random part keeps emails unique.
@@ -62,6 +64,9 @@ function init(args)
   end
   -- Threads start at different points of the id list so they do not march in step.
   counter = (tid or 1) * 7919
+  if mode == "delete" then
+    counter = 0
+  end
 end
 
 local function next_contact()
@@ -89,6 +94,10 @@ function request()
     -- Keep the contact's own email: a PUT replaces the whole resource.
     local email = "c" .. contact.index .. "@example.com"
     return wrk.format("PUT", path .. contact.id, headers, contact_body(email))
+  elseif mode == "delete" then
+    counter = counter + 1
+    local contact = ids[counter] or { id = "00000000-0000-0000-0000-000000000000" }
+    return wrk.format("DELETE", path .. contact.id, headers)
   elseif mode == "login" then
     return wrk.format("POST", path, headers, form)
   elseif mode == "register" then

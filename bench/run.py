@@ -705,6 +705,10 @@ def run_full(args: argparse.Namespace) -> None:
     print(table(results, ceiling, references))
     print()
     print(f"server RSS: {rss[0]:.0f} MB after start-up and seeding, {rss[1]:.0f} MB after the run")
+    if args.profile:
+        print()
+        print("py-spy, sampling the service during each scenario (these figures ran under it):")
+        print(profile_tops([r.name for r in results]))
 
 
 def measure_ceiling(server: Server, args: argparse.Namespace) -> Result:
@@ -764,14 +768,69 @@ def run_scenarios(
         print(f"  {scenario.name} ...", file=sys.stderr)
         common = {"connections": args.connections, "timeout": scenario.timeout}
         wrk(scenario.name, server.url, scenario.warmup or scenario.args, duration=1, **common)  # warm-up
+        spy = start_profile(server, scenario.name, args.duration) if args.profile else None
         results.append(
             wrk(scenario.name, server.url, scenario.args, duration=args.duration, server=server, **common)
         )
+        if spy is not None:
+            spy.wait()
         drain(server)
     if not wanted or "mixed" in wanted:
         results += run_mixed(server.url, user, scenarios(user, nonce), args)
     server.rss = (rss_before, server.rss_mb())
     return results
+
+
+def start_profile(server: Server, name: str, duration: float) -> subprocess.Popen[bytes]:
+    """py-spy sampling the service for the scenario's run, into ``results/profile-NAME.txt``."""
+    out = RESULTS / f"profile-{name.replace('/', '_')}.txt"
+    command = [
+        "py-spy", "record", "--pid", str(server.process.pid), "--rate", "250", "--duration", str(int(duration)),
+        "--format", "raw", "--nonblocking", "--output", str(out),
+    ]  # fmt: skip
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def profile_tops(names: list[str], top: int = 8) -> str:
+    """Each profiled scenario's functions by own time (share of samples), and the app's by total."""
+    lines = []
+    for name in names:
+        path = RESULTS / f"profile-{name.replace('/', '_')}.txt"
+        if not path.exists():
+            continue
+        own: collections.Counter[str] = collections.Counter()
+        total: collections.Counter[str] = collections.Counter()
+        samples = 0
+        for row in path.read_text().splitlines():
+            stack, _, count = row.rpartition(" ")
+            samples += int(count)
+            frames = [_frame(f) for f in stack.split(";") if f]
+            if frames:
+                own[frames[-1]] += int(count)
+            for frame in set(frames):
+                if frame.startswith("app/"):
+                    total[frame] += int(count)
+        if not samples:
+            continue
+        lines += [
+            f"- **{name}** ({samples} samples) own: {_shares(own, samples, top)}",
+            f"  - app, total: {_shares(total, samples, top)}",
+        ]
+    return "\n".join(lines)
+
+
+def _shares(counter: collections.Counter[str], samples: int, top: int) -> str:
+    return "; ".join(f"`{key}` {n / samples:.0%}" for key, n in counter.most_common(top))
+
+
+def _frame(raw: str) -> str:
+    """``function (path:line)`` as ``path:function``, the path from the project or site-packages."""
+    function, _, where = raw.partition(" (")
+    path = where.rsplit(":", 1)[0]
+    for marker in ("site-packages/", str(ROOT) + "/"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+    return f"{path}:{function}"
 
 
 def drain(server: Server, timeout: float = 120.0) -> None:
@@ -1428,6 +1487,9 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32, help="wrk connections")
     parser.add_argument("--login-connections", type=int, default=8, help="wrk connections of the login load")
     parser.add_argument("--only", default="", help="comma-separated scenarios (and 'mixed') to run")
+    parser.add_argument(
+        "--profile", action="store_true", help="sample the service with py-spy during each scenario"
+    )
     parser.add_argument("--scale", action="store_true", help="run the scale check instead")
     parser.add_argument(
         "--scale-sizes", default="1000,10000,100000", help="contacts per user in the scale check"

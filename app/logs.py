@@ -367,10 +367,9 @@ ACCESS_FLUSH_LINES = 256
 class _AccessLines:
     """Access lines rendered and written together, at most :data:`ACCESS_FLUSH_SECONDS` late.
 
-    A request only queues its fields; the lines are rendered in one loop and written in one
-    call. Rendered one per request, between the request's own work, a line cost several times
-    what it costs in a loop (cold caches), and a write system call several µs. Shutdown and
-    interpreter exit write what is queued (:func:`flush_access_lines`).
+    A request only queues its fields: lines rendered in one loop and written in one call cost a
+    fraction of a line rendered and written per request. Shutdown and interpreter exit write
+    what is queued (:func:`flush_access_lines`).
     """
 
     def __init__(self) -> None:
@@ -419,8 +418,8 @@ class AccessRecord(logging.LogRecord):
     """The access line's record, made in a fraction of a generic record's time.
 
     It still goes through the logger's filters and handlers like any record. A generic
-    ``LogRecord`` looks up the caller's frame, thread and process on every request (~60 % of the
-    access line's cost): none of them is shown, so they are fixed values here.
+    ``LogRecord`` looks up the caller's frame, thread and process on every request, most of its
+    cost: none of them is shown, so they are fixed values here.
 
     Args:
         method: The request's method.

@@ -10,6 +10,7 @@ import's rows are inserted in one transaction.
 from __future__ import annotations
 
 import calendar
+import collections
 import functools
 import re
 import time
@@ -273,6 +274,17 @@ _TOTAL = func.coalesce(
     literal_column("0"),
 )
 
+#: The owner's change sequence (0 before the first change): every write to the book moves it,
+#: in the same transaction, so it names one state of the book.
+_BOOK_SEQ = func.coalesce(
+    select(ContactSync.seq).where(ContactSync.owner_id == bindparam("owner_id")).scalar_subquery(),
+    literal_column("0"),
+)
+#: Filtered totals kept per process (see :meth:`ContactStore.list_contacts`).
+TOTALS_KEPT = 1024
+#: The bound patterns of the filters, in the order they make a key of the totals kept.
+_PATTERNS = ("first_name", "last_name", "email", "q_name", "q_email")
+
 #: One contact of an owner (``owner_id``, ``contact_id``).
 ONE = CompiledStatement(select(*COLUMNS).where(_ID, _OWNER))
 #: Whether an owner has a contact.
@@ -392,7 +404,9 @@ def page_statements(
     There are few combinations (4 filters x 4 orderings x 2 directions), so each is built once.
     Contacts without a birthday sort last in both directions. Without filters every page row
     ends with the owner's counter (:class:`ContactCount`), so the page and its total come from
-    one statement; the count statement then reads the counter alone.
+    one statement; the count statement then reads the counter alone. With filters every page
+    row ends with the owner's change sequence, and the count statement gives the count and
+    the sequence it was taken at (one snapshot each).
 
     Args:
         filters: The names of the filters present (keys of ``_FILTERS``).
@@ -410,8 +424,8 @@ def page_statements(
         first = first.nulls_last()
     ordering = [first, ContactRow.id.desc() if descending else ContactRow.id.asc()]
     if filters:
-        count = select(func.count()).select_from(ContactRow).where(*where)
-        page = select(*COLUMNS)
+        count = select(func.count(), _BOOK_SEQ.label("seq")).select_from(ContactRow).where(*where)
+        page = select(*COLUMNS, _BOOK_SEQ.label("seq"))
     else:
         count = select(_TOTAL)
         page = select(*COLUMNS, _TOTAL.label("total"))
@@ -694,6 +708,8 @@ class ContactStore:
         """Run statements on ``pool`` under the application ``settings``."""
         self.pool = pool
         self.settings = settings
+        #: Filtered totals by (owner, change sequence, filters, patterns), oldest use first.
+        self._totals: collections.OrderedDict[tuple[Any, ...], int] = collections.OrderedDict()
 
     def today(self) -> date:
         """Today in the configured time zone."""
@@ -733,6 +749,12 @@ class ContactStore:
         without filters the total is on every row, and only an empty page past the end reads
         the counter alone.
 
+        A ``COUNT`` of a short term over a large book reads every row of it (``q=a`` over
+        100k contacts: tens of ms), so filtered totals are kept (:data:`TOTALS_KEPT`, in
+        this process) under the owner's change sequence, which every page row carries: a
+        count is reused only for the very state of the book it was taken in, and any write
+        to the book moves the sequence on. The next pages of a search cost one statement.
+
         Args:
             owner_id: The owner.
             first_name: Substring of the first name.
@@ -768,11 +790,26 @@ class ContactStore:
             total = rows[0][-1]
         elif len(rows) <= limit and (rows or offset == 0):
             total = offset + len(rows)
-        else:
+        elif not filters:
             total = (await self.pool.fetch(count, **params))[0][0]
+        else:
+            search = (owner_id, filters, *(params.get(name) for name in _PATTERNS))
+            kept = self._totals.get((rows[0][-1], *search)) if rows else None
+            if kept is None:
+                total, seq = (await self.pool.fetch(count, **params))[0]
+                self._keep_total((seq, *search), total)
+            else:
+                total = kept
+                self._totals.move_to_end((rows[0][-1], *search))
         return ContactPage(
             items=[_to_contact(row) for row in rows[:limit]], total=total, limit=limit, offset=offset
         )
+
+    def _keep_total(self, key: tuple[Any, ...], total: int) -> None:
+        """Keep a filtered total, forgetting the least recently used beyond :data:`TOTALS_KEPT`."""
+        self._totals[key] = total
+        if len(self._totals) > TOTALS_KEPT:
+            self._totals.popitem(last=False)
 
     async def upcoming_birthdays(
         self, owner_id: UUID, days: int, today: date | None = None

@@ -468,6 +468,30 @@ async def test_a_filtered_total_is_exact_with_or_without_a_count(
     assert len([s for s in queries.statements if "FROM contacts" in s]) == statements, queries.statements
 
 
+async def test_a_filtered_total_is_counted_once_per_state_of_the_book(client, user, book, queries):
+    async def total(**params):
+        queries.reset()
+        params = {"email": "@", "limit": 2, **params}
+        data = (await client.get(f"{BASE}/", params=params, headers=user.headers)).json()
+        return data["total"], len([s for s in queries.statements if "FROM contacts" in s])
+
+    assert await total() == (6, 2)
+    assert await total() == (6, 1)  # the same book: the count is kept
+    assert await total(offset=2) == (6, 1)  # the next page of the same search too
+    assert await total(email="example") == (5, 2)  # another search is counted
+    await create(client, user, email="new@example.com")
+    assert await total() == (7, 2)  # a write moves the book on: counted again
+    assert await total(email="example") == (6, 2)
+    response = await client.patch(
+        f"{BASE}/{book[0]['id']}", json={"email": "ada@lovelace.org"}, headers=user.headers
+    )
+    assert response.status_code == 200
+    assert await total(email="example") == (5, 2)
+    assert await total(email="example") == (5, 1)
+    assert (await client.delete(f"{BASE}/{book[1]['id']}", headers=user.headers)).status_code == 204
+    assert await total() == (6, 2)
+
+
 @pytest.mark.parametrize("offset", [100, 2**62, 2**63, 10**30])  # even past a 64-bit SQL integer
 @pytest.mark.parametrize("filters", [{}, {"email": "@"}])
 async def test_offset_past_the_end_gives_an_empty_page_with_the_total(client, user, book, offset, filters):

@@ -47,8 +47,6 @@ IMPORT_SECONDS = 5.0
 IMPORT_RSS_MB = 50.0
 #: Bytes read per ``read`` of a streamed answer: the bench never holds a whole export.
 CHUNK = 64 * 1024
-#: The import file is larger than the default 2 MB limit at 10k cards with addresses.
-IMPORT_MAX_BYTES = 16 * 1024 * 1024
 
 
 @dataclass
@@ -266,8 +264,6 @@ def main() -> None:
     if not Path(run.WRK).exists():
         sys.exit(f"{run.WRK} is missing (Debian package wrk)")
     run.DB_NAME, run.REDIS_URL = args.database, args.redis_url
-    # The import file is larger than the 2 MB default; the production limit is a setting.
-    os.environ.setdefault("IMPORT_MAX_BYTES", str(IMPORT_MAX_BYTES))
     os.environ.setdefault("IMPORT_MAX_CARDS", str(max(args.import_cards, 10_000)))
     only = set(args.only.split(","))
 

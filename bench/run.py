@@ -425,6 +425,22 @@ class Result:
     note: str = ""
     #: Server CPU time per request (µs): unlike req/s, barely moved by other load on the machine.
     cpu_us: float = 0.0
+    #: Issue 18: the reference that fits this scenario, measured just before and just after it
+    #: (their mean), so that both see the machine of the moment.
+    reference: Result | None = None
+
+
+def mean_of(a: Result, b: Result) -> Result:
+    """Two runs of one reference as one: mean req/s, latency and CPU."""
+    return Result(
+        name=a.name,
+        rps=(a.rps + b.rps) / 2,
+        p50_ms=(a.p50_ms + b.p50_ms) / 2,
+        p99_ms=(a.p99_ms + b.p99_ms) / 2,
+        requests=a.requests + b.requests,
+        non_2xx=a.non_2xx + b.non_2xx,
+        cpu_us=(a.cpu_us + b.cpu_us) / 2,
+    )
 
 
 def wrk(
@@ -580,10 +596,10 @@ def table(results: list[Result], ceiling: Result, references: dict[str, Result] 
         ratio = r.rps / ceiling.rps if ceiling.rps else 0.0
         rps = f"{r.rps:,.0f}" if r.rps >= 100 else f"{r.rps:.1f}"  # logins: a few per second
         cpu = f"{r.cpu_us:,.0f} | {ceiling.cpu_us / r.cpu_us:.1%}" if r.cpu_us and r.requests else "- | -"
-        reference = references.get(REFERENCE_OF.get(r.name, ""))
+        reference = r.reference or references.get(REFERENCE_OF.get(r.name, ""))
         if reference is not None and reference.rps and r.name in REFERENCE_OF:
             versus = r.rps / reference.rps
-            against = f"{reference.name} | {versus:.1%}"
+            against = f"{reference.name} ({reference.rps:,.0f}) | {versus:.1%}"
         else:
             versus, against = None, " | "
         lines.append(
@@ -672,6 +688,7 @@ def run_full(args: argparse.Namespace) -> None:
     nonce = secrets.token_hex(4)
     ceiling_server = Server("bench.ceiling:app", {}, "/", "ceiling")
     server: Server | None = None
+    reference_server: Server | None = None
     try:
         # The ceiling is measured before and after the scenarios and the higher figure is
         # used: on a shared machine that keeps the ratios conservative.
@@ -679,9 +696,11 @@ def run_full(args: argparse.Namespace) -> None:
         server, (user, writer, victims) = start_service(
             secret, [args.contacts, 0, DELETE_VICTIMS], every_id=2
         )
-        references = measure_references(user, writer, nonce, args)
+        reference_server = start_references(user, writer)
+        paired = Paired(ceiling_server, reference_server, user, nonce, args)
+        references = {name: paired.measure(name, warm_up=True) for name in ("one-row", "one-insert")}
         sessions_before = asyncio.run(db_sessions())
-        results = run_scenarios(server, user, nonce, args, victims)
+        results = run_scenarios(server, user, nonce, args, victims, paired)
         rss = server.rss
         print(
             f"database sessions opened during the run: {asyncio.run(db_sessions()) - sessions_before}",
@@ -691,6 +710,8 @@ def run_full(args: argparse.Namespace) -> None:
         ceiling_after = measure_ceiling(ceiling_server, args)
     finally:
         ceiling_server.stop()
+        if reference_server is not None:
+            reference_server.stop()
         if server is not None:
             server.stop()
     ceiling = max(ceiling_before, ceiling_after, key=lambda r: r.rps)
@@ -719,9 +740,7 @@ def measure_ceiling(server: Server, args: argparse.Namespace) -> Result:
     )
 
 
-def measure_references(
-    user: SeededUser, writer: SeededUser, nonce: str, args: argparse.Namespace
-) -> dict[str, Result]:
+def start_references(user: SeededUser, writer: SeededUser) -> Server:
     """Issue 18's references (bench/references.py) on the seeded database, served like the app."""
     env = {
         # The app's form: the server's protocol class reads the app's settings too.
@@ -730,30 +749,41 @@ def measure_references(
         "WRITE_OWNER_ID": writer.id,
         "DB_POOL_SIZE": os.environ.get("DB_POOL_SIZE", "20"),
     }
-    server = Server("bench.references:app", env, "/", "references")
-    measured = {}
-    try:
-        for name, wrk_args in (
-            ("one-row", ["get", "/one-row/{id}", "-", str(user.ids_file)]),
-            ("one-insert", ["create", "/one-insert", "-", f"ref-{nonce}"]),
-        ):
-            print(f"  {name} ...", file=sys.stderr)
-            wrk(name, server.url, wrk_args, duration=1, connections=args.connections)  # warm-up
-            measured[name] = wrk(
-                name,
-                server.url,
-                wrk_args,
-                duration=args.duration,
-                connections=args.connections,
-                server=server,
-            )
-    finally:
-        server.stop()
-    return measured
+    return Server("bench.references:app", env, "/", "references")
+
+
+class Paired:
+    """Measures a scenario's reference (ceiling, one-row or one-insert) next to the scenario."""
+
+    def __init__(
+        self, ceiling: Server, references: Server, user: SeededUser, nonce: str, args: argparse.Namespace
+    ) -> None:
+        self.servers = {"ceiling": ceiling, "one-row": references, "one-insert": references}
+        self.wrk_args = {
+            "ceiling": ["get", "/", "-", "-"],
+            "one-row": ["get", "/one-row/{id}", "-", str(user.ids_file)],
+            "one-insert": ["create", "/one-insert", "-", f"ref-{nonce}"],
+        }
+        self.args = args
+
+    def measure(self, name: str, warm_up: bool = False) -> Result:
+        """One run of reference ``name`` (after a 1 s warm-up when ``warm_up``)."""
+        server, wrk_args = self.servers[name], self.wrk_args[name]
+        connections = self.args.connections
+        if warm_up:
+            wrk(name, server.url, wrk_args, duration=1, connections=connections)
+        return wrk(
+            name, server.url, wrk_args, duration=self.args.duration, connections=connections, server=server
+        )
 
 
 def run_scenarios(
-    server: Server, user: SeededUser, nonce: str, args: argparse.Namespace, victims: SeededUser | None = None
+    server: Server,
+    user: SeededUser,
+    nonce: str,
+    args: argparse.Namespace,
+    victims: SeededUser | None = None,
+    paired: Paired | None = None,
 ) -> list[Result]:
     results: list[Result] = []
     rss_before = server.rss_mb()
@@ -768,13 +798,19 @@ def run_scenarios(
         print(f"  {scenario.name} ...", file=sys.stderr)
         common = {"connections": args.connections, "timeout": scenario.timeout}
         wrk(scenario.name, server.url, scenario.warmup or scenario.args, duration=1, **common)  # warm-up
+        drain(server)  # logins the warm-up left queued (bcrypt) would be counted against the run
+        reference = REFERENCE_OF.get(scenario.name) if paired is not None else None
+        before = paired.measure(reference) if paired is not None and reference else None
         spy = start_profile(server, scenario.name, args.duration) if args.profile else None
-        results.append(
-            wrk(scenario.name, server.url, scenario.args, duration=args.duration, server=server, **common)
+        result = wrk(
+            scenario.name, server.url, scenario.args, duration=args.duration, server=server, **common
         )
         if spy is not None:
             spy.wait()
         drain(server)
+        if paired is not None and before is not None:
+            result.reference = mean_of(before, paired.measure(before.name))
+        results.append(result)
     if not wanted or "mixed" in wanted:
         results += run_mixed(server.url, user, scenarios(user, nonce), args)
     server.rss = (rss_before, server.rss_mb())

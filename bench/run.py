@@ -798,7 +798,7 @@ def run_scenarios(
         print(f"  {scenario.name} ...", file=sys.stderr)
         common = {"connections": args.connections, "timeout": scenario.timeout}
         wrk(scenario.name, server.url, scenario.warmup or scenario.args, duration=1, **common)  # warm-up
-        drain(server)  # logins the warm-up left queued (bcrypt) would be counted against the run
+        settle(server)  # logins the warm-up left queued (bcrypt) would be counted against the run
         reference = REFERENCE_OF.get(scenario.name) if paired is not None else None
         before = paired.measure(reference) if paired is not None and reference else None
         spy = start_profile(server, scenario.name, args.duration) if args.profile else None
